@@ -1,0 +1,353 @@
+package component
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gosrc.io/xmpp"
+	"gosrc.io/xmpp/stanza"
+)
+
+// ErrAuth means the server refused the shared secret. It is the only
+// connection error that is not retried.
+var ErrAuth = errors.New("the XMPP server refused the component secret (not-authorized): check xmpp.secret and xmpp.domain")
+
+const nsPing = "urn:xmpp:ping"
+
+// pingPayload is the XEP-0199 <ping/> element.
+type pingPayload struct {
+	XMLName xml.Name `xml:"urn:xmpp:ping ping"`
+}
+
+func (pingPayload) Namespace() string         { return nsPing }
+func (pingPayload) GetSet() *stanza.ResultSet { return nil }
+
+func init() {
+	stanza.TypeRegistry.MapExtension(stanza.PKTIQ, xml.Name{Space: nsPing, Local: "ping"}, pingPayload{})
+}
+
+// Config configures the component connection.
+type Config struct {
+	// Address is the host:port of the server's component listener.
+	Address string
+	// Domain is the component's JID, e.g. roster.example.test.
+	Domain string
+	// Secret is the shared secret of the component listener.
+	Secret string
+	// ConnectTimeout bounds the TCP dial and the stream close on disconnect.
+	ConnectTimeout time.Duration
+	// IQTimeout bounds the wait for every IQ reply.
+	IQTimeout time.Duration
+	// PingInterval is the period of the XEP-0199 ping that detects dead
+	// links; a ping that gets no answer within IQTimeout drops the link.
+	PingInterval time.Duration
+	// MinBackoff and MaxBackoff bound the delay between reconnect attempts.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Conn is the component's link to the XMPP server. Run keeps it connected;
+// SendIQ and the roster methods use whichever connection is current.
+type Conn struct {
+	cfg    Config
+	log    *slog.Logger
+	router *xmpp.Router
+	iqs    *iqTracker
+
+	mu      sync.Mutex
+	current *session
+}
+
+// session is one connection: a fresh *xmpp.Component each time, since the
+// library's components cannot be reused safely across reconnects.
+type session struct {
+	comp        *xmpp.Component
+	established atomic.Bool // handshake done: stanzas may be sent
+	lost        chan error  // first loss reason; buffered, written once
+	lostOnce    sync.Once
+
+	mu       sync.Mutex
+	grants   map[string]Grants
+	software map[string]string
+}
+
+func (s *session) fail(err error) {
+	s.lostOnce.Do(func() { s.lost <- err })
+}
+
+// NewConn returns an unconnected Conn; call Run to connect.
+func NewConn(cfg Config, log *slog.Logger) *Conn {
+	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker()}
+	c.router.HandleFunc("iq", c.handleIQ)
+	c.router.HandleFunc("message", c.handleMessage)
+	c.router.NewRoute().HandlerFunc(func(xmpp.Sender, stanza.Packet) {}) // presence and others: ignored
+	return c
+}
+
+// Run connects and keeps the component connected until ctx ends, with
+// exponential backoff and jitter between attempts. It returns nil when ctx
+// ends and ErrAuth when the server refuses the secret.
+func (c *Conn) Run(ctx context.Context) error {
+	var closers sync.WaitGroup
+	defer closers.Wait()
+	backoff := c.cfg.MinBackoff
+	for {
+		start := time.Now()
+		err := c.serve(ctx, &closers)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrAuth) {
+			return err
+		}
+		if time.Since(start) > 2*c.cfg.MaxBackoff {
+			backoff = c.cfg.MinBackoff
+		}
+		delay := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("XMPP connection lost, reconnecting", "address", c.cfg.Address, "error", err, "retry_in", delay.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+}
+
+// serve runs one connection until it is lost or ctx ends.
+func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
+	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}, software: map[string]string{}}
+	comp, err := xmpp.NewComponent(xmpp.ComponentOptions{
+		TransportConfiguration: xmpp.TransportConfiguration{
+			Address:        c.cfg.Address,
+			ConnectTimeout: int((c.cfg.ConnectTimeout + time.Second - 1) / time.Second),
+		},
+		Domain: c.cfg.Domain,
+		Secret: c.cfg.Secret,
+	}, c.router, func(err error) { sess.fail(err) })
+	if err != nil {
+		return fmt.Errorf("create component: %w", err)
+	}
+	sess.comp = comp
+	// Current before Connect: the privilege message may arrive before
+	// Connect returns, and must find its session.
+	c.mu.Lock()
+	c.current = sess
+	c.mu.Unlock()
+	if err := comp.Connect(); err != nil {
+		c.drop(sess, closers, false)
+		if strings.Contains(err.Error(), "not-authorized") {
+			return ErrAuth
+		}
+		return fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
+	}
+	sess.established.Store(true)
+	c.log.Info("connected to XMPP server", "address", c.cfg.Address, "component", c.cfg.Domain)
+
+	pingCtx, stopPing := context.WithCancel(ctx)
+	var pinger sync.WaitGroup
+	pinger.Add(1)
+	go func() {
+		defer pinger.Done()
+		c.pingLoop(pingCtx, sess)
+	}()
+	defer func() {
+		stopPing()
+		pinger.Wait()
+	}()
+
+	select {
+	case <-ctx.Done():
+		c.drop(sess, closers, true)
+		return ctx.Err()
+	case err := <-sess.lost:
+		c.drop(sess, closers, true)
+		return err
+	}
+}
+
+// drop retires a session: it stops being current, its pending IQs fail at
+// once, its privileges are forgotten, and its stream is closed. With wait
+// the close completes before drop returns, so that a reconnect never meets
+// the old connection (Prosody answers that with <conflict/>).
+func (c *Conn) drop(sess *session, closers *sync.WaitGroup, wait bool) {
+	c.mu.Lock()
+	if c.current == sess {
+		c.current = nil
+	}
+	c.mu.Unlock()
+	c.iqs.failAll(ErrDisconnected)
+	if wait {
+		if err := sess.comp.Disconnect(); err != nil {
+			c.log.Debug("closing XMPP stream", "error", err)
+		}
+		return
+	}
+	closers.Add(1)
+	go func() {
+		defer closers.Done()
+		_ = sess.comp.Disconnect()
+	}()
+}
+
+// pingLoop pings the server every PingInterval; a ping without answer
+// marks the session lost.
+func (c *Conn) pingLoop(ctx context.Context, sess *session) {
+	if c.cfg.PingInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(c.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		iq := &stanza.IQ{XMLName: xml.Name{Local: "iq"}, Attrs: stanza.Attrs{Type: stanza.IQTypeGet, To: serverOf(c.cfg.Domain)}, Payload: &pingPayload{}}
+		_, err := c.sendIQ(ctx, sess, iq)
+		var stErr *StanzaError
+		if err != nil && !errors.As(err, &stErr) && ctx.Err() == nil {
+			sess.fail(fmt.Errorf("ping: %w", err))
+			return
+		}
+	}
+}
+
+// serverOf guesses the server domain from the component JID: the parent
+// domain (roster.example.test -> example.test).
+func serverOf(component string) string {
+	if i := strings.IndexByte(component, '.'); i > 0 && i < len(component)-1 {
+		return component[i+1:]
+	}
+	return component
+}
+
+// session returns the current session once its handshake is done.
+func (c *Conn) session() *session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current == nil || !c.current.established.Load() {
+		return nil
+	}
+	return c.current
+}
+
+// SendIQ sends a get or set IQ from the component JID and waits for its
+// reply, at most IQTimeout. An error reply is returned as *StanzaError.
+func (c *Conn) SendIQ(ctx context.Context, iq *stanza.IQ) (*stanza.IQ, error) {
+	sess := c.session()
+	if sess == nil {
+		return nil, ErrDisconnected
+	}
+	return c.sendIQ(ctx, sess, iq)
+}
+
+func (c *Conn) sendIQ(ctx context.Context, sess *session, iq *stanza.IQ) (*stanza.IQ, error) {
+	id, ch := c.iqs.register()
+	iq.Id = id
+	iq.From = c.cfg.Domain
+	// Registered before this check: if the session is dropped later, the
+	// drop's failAll reaches this waiter.
+	if c.session() != sess {
+		c.iqs.forget(id)
+		return nil, ErrDisconnected
+	}
+	if err := sess.comp.Send(iq); err != nil {
+		c.iqs.forget(id)
+		sess.fail(err)
+		return nil, fmt.Errorf("send iq: %w", err)
+	}
+	return c.iqs.wait(ctx, id, ch, c.cfg.IQTimeout)
+}
+
+func (c *Conn) handleIQ(s xmpp.Sender, p stanza.Packet) {
+	iq, ok := p.(*stanza.IQ)
+	if !ok {
+		return
+	}
+	switch iq.Type {
+	case stanza.IQTypeResult, stanza.IQTypeError:
+		if !c.iqs.deliver(iq) {
+			c.log.Debug("IQ reply nobody waits for", "id", iq.Id, "from", iq.From, "type", iq.Type)
+		}
+	case stanza.IQTypeGet, stanza.IQTypeSet:
+		c.answerIQ(s, iq)
+	}
+}
+
+// answerIQ answers pings and refuses every other request, as RFC 6120
+// requires. It runs on the receive goroutine and only writes.
+func (c *Conn) answerIQ(s xmpp.Sender, iq *stanza.IQ) {
+	reply := &stanza.IQ{XMLName: xml.Name{Local: "iq"}, Attrs: stanza.Attrs{Id: iq.Id, From: iq.To, To: iq.From}}
+	if _, isPing := iq.Payload.(*pingPayload); isPing && iq.Type == stanza.IQTypeGet {
+		reply.Type = stanza.IQTypeResult
+	} else {
+		reply.Type = stanza.IQTypeError
+		reply.Error = &stanza.Err{XMLName: xml.Name{Local: "error"}, Code: 503, Type: stanza.ErrorTypeCancel, Reason: "service-unavailable"}
+	}
+	if reply.From == "" {
+		reply.From = c.cfg.Domain
+	}
+	if err := s.Send(reply); err != nil {
+		c.log.Debug("answering IQ", "error", err)
+	}
+}
+
+func (c *Conn) handleMessage(_ xmpp.Sender, p stanza.Packet) {
+	msg, ok := p.(stanza.Message)
+	if !ok {
+		return
+	}
+	domain, g, ok := parsePrivilege(&msg)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	sess := c.current
+	c.mu.Unlock()
+	if sess == nil {
+		return
+	}
+	domain = strings.ToLower(domain)
+	sess.mu.Lock()
+	sess.grants[domain] = g
+	sess.mu.Unlock()
+	c.log.Info("privileges granted", "domain", domain, "grants", g.String())
+}
+
+// Ready returns nil when the component is connected and may read and write
+// the rosters of domain, else an error that says why not.
+func (c *Conn) Ready(domain string) error {
+	sess := c.session()
+	if sess == nil {
+		return ErrDisconnected
+	}
+	sess.mu.Lock()
+	g, seen := sess.grants[strings.ToLower(domain)]
+	sess.mu.Unlock()
+	if !g.CanRead() || !g.CanWrite() {
+		return errNoRosterPrivilege(domain, g, seen)
+	}
+	return nil
+}
+
+// Grants returns the privileges granted for domain on the current
+// connection, and whether the server sent any.
+func (c *Conn) Grants(domain string) (Grants, bool) {
+	sess := c.session()
+	if sess == nil {
+		return Grants{}, false
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	g, ok := sess.grants[strings.ToLower(domain)]
+	return g, ok
+}

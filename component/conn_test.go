@@ -1,0 +1,248 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"gosrc.io/xmpp/stanza"
+)
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func testConfig(addr string) Config {
+	return Config{
+		Address: addr, Domain: "roster.example.test", Secret: "s3cret",
+		ConnectTimeout: time.Second, IQTimeout: 500 * time.Millisecond,
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+	}
+}
+
+// startConn runs a Conn against the fake server until the test ends.
+func startConn(t *testing.T, cfg Config) (*Conn, <-chan error) {
+	t.Helper()
+	c := NewConn(cfg, discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- c.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-finished:
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	return c, done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitReady(t *testing.T, c *Conn) {
+	t.Helper()
+	waitFor(t, "ready", func() bool { return c.Ready("example.test") == nil })
+}
+
+func TestConnectsAndIsReadyWithRosterPrivilege(t *testing.T) {
+	for _, ns := range []string{nsPrivilege1, nsPrivilege2} {
+		t.Run(ns, func(t *testing.T) {
+			srv := newFakeServer(t)
+			srv.privilege = strings.Replace(privilegeBoth, nsPrivilege2, ns, 1)
+			c, _ := startConn(t, testConfig(srv.addr()))
+			waitReady(t, c)
+			g, ok := c.Grants("example.test")
+			if !ok || g.Roster != "both" || g.Message != "outgoing" || g.Presence != "managed_entity" {
+				t.Fatalf("grants = %+v, %v", g, ok)
+			}
+			if err := c.Ready("other.test"); err == nil || !strings.Contains(err.Error(), "no privilege for other.test") {
+				t.Fatalf("Ready(other.test) = %v, want no-privilege error", err)
+			}
+		})
+	}
+}
+
+func TestNotReadyWithoutRosterSet(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.privilege = `<message from='example.test' to='roster.example.test'><privilege xmlns='urn:xmpp:privilege:2'><perm type='get' access='roster'/></privilege></message>`
+	c, _ := startConn(t, testConfig(srv.addr()))
+	waitFor(t, "grants", func() bool { _, ok := c.Grants("example.test"); return ok })
+	err := c.Ready("example.test")
+	if err == nil || !strings.Contains(err.Error(), "roster=get") {
+		t.Fatalf("Ready = %v, want an error naming roster=get", err)
+	}
+}
+
+func TestNotReadyWithoutPrivilegeMessage(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.privilege = ""
+	c, _ := startConn(t, testConfig(srv.addr()))
+	waitFor(t, "connection", func() bool { return c.session() != nil })
+	if err := c.Ready("example.test"); err == nil || !strings.Contains(err.Error(), "mod_privilege") {
+		t.Fatalf("Ready = %v, want a hint about mod_privilege", err)
+	}
+}
+
+func TestWrongSecretIsFatal(t *testing.T) {
+	srv := newFakeServer(t)
+	cfg := testConfig(srv.addr())
+	cfg.Secret = "wrong"
+	_, done := startConn(t, cfg)
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrAuth) {
+			t.Fatalf("Run = %v, want ErrAuth", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run kept retrying a wrong secret")
+	}
+	if _, _, _, accepted := srv.counts(); accepted != 1 {
+		t.Fatalf("connections = %d, want exactly 1", accepted)
+	}
+}
+
+func TestIQWithoutReplyTimesOut(t *testing.T) {
+	srv := newFakeServer(t)
+	c, _ := startConn(t, testConfig(srv.addr()))
+	waitReady(t, c)
+	srv.mu.Lock()
+	srv.reply = func(fakeIQ) (string, time.Duration) { return "", 0 }
+	srv.mu.Unlock()
+	start := time.Now()
+	_, err := c.GetRoster(context.Background(), "alice@example.test")
+	if !errors.Is(err, ErrIQTimeout) {
+		t.Fatalf("GetRoster = %v, want ErrIQTimeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("timeout took %s", d)
+	}
+	if n := c.iqs.pending(); n != 0 {
+		t.Fatalf("%d waiters left after timeout", n)
+	}
+}
+
+func TestLateReplyIsDroppedAndLinkStaysUsable(t *testing.T) {
+	srv := newFakeServer(t)
+	c, _ := startConn(t, testConfig(srv.addr()))
+	waitReady(t, c)
+	srv.mu.Lock()
+	srv.reply = func(iq fakeIQ) (string, time.Duration) {
+		return fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'/>`, iq.ID, iq.To, iq.From), 800 * time.Millisecond
+	}
+	srv.mu.Unlock()
+	if _, err := c.GetRoster(context.Background(), "alice@example.test"); !errors.Is(err, ErrIQTimeout) {
+		t.Fatalf("first GetRoster = %v, want timeout", err)
+	}
+	srv.mu.Lock()
+	srv.reply = nil
+	srv.mu.Unlock()
+	time.Sleep(500 * time.Millisecond) // the late reply arrives meanwhile
+	if _, err := c.GetRoster(context.Background(), "alice@example.test"); err != nil {
+		t.Fatalf("GetRoster after a late reply: %v", err)
+	}
+}
+
+func TestStanzaErrorIsReported(t *testing.T) {
+	srv := newFakeServer(t)
+	c, _ := startConn(t, testConfig(srv.addr()))
+	waitReady(t, c)
+	srv.mu.Lock()
+	srv.reply = func(iq fakeIQ) (string, time.Duration) {
+		return fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, iq.ID, iq.To, iq.From), 0
+	}
+	srv.mu.Unlock()
+	err := c.SetRosterItem(context.Background(), "ghost@example.test", stanza.RosterItem{Jid: "a@example.test"})
+	var se *StanzaError
+	if !errors.As(err, &se) || se.Condition != "service-unavailable" || se.Type != "cancel" {
+		t.Fatalf("SetRosterItem = %v, want cancel/service-unavailable", err)
+	}
+}
+
+func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
+	srv := newFakeServer(t)
+	cfg := testConfig(srv.addr())
+	cfg.IQTimeout = 10 * time.Second
+	c, _ := startConn(t, cfg)
+	waitReady(t, c)
+	srv.mu.Lock()
+	srv.reply = func(fakeIQ) (string, time.Duration) { return "", 0 }
+	srv.mu.Unlock()
+	errs := make(chan error, 5)
+	for range 5 {
+		go func() {
+			_, err := c.GetRoster(context.Background(), "alice@example.test")
+			errs <- err
+		}()
+	}
+	waitFor(t, "5 pending IQs", func() bool { return c.iqs.pending() == 5 })
+	start := time.Now()
+	srv.dropAll()
+	for range 5 {
+		if err := <-errs; !errors.Is(err, ErrDisconnected) {
+			t.Fatalf("pending IQ = %v, want ErrDisconnected", err)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("pending IQs failed after %s", d)
+	}
+	if err := c.Ready("example.test"); err == nil {
+		t.Fatal("still ready after disconnect")
+	}
+	srv.mu.Lock()
+	srv.reply = nil
+	srv.mu.Unlock()
+	waitReady(t, c)
+	if _, err := c.GetRoster(context.Background(), "alice@example.test"); err != nil {
+		t.Fatalf("GetRoster after reconnect: %v", err)
+	}
+	if _, _, _, accepted := srv.counts(); accepted != 2 {
+		t.Fatalf("connections = %d, want 2", accepted)
+	}
+}
+
+func TestPingDetectsDeadLink(t *testing.T) {
+	srv := newFakeServer(t)
+	cfg := testConfig(srv.addr())
+	cfg.PingInterval = 50 * time.Millisecond
+	cfg.IQTimeout = 200 * time.Millisecond
+	c, _ := startConn(t, cfg)
+	waitReady(t, c)
+	srv.mu.Lock()
+	srv.reply = func(fakeIQ) (string, time.Duration) { return "", 0 } // alive TCP, deaf server
+	srv.mu.Unlock()
+	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
+	srv.mu.Lock()
+	srv.reply = nil
+	srv.mu.Unlock()
+	waitReady(t, c)
+	if _, _, _, accepted := srv.counts(); accepted < 2 {
+		t.Fatalf("connections = %d, want a reconnect", accepted)
+	}
+}
+
+func TestSendWhileDisconnected(t *testing.T) {
+	c := NewConn(testConfig("127.0.0.1:1"), discard)
+	if _, err := c.GetRoster(context.Background(), "a@example.test"); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("GetRoster = %v, want ErrDisconnected", err)
+	}
+	if err := c.Ready("example.test"); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("Ready = %v, want ErrDisconnected", err)
+	}
+}

@@ -1,0 +1,87 @@
+package component
+
+import (
+	"slices"
+
+	"gosrc.io/xmpp/stanza"
+	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/rosterhttp"
+)
+
+// Plan is the set of roster changes that brings a current roster to the
+// desired one. Each item is one SET.
+type Plan struct {
+	// Add holds contacts missing from the current roster.
+	Add []stanza.RosterItem
+	// Update holds contacts whose name, groups or (where compared)
+	// subscription differ.
+	Update []stanza.RosterItem
+	// Remove holds contacts the backend no longer lists, with subscription
+	// "remove".
+	Remove []stanza.RosterItem
+}
+
+// Len is the number of SETs the plan needs.
+func (p Plan) Len() int { return len(p.Add) + len(p.Update) + len(p.Remove) }
+
+// Diff computes the changes from current to desired. JIDs are compared in
+// normalised form; groups as sets; subscription only when compareSub is
+// true (servers that ignore it would otherwise differ forever).
+func Diff(desired []rosterhttp.Item, current []stanza.RosterItem, compareSub bool) Plan {
+	have := make(map[string]stanza.RosterItem, len(current))
+	for _, it := range current {
+		have[normaliseJID(it.Jid)] = it
+	}
+	var p Plan
+	for _, want := range desired {
+		item := stanza.RosterItem{Jid: want.JID, Name: want.Name, Groups: want.Groups, Subscription: want.Subscription}
+		got, ok := have[want.JID]
+		if !ok {
+			p.Add = append(p.Add, item)
+			continue
+		}
+		delete(have, want.JID)
+		if got.Name != want.Name || !sameGroups(got.Groups, want.Groups) ||
+			(compareSub && subscriptionOf(got) != want.Subscription) {
+			p.Update = append(p.Update, item)
+		}
+	}
+	for _, it := range current {
+		if _, stale := have[normaliseJID(it.Jid)]; stale {
+			p.Remove = append(p.Remove, stanza.RosterItem{Jid: it.Jid, Subscription: "remove"})
+			delete(have, normaliseJID(it.Jid))
+		}
+	}
+	return p
+}
+
+// normaliseJID returns the PRECIS form of s, or s itself when it does not
+// parse (such an item can only be removed, under its own spelling).
+func normaliseJID(s string) string {
+	j, err := jid.Parse(s)
+	if err != nil {
+		return s
+	}
+	return j.Bare().String()
+}
+
+func subscriptionOf(it stanza.RosterItem) string {
+	if it.Subscription == "" {
+		return rosterhttp.SubscriptionNone
+	}
+	return it.Subscription
+}
+
+// sameGroups compares group lists as sets; want is sorted and unique.
+func sameGroups(got, want []string) bool {
+	set := make([]string, 0, len(got))
+	for _, g := range got {
+		if g != "" {
+			set = append(set, g)
+		}
+	}
+	slices.Sort(set)
+	set = slices.Compact(set)
+	return slices.Equal(set, want)
+}

@@ -1,0 +1,194 @@
+package component
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gosrc.io/xmpp/stanza"
+	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/rosterhttp"
+)
+
+// Fetcher gets a user's desired roster from the backend.
+type Fetcher interface {
+	Fetch(ctx context.Context, owner jid.JID) (rosterhttp.Roster, error)
+}
+
+// RosterServer is the part of Conn a Syncer uses.
+type RosterServer interface {
+	Ready(domain string) error
+	GetRoster(ctx context.Context, user string) ([]stanza.RosterItem, error)
+	SetRosterItem(ctx context.Context, user string, item stanza.RosterItem) error
+	HonoursSubscription(ctx context.Context, domain string) bool
+}
+
+// SyncerConfig configures a Syncer.
+type SyncerConfig struct {
+	// UserDomain is the domain of the users whose rosters are managed.
+	UserDomain string
+	// Window is the number of roster SETs in flight per user.
+	Window int
+	// SyncTimeout bounds one user's whole sync (fetch, read, writes).
+	SyncTimeout time.Duration
+}
+
+// Syncer brings users' rosters in line with the backend. Syncs of one user
+// never overlap: a request that arrives while that user's sync runs waits
+// for exactly one more sync after it, shared by every request that arrived
+// meanwhile, so the last backend state always wins.
+type Syncer struct {
+	cfg    SyncerConfig
+	server RosterServer
+	fetch  Fetcher
+	log    *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	users map[string]*userQueue
+}
+
+// userQueue is the sync running for one user and the one queued after it.
+type userQueue struct {
+	running, next *syncCall
+}
+
+type syncCall struct {
+	done chan struct{}
+	res  SyncResult
+}
+
+// NewSyncer returns a Syncer; Close stops it.
+func NewSyncer(cfg SyncerConfig, server RosterServer, fetch Fetcher, log *slog.Logger) *Syncer {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Syncer{cfg: cfg, server: server, fetch: fetch, log: log, ctx: ctx, cancel: cancel, users: map[string]*userQueue{}}
+}
+
+// Ready returns nil when rosters of the user domain can be synced.
+func (s *Syncer) Ready() error { return s.server.Ready(s.cfg.UserDomain) }
+
+// Sync brings the roster of user (a normalised localpart) in line with the
+// backend and reports what changed. When ctx ends first, the sync goes on
+// to completion in the background and Sync returns ctx's error.
+func (s *Syncer) Sync(ctx context.Context, user string) SyncResult {
+	call := s.enqueue(user)
+	select {
+	case <-call.done:
+		return call.res
+	case <-ctx.Done():
+		return SyncResult{User: user, Err: fmt.Errorf("sync of %s: %w", user, ctx.Err())}
+	}
+}
+
+// Close stops accepting work, cancels running syncs and waits for them.
+func (s *Syncer) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+func (s *Syncer) enqueue(user string) *syncCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.users[user]
+	if q == nil {
+		q = &userQueue{running: &syncCall{done: make(chan struct{})}}
+		s.users[user] = q
+		s.wg.Add(1)
+		go s.drain(user, q.running)
+		return q.running
+	}
+	if q.next == nil {
+		q.next = &syncCall{done: make(chan struct{})}
+	}
+	return q.next
+}
+
+// drain runs the user's syncs one after another until none is queued.
+func (s *Syncer) drain(user string, call *syncCall) {
+	defer s.wg.Done()
+	for call != nil {
+		call.res = s.syncOnce(user)
+		close(call.done)
+		s.mu.Lock()
+		q := s.users[user]
+		call, q.running, q.next = q.next, q.next, nil
+		if call == nil {
+			delete(s.users, user)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Syncer) syncOnce(user string) SyncResult {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SyncTimeout)
+	defer cancel()
+	start := time.Now()
+	res := SyncResult{User: user}
+	res.Err = s.sync(ctx, &res)
+	s.log.Debug("user sync", "user", user, "added", res.Added, "updated", res.Updated, "removed", res.Removed,
+		"skipped", len(res.Skipped), "error", res.Err, "duration", time.Since(start).Round(time.Microsecond))
+	return res
+}
+
+func (s *Syncer) sync(ctx context.Context, res *SyncResult) error {
+	if err := s.server.Ready(s.cfg.UserDomain); err != nil {
+		return err
+	}
+	owner, err := jid.New(res.User, s.cfg.UserDomain, "")
+	if err != nil {
+		return fmt.Errorf("user %q: %w", res.User, err)
+	}
+	desired, err := s.fetch.Fetch(ctx, owner)
+	if err != nil {
+		return err
+	}
+	res.Skipped = desired.Skipped
+	current, err := s.server.GetRoster(ctx, owner.String())
+	if err != nil {
+		return err
+	}
+	plan := Diff(desired.Items, current, s.server.HonoursSubscription(ctx, s.cfg.UserDomain))
+	return s.apply(ctx, owner.String(), plan, res)
+}
+
+// apply sends the plan's SETs, at most Window in flight, and counts what
+// succeeded. Every change is tried even when some fail: the next sync
+// converges from whatever state this one leaves.
+func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *SyncResult) error {
+	var added, updated, removed, failed atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	sem := make(chan struct{}, max(1, s.cfg.Window))
+	var wg sync.WaitGroup
+	send := func(items []stanza.RosterItem, ok *atomic.Int64) {
+		for _, item := range items {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if err := s.server.SetRosterItem(ctx, owner, item); err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+				ok.Add(1)
+			}()
+		}
+	}
+	send(plan.Remove, &removed)
+	send(plan.Update, &updated)
+	send(plan.Add, &added)
+	wg.Wait()
+	res.Added, res.Updated, res.Removed = int(added.Load()), int(updated.Load()), int(removed.Load())
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d of %d roster changes failed, first: %w", n, plan.Len(), firstErr)
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/rosterhttp"
+)
+
+// fakeFetcher serves desired rosters from memory.
+type fakeFetcher struct {
+	mu      sync.Mutex
+	rosters map[string]rosterhttp.Roster
+	err     error
+	delay   time.Duration
+	calls   atomic.Int64
+	started chan string // optional: receives the user at each fetch start
+}
+
+func (f *fakeFetcher) Fetch(ctx context.Context, owner jid.JID) (rosterhttp.Roster, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	r, err, delay := f.rosters[owner.Localpart()], f.err, f.delay
+	f.mu.Unlock()
+	if f.started != nil {
+		f.started <- owner.Localpart()
+	}
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		return rosterhttp.Roster{}, ctx.Err()
+	}
+	return r, err
+}
+
+func (f *fakeFetcher) set(user string, items ...rosterhttp.Item) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rosters[user] = rosterhttp.Roster{Items: items}
+}
+
+func item(j, name string, groups ...string) rosterhttp.Item {
+	return rosterhttp.Item{JID: j, Name: name, Groups: groups, Subscription: "both"}
+}
+
+func newTestSyncer(t *testing.T, srv *fakeServer) (*Syncer, *fakeFetcher) {
+	t.Helper()
+	c, _ := startConn(t, testConfig(srv.addr()))
+	waitReady(t, c)
+	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}}
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second}, c, f, discard)
+	t.Cleanup(s.Close)
+	return s, f
+}
+
+func TestSyncPopulatesUpdatesAndRemoves(t *testing.T) {
+	srv := newFakeServer(t)
+	s, f := newTestSyncer(t, srv)
+	ctx := context.Background()
+
+	f.set("john", item("marie@example.test", "Marie", "Friends"), item("michael@example.test", "Michael"))
+	res := s.Sync(ctx, "john")
+	if res.Err != nil || res.Added != 2 || res.Updated != 0 || res.Removed != 0 {
+		t.Fatalf("first sync = %+v", res)
+	}
+	want := []string{"marie@example.test|Marie|both|Friends", "michael@example.test|Michael|both|"}
+	if got := srv.roster("john@example.test"); !slices.Equal(got, want) {
+		t.Fatalf("roster = %v, want %v", got, want)
+	}
+
+	f.set("john", item("marie@example.test", "Marie C.", "Work"), item("new@example.test", "New"))
+	res = s.Sync(ctx, "john")
+	if res.Err != nil || res.Added != 1 || res.Updated != 1 || res.Removed != 1 {
+		t.Fatalf("second sync = %+v", res)
+	}
+	want = []string{"marie@example.test|Marie C.|both|Work", "new@example.test|New|both|"}
+	if got := srv.roster("john@example.test"); !slices.Equal(got, want) {
+		t.Fatalf("roster = %v, want %v", got, want)
+	}
+
+	_, setsBefore, _, _ := srv.counts()
+	res = s.Sync(ctx, "john")
+	_, setsAfter, _, _ := srv.counts()
+	if res.Err != nil || res.Added+res.Updated+res.Removed != 0 || setsAfter != setsBefore {
+		t.Fatalf("no-op sync = %+v with %d SETs", res, setsAfter-setsBefore)
+	}
+}
+
+func TestSyncBackendErrorLeavesRosterUntouched(t *testing.T) {
+	srv := newFakeServer(t)
+	s, f := newTestSyncer(t, srv)
+	srv.setRoster("john@example.test", map[string]fakeItem{"keep@example.test": {Name: "Keep", Subscription: "both"}})
+	f.err = errors.New("backend answered 500")
+	res := s.Sync(context.Background(), "john")
+	if res.Err == nil {
+		t.Fatal("sync succeeded despite a backend error")
+	}
+	if gets, sets, _, _ := srv.counts(); gets != 0 || sets != 0 {
+		t.Fatalf("server saw %d GETs and %d SETs after a backend error", gets, sets)
+	}
+	if got := srv.roster("john@example.test"); !slices.Equal(got, []string{"keep@example.test|Keep|both|"}) {
+		t.Fatalf("roster changed: %v", got)
+	}
+}
+
+func TestSyncWindowBoundsSETsInFlight(t *testing.T) {
+	srv := newFakeServer(t)
+	s, f := newTestSyncer(t, srv)
+	srv.mu.Lock()
+	srv.reply = func(iq fakeIQ) (string, time.Duration) {
+		srv.mu.Lock() // answer() released it for us
+		r, _ := srv.answerRoster(iq)
+		srv.mu.Unlock()
+		return r, 20 * time.Millisecond
+	}
+	srv.mu.Unlock()
+	var items []rosterhttp.Item
+	for i := range 20 {
+		items = append(items, item("c"+string(rune('a'+i))+"@example.test", ""))
+	}
+	f.set("john", items...)
+	res := s.Sync(context.Background(), "john")
+	if res.Err != nil || res.Added != 20 {
+		t.Fatalf("sync = %+v", res)
+	}
+	if _, _, maxIn, _ := srv.counts(); maxIn < 2 || maxIn > 4 {
+		t.Fatalf("max SETs in flight = %d, want 2..4 (window 4)", maxIn)
+	}
+}
+
+func TestSyncOverlappingRequestsConvergeToLatest(t *testing.T) {
+	srv := newFakeServer(t)
+	s, f := newTestSyncer(t, srv)
+	f.started = make(chan string, 10)
+	f.delay = 100 * time.Millisecond
+	f.set("john", item("old@example.test", "Old"))
+
+	first := make(chan SyncResult)
+	go func() { first <- s.Sync(context.Background(), "john") }()
+	<-f.started // the first sync has fetched the old state
+	f.set("john", item("latest@example.test", "Latest"))
+	var wg sync.WaitGroup
+	results := make([]SyncResult, 3)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = s.Sync(context.Background(), "john")
+		}()
+	}
+	<-first
+	wg.Wait()
+	if n := f.calls.Load(); n != 2 {
+		t.Fatalf("backend fetched %d times, want 2 (one running, one shared follow-up)", n)
+	}
+	for _, r := range results {
+		if r.Err != nil || r.Added != 1 || r.Removed != 1 {
+			t.Fatalf("follow-up result = %+v, want the shared one", r)
+		}
+	}
+	if got := srv.roster("john@example.test"); !slices.Equal(got, []string{"latest@example.test|Latest|both|"}) {
+		t.Fatalf("roster = %v, want the latest backend state", got)
+	}
+}
+
+func TestSyncNotReady(t *testing.T) {
+	c := NewConn(testConfig("127.0.0.1:1"), discard)
+	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}}
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: time.Second}, c, f, discard)
+	defer s.Close()
+	if err := s.Ready(); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("Ready = %v", err)
+	}
+	if res := s.Sync(context.Background(), "john"); !errors.Is(res.Err, ErrDisconnected) || f.calls.Load() != 0 {
+		t.Fatalf("Sync = %+v, fetches %d", res, f.calls.Load())
+	}
+}
