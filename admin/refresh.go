@@ -1,0 +1,407 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"roster-sidecar/component"
+	"roster-sidecar/rosterhttp"
+)
+
+// Values of the "status" and "message" fields.
+const (
+	statusOK          = "ok"
+	statusError       = "error"
+	messageComplete   = "roster update complete"
+	messageAllFailed  = "roster update failed for all users"
+	maxQuotedNameRune = 64
+)
+
+// StatusResponse is the body of GET /healthz and of a ready GET /readyz.
+type StatusResponse struct {
+	// Status is "ok".
+	Status string `json:"status"`
+}
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	// Status is "error".
+	Status string `json:"status"`
+	// Message says what went wrong.
+	Message string `json:"message"`
+}
+
+// RefreshResponse is the body of POST /roster_admin/refresh, both of the 200
+// answer and of the 503 answer (which has no Results).
+type RefreshResponse struct {
+	// Status is "ok" unless every user failed (or the server is not ready),
+	// then "error".
+	Status string `json:"status"`
+	// Message is "roster update complete", "roster update failed for all
+	// users", or why the server is not ready.
+	Message string `json:"message"`
+	// Updated counts the rosters brought in line with the backend.
+	Updated int `json:"updated"`
+	// Errors counts the rosters that failed.
+	Errors int `json:"errors"`
+	// Results holds one entry per distinct user, in the order of first
+	// appearance in the request; omitted in the 503 answer.
+	Results []UserResult `json:"results,omitzero"`
+}
+
+// UserResult is the outcome of refreshing one user's roster.
+type UserResult struct {
+	// User is the normalised localpart.
+	User string `json:"user"`
+	// Status is "ok" or "error".
+	Status string `json:"status"`
+	// Error says why it failed; empty when Status is "ok".
+	Error string `json:"error,omitempty"`
+	// Added, Updated and Removed count the roster items changed.
+	Added   int `json:"added"`
+	Updated int `json:"updated"`
+	Removed int `json:"removed"`
+	// Skipped lists backend contacts that were not applied.
+	Skipped []rosterhttp.Skipped `json:"skipped,omitempty"`
+}
+
+// UserResponse is the 200 body of GET or POST /roster_admin/refresh/:user.
+type UserResponse struct {
+	// Status is "ok".
+	Status string `json:"status"`
+	// Message is "roster update complete".
+	Message string `json:"message"`
+	// User is the normalised localpart.
+	User string `json:"user"`
+	// Added, Updated and Removed count the roster items changed.
+	Added   int `json:"added"`
+	Updated int `json:"updated"`
+	Removed int `json:"removed"`
+	// Skipped lists backend contacts that were not applied.
+	Skipped []rosterhttp.Skipped `json:"skipped,omitempty"`
+}
+
+// handleRefresh serves POST /roster_admin/refresh. The body must be a JSON
+// array of strings; it is validated completely (413 when over MaxBodyBytes,
+// 400 for anything malformed, for more than MaxUsers names or for any invalid
+// username) before anything is synced. An empty array answers 200 at once.
+// When the Syncer is not ready the answer is 503 with "errors" counting the
+// distinct users. Otherwise every distinct user is synced, at most
+// Concurrency at once across the whole server, within RequestTimeout, and the
+// answer is 200 with per-user results, even when users failed.
+func (s *Server) handleRefresh(c echo.Context) error {
+	start := time.Now()
+	names, herr := s.readUsernames(c.Request())
+	if herr != nil {
+		return s.reject(herr)
+	}
+	users, err := s.normalise(names)
+	if err != nil {
+		return s.reject(badRequest(err))
+	}
+	if len(users) == 0 {
+		return c.JSON(http.StatusOK, RefreshResponse{Status: statusOK, Message: messageComplete, Results: []UserResult{}})
+	}
+	if err := s.syncer.Ready(); err != nil {
+		s.log.Warn("admin: refresh refused, not ready", "users", len(users), "reason", err)
+		return c.JSON(http.StatusServiceUnavailable, RefreshResponse{
+			Status: statusError, Message: err.Error(), Errors: len(users),
+		})
+	}
+	ctx, cancel := s.refreshContext(c.Request().Context())
+	defer cancel()
+	resp := summarise(s.syncAll(ctx, users))
+	s.logRefresh(len(users), resp.Updated, resp.Errors, start)
+	return c.JSON(http.StatusOK, resp)
+}
+
+// handleRefreshUser serves GET and POST /roster_admin/refresh/:user. The
+// username is the percent-decoded path segment. Answers: 200 UserResponse on
+// success; 400 for an invalid username; 503 when the Syncer is not ready;
+// 502 when the sync failed (backend or XMPP error), 504 when it was cut short
+// by RequestTimeout (or the client going away), each with the reason as
+// message.
+func (s *Server) handleRefreshUser(c echo.Context) error {
+	start := time.Now()
+	name, err := pathUser(c)
+	if err != nil {
+		return s.reject(badRequest(err))
+	}
+	user, err := rosterhttp.ParseUsername(name, s.cfg.UserDomain)
+	if err != nil {
+		return s.reject(badRequest(err))
+	}
+	if err := s.syncer.Ready(); err != nil {
+		s.log.Warn("admin: refresh refused, not ready", "users", 1, "reason", err)
+		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Status: statusError, Message: err.Error()})
+	}
+	ctx, cancel := s.refreshContext(c.Request().Context())
+	defer cancel()
+	res := s.syncAll(ctx, []string{user})[0]
+	if res.Status != statusOK {
+		s.logRefresh(1, 0, 1, start)
+		code := http.StatusBadGateway
+		if ctx.Err() != nil {
+			code = http.StatusGatewayTimeout
+		}
+		return c.JSON(code, ErrorResponse{Status: statusError, Message: res.Error})
+	}
+	s.logRefresh(1, 1, 0, start)
+	return c.JSON(http.StatusOK, UserResponse{
+		Status: statusOK, Message: messageComplete, User: res.User,
+		Added: res.Added, Updated: res.Updated, Removed: res.Removed, Skipped: res.Skipped,
+	})
+}
+
+func (s *Server) logRefresh(users, updated, errs int, start time.Time) {
+	s.log.Info("admin: roster refresh", "users", users, "updated", updated, "errors", errs,
+		"duration", time.Since(start))
+}
+
+// reject logs a refused request and returns its error for the error
+// handler.
+func (s *Server) reject(he *echo.HTTPError) error {
+	s.log.Info("admin: refresh request rejected", "code", he.Code, "reason", he.Message)
+	return he
+}
+
+func badRequest(err error) *echo.HTTPError {
+	return echo.NewHTTPError(http.StatusBadRequest, err.Error()).SetInternal(err)
+}
+
+// pathUser returns the :user path parameter percent-decoded. Echo matches
+// routes on the raw path when the URL has one (it is set only when the
+// client's encoding differs from Go's default, e.g. "%2F" or lowercase hex),
+// and then leaves parameters encoded; otherwise the parameter comes from the
+// already decoded path and must not be decoded twice.
+func pathUser(c echo.Context) (string, error) {
+	v := c.Param("user")
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	u, err := url.PathUnescape(v)
+	if err != nil {
+		return "", fmt.Errorf("invalid percent-encoding in username %s: %w", quoteShort(v), err)
+	}
+	return u, nil
+}
+
+// readUsernames reads the body of a bulk refresh request and decodes it.
+func (s *Server) readUsernames(r *http.Request) ([]string, *echo.HTTPError) {
+	limit := s.cfg.MaxBodyBytes
+	tooLarge := echo.NewHTTPError(http.StatusRequestEntityTooLarge,
+		fmt.Sprintf("request body larger than %d bytes", limit))
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, badRequest(fmt.Errorf("read request body: %w", err))
+	}
+	if int64(len(body)) > limit {
+		return nil, tooLarge
+	}
+	names, err := decodeUsernames(body, s.cfg.MaxUsers)
+	if err != nil {
+		return nil, badRequest(err)
+	}
+	return names, nil
+}
+
+// decodeUsernames decodes body, which must hold exactly one JSON array of at
+// most maxUsers strings (surrounding white space allowed).
+func decodeUsernames(body []byte, maxUsers int) ([]string, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, errors.New("request body is empty: expected a JSON array of usernames")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("request body is not valid JSON: %w", err)
+	}
+	if err := dec.Decode(new(json.RawMessage)); err != io.EOF {
+		return nil, errors.New("request body has data after the JSON array: expected exactly one JSON array of usernames")
+	}
+	if raw[0] != '[' {
+		return nil, fmt.Errorf("request body must be a JSON array of usernames, got %s", jsonKind(raw))
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return nil, fmt.Errorf("request body is not valid JSON: %w", err)
+	}
+	if len(elems) > maxUsers {
+		return nil, fmt.Errorf("too many usernames in one request: %d, the limit is %d", len(elems), maxUsers)
+	}
+	names := make([]string, len(elems))
+	for i, e := range elems {
+		e = bytes.TrimSpace(e)
+		if e[0] != '"' {
+			return nil, fmt.Errorf("element %d of the array is %s, not a string: usernames must be strings", i, jsonKind(e))
+		}
+		if !utf8.Valid(e) {
+			return nil, fmt.Errorf("element %d of the array is not valid UTF-8", i)
+		}
+		if err := json.Unmarshal(e, &names[i]); err != nil {
+			return nil, fmt.Errorf("element %d of the array: %w", i, err)
+		}
+	}
+	return names, nil
+}
+
+// jsonKind names the kind of a valid JSON value, for error messages.
+func jsonKind(v []byte) string {
+	switch v[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	default:
+		return "a number"
+	}
+}
+
+// normalise validates all names and returns the distinct normalised
+// localparts in the order of first appearance.
+func (s *Server) normalise(names []string) ([]string, error) {
+	seen := make(map[string]struct{}, len(names))
+	users := make([]string, 0, len(names))
+	for _, n := range names {
+		u, err := rosterhttp.ParseUsername(n, s.cfg.UserDomain)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := seen[u]; dup {
+			continue
+		}
+		seen[u] = struct{}{}
+		users = append(users, u)
+	}
+	return users, nil
+}
+
+// quoteShort quotes s for a message, cut to maxQuotedNameRune runes.
+func quoteShort(s string) string {
+	if utf8.RuneCountInString(s) <= maxQuotedNameRune {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q…", string([]rune(s)[:maxQuotedNameRune]))
+}
+
+// refreshContext derives the context of one refresh request: it ends with
+// the request, after RequestTimeout, or when a shutdown runs out of time.
+func (s *Server) refreshContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	stop := context.AfterFunc(s.abortCtx, func() { cancel(context.Cause(s.abortCtx)) })
+	ctx, cancelTimeout := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout,
+		fmt.Errorf("refresh took longer than the request timeout of %s", s.cfg.RequestTimeout))
+	return ctx, func() {
+		cancelTimeout()
+		stop()
+		cancel(context.Canceled)
+	}
+}
+
+// syncAll syncs users concurrently, each holding a slot of the server-wide
+// semaphore while it runs, and returns their results in order. Users still
+// waiting for a slot when ctx ends fail with "request cancelled". It returns
+// when every started Sync has returned.
+func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
+	results := make([]UserResult, len(users))
+	var wg sync.WaitGroup
+	for i, user := range users {
+		if err := s.acquire(ctx); err != nil {
+			for j := i; j < len(users); j++ {
+				results[j] = failed(users[j], err)
+			}
+			s.log.Warn("admin: refresh cut short", "users_not_synced", len(users)-i, "error", err)
+			break
+		}
+		wg.Go(func() {
+			defer s.release()
+			results[i] = toUserResult(user, s.syncOne(ctx, user))
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+func (s *Server) acquire(ctx context.Context) error {
+	if ctx.Err() == nil {
+		select {
+		case s.sem <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+		}
+	}
+	return fmt.Errorf("request cancelled: %w", context.Cause(ctx))
+}
+
+func (s *Server) release() { <-s.sem }
+
+// syncOne calls Syncer.Sync, turning a panic into an error for that user so
+// that one bad roster cannot take the process down.
+func (s *Server) syncOne(ctx context.Context, user string) (res component.SyncResult) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("admin: panic in roster sync", "user", user, "panic", p, "stack", string(debug.Stack()))
+			res = component.SyncResult{User: user, Err: fmt.Errorf("sync %s: internal error: panic: %v", user, p)}
+		}
+		if res.Err != nil {
+			s.log.Warn("admin: roster refresh failed", "user", user, "error", res.Err)
+		}
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.ObserveSync(res, time.Since(start))
+		}
+	}()
+	return s.syncer.Sync(ctx, user)
+}
+
+func toUserResult(user string, res component.SyncResult) UserResult {
+	r := UserResult{
+		User: user, Status: statusOK,
+		Added: res.Added, Updated: res.Updated, Removed: res.Removed, Skipped: res.Skipped,
+	}
+	if res.Err != nil {
+		r.Status, r.Error = statusError, res.Err.Error()
+	}
+	return r
+}
+
+func failed(user string, err error) UserResult {
+	return UserResult{User: user, Status: statusError, Error: err.Error()}
+}
+
+// summarise builds the 200 answer of a bulk refresh.
+func summarise(results []UserResult) RefreshResponse {
+	resp := RefreshResponse{Status: statusOK, Message: messageComplete, Results: results}
+	for _, r := range results {
+		if r.Status == statusOK {
+			resp.Updated++
+		} else {
+			resp.Errors++
+		}
+	}
+	if resp.Errors == len(results) {
+		resp.Status, resp.Message = statusError, messageAllFailed
+	}
+	return resp
+}

@@ -1,0 +1,418 @@
+// Package admin is the sidecar's HTTP API (PROTOCOL.md sections 2 and 3): the
+// backend asks it to refresh users' rosters, and operators probe its health.
+//
+// Routes:
+//
+//	POST     /roster_admin/refresh        body: JSON array of usernames
+//	GET|POST /roster_admin/refresh/:user  one user
+//	GET      /healthz                     200 while the process runs
+//	GET      /readyz                      200 when Syncer.Ready() == nil, else 503
+//
+// More routes (such as /metrics) can be added with [Server.Mount]. Every
+// answer is JSON; every error, including unknown routes (404), wrong methods
+// (405) and recovered panics (500), has the body
+// {"status":"error","message":"..."}.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"roster-sidecar/component"
+	"roster-sidecar/rosterhttp"
+)
+
+// Defaults used for zero Config fields.
+const (
+	// DefaultListen is the loopback address listened on by default.
+	DefaultListen = "127.0.0.1:5380"
+	// DefaultMaxBodyBytes limits a refresh request body to 1 MiB.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultMaxUsers limits the usernames of one refresh request.
+	DefaultMaxUsers = 10000
+	// DefaultConcurrency is how many users are synced at once.
+	DefaultConcurrency = 8
+	// DefaultRequestTimeout bounds one refresh request.
+	DefaultRequestTimeout = 5 * time.Minute
+)
+
+// Timeouts of the HTTP server. The write timeout is RequestTimeout plus
+// writeTimeoutSlack, so that a refresh that runs to its bound can still answer.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = time.Minute
+	idleTimeout       = 2 * time.Minute
+	writeTimeoutSlack = 30 * time.Second
+	maxHeaderBytes    = 64 << 10
+)
+
+// adminPrefix is the path prefix guarded by the bearer token.
+const adminPrefix = "/roster_admin"
+
+// errShuttingDown cancels in-flight refreshes when a graceful Shutdown runs
+// out of time.
+var errShuttingDown = errors.New("server shutting down")
+
+// Syncer is what the API needs from the component.
+type Syncer interface {
+	// Ready returns nil when refreshes can run, else an error saying why
+	// (not connected, roster privilege not granted ...).
+	Ready() error
+	// Sync brings one user's roster (normalised localpart) in line with the
+	// backend. It must return soon after ctx ends.
+	Sync(ctx context.Context, user string) component.SyncResult
+}
+
+// Observer receives measurements of the API, e.g. to feed Prometheus
+// metrics. Its methods are called concurrently and must not block.
+type Observer interface {
+	// ObserveRequest is called once per HTTP request after the answer was
+	// written, with the matched route pattern (such as
+	// "/roster_admin/refresh/:user"; empty or a catch-all when none matched),
+	// the status code and the time taken.
+	ObserveRequest(method, route string, code int, d time.Duration)
+	// ObserveSync is called once per Syncer.Sync call with its result and the
+	// time it took. Users cancelled before their Sync started are not
+	// reported here.
+	ObserveSync(res component.SyncResult, d time.Duration)
+}
+
+// Config configures the API server. Zero values take the defaults named on
+// each field.
+type Config struct {
+	// Listen is the TCP address to listen on; default DefaultListen.
+	Listen string
+	// Token, when set, is the bearer token every /roster_admin/* request
+	// must carry. Without it, New refuses a non-loopback Listen address.
+	Token string
+	// UserDomain is the XMPP domain of the users (required); a username may
+	// be given as "user" or "user@UserDomain".
+	UserDomain string
+	// MaxBodyBytes limits the refresh request body; default
+	// DefaultMaxBodyBytes. Larger bodies are answered with 413.
+	MaxBodyBytes int64
+	// MaxUsers limits the usernames in one refresh request, counted as
+	// sent (before removing duplicates); default DefaultMaxUsers. More are
+	// answered with 400.
+	MaxUsers int
+	// Concurrency is how many users are synced at once by the whole server,
+	// across all requests; default DefaultConcurrency.
+	Concurrency int
+	// RequestTimeout bounds one refresh request; default
+	// DefaultRequestTimeout. Users not synced when it ends fail with
+	// "request cancelled".
+	RequestTimeout time.Duration
+	// TLSCertFile and TLSKeyFile, when both set, make the listener serve
+	// HTTPS with this PEM certificate and key. Set both or neither.
+	TLSCertFile, TLSKeyFile string
+	// Observer, when not nil, receives measurements for metrics.
+	Observer Observer
+}
+
+// Server is the admin HTTP API. Create it with New.
+type Server struct {
+	cfg       Config
+	syncer    Syncer
+	log       *slog.Logger
+	echo      *echo.Echo
+	tokenHash [sha256.Size]byte
+	tlsConfig *tls.Config
+	// sem holds one token per Sync running, across all requests.
+	sem chan struct{}
+	// abortCtx ends when a graceful shutdown ran out of time; it cancels
+	// in-flight refreshes.
+	abortCtx context.Context
+	abort    context.CancelCauseFunc
+}
+
+// New validates cfg, fills in defaults and builds the server. It refuses a
+// Listen address that is not loopback (127.0.0.0/8, ::1 or "localhost"; an
+// empty host such as ":5380" listens on all interfaces and is not loopback)
+// unless Token is set. A nil log means slog.Default().
+func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
+	if s == nil {
+		return nil, errors.New("admin: nil Syncer")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if _, err := rosterhttp.ParseUsername("probe", cfg.UserDomain); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	loopback, err := isLoopback(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if !loopback && cfg.Token == "" {
+		return nil, fmt.Errorf("refusing to listen on %s without admin.token", cfg.Listen)
+	}
+	srv := &Server{
+		cfg:       cfg,
+		syncer:    s,
+		log:       log,
+		tokenHash: sha256.Sum256([]byte(cfg.Token)),
+		sem:       make(chan struct{}, cfg.Concurrency),
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("admin: set both admin.tls_cert_file and admin.tls_key_file, or neither")
+	}
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin: load TLS certificate: %w", err)
+		}
+		srv.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	srv.abortCtx, srv.abort = context.WithCancelCause(context.Background())
+	srv.echo = srv.newEcho()
+	return srv, nil
+}
+
+func (c *Config) setDefaults() error {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxUsers == 0 {
+		c.MaxUsers = DefaultMaxUsers
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	switch {
+	case c.MaxBodyBytes < 0:
+		return fmt.Errorf("admin: max body bytes must not be negative, got %d", c.MaxBodyBytes)
+	case c.MaxUsers < 0:
+		return fmt.Errorf("admin: max users must not be negative, got %d", c.MaxUsers)
+	case c.Concurrency < 0:
+		return fmt.Errorf("admin: concurrency must not be negative, got %d", c.Concurrency)
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("admin: request timeout must not be negative, got %s", c.RequestTimeout)
+	}
+	return nil
+}
+
+// isLoopback reports whether the host of addr is a loopback address or
+// "localhost". An empty host means all interfaces, so it is not loopback.
+// Other host names are not resolved and count as non-loopback.
+func isLoopback(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("admin: invalid listen address %q: %w", addr, err)
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true, nil
+	}
+	host, _, _ = strings.Cut(host, "%") // IPv6 zone
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
+}
+
+func (s *Server) newEcho() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+
+	hs := e.Server
+	hs.Handler = e
+	hs.ReadHeaderTimeout = readHeaderTimeout
+	hs.ReadTimeout = readTimeout
+	hs.WriteTimeout = s.cfg.RequestTimeout + writeTimeoutSlack
+	hs.IdleTimeout = idleTimeout
+	hs.MaxHeaderBytes = maxHeaderBytes
+	hs.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	hs.TLSConfig = s.tlsConfig // ServeTLS clones it
+
+	e.Use(s.observe)
+	e.Use(s.recoverPanic)
+	e.Use(s.authenticate)
+
+	e.POST(adminPrefix+"/refresh", s.handleRefresh)
+	e.GET(adminPrefix+"/refresh/:user", s.handleRefreshUser)
+	e.POST(adminPrefix+"/refresh/:user", s.handleRefreshUser)
+	e.GET("/healthz", s.handleHealthz)
+	e.GET("/readyz", s.handleReadyz)
+	return e
+}
+
+// Handler returns the API as an http.Handler, e.g. for httptest.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Mount serves h for GET requests on path, e.g. Mount("/metrics",
+// promhttp.Handler()). Paths outside /roster_admin need no token. Call it
+// before serving; it is not safe to call concurrently with requests.
+func (s *Server) Mount(path string, h http.Handler) {
+	s.echo.GET(path, echo.WrapHandler(h))
+}
+
+// Serve answers requests on ln (over TLS when configured) until Shutdown.
+// It returns nil after Shutdown, else the error that stopped it.
+func (s *Server) Serve(ln net.Listener) error {
+	var err error
+	if s.tlsConfig != nil {
+		err = s.echo.Server.ServeTLS(ln, "", "")
+	} else {
+		err = s.echo.Server.Serve(ln)
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin: serve: %w", err)
+	}
+	return nil
+}
+
+// ListenAndServe listens on Config.Listen and calls Serve.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("admin: listen: %w", err)
+	}
+	return s.Serve(ln)
+}
+
+// Shutdown stops the server gracefully: it stops accepting connections and
+// waits for in-flight requests to finish. If ctx ends first, it cancels the
+// in-flight refreshes (their waiting users fail with "request cancelled"),
+// closes the remaining connections and returns the context's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.echo.Shutdown(ctx)
+	if err == nil {
+		return nil
+	}
+	s.abort(errShuttingDown)
+	if cerr := s.echo.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return fmt.Errorf("admin: shutdown: %w", err)
+}
+
+// observe reports each request to the Observer. It hands errors to the
+// error handler itself so that the final status code is known.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	if s.cfg.Observer == nil {
+		return next
+	}
+	return func(c echo.Context) error {
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		s.cfg.Observer.ObserveRequest(c.Request().Method, c.Path(), c.Response().Status, time.Since(start))
+		return nil
+	}
+}
+
+// recoverPanic turns a panic of a handler into a 500 answer and logs it.
+// It is Echo's Recover middleware in a few lines, without importing
+// echo/middleware (whose dependencies this module does not carry).
+func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("admin: panic while serving request", "method", c.Request().Method,
+				"path", c.Request().URL.Path, "panic", p, "stack", string(debug.Stack()))
+			err = echo.NewHTTPError(http.StatusInternalServerError, "internal server error").
+				SetInternal(fmt.Errorf("panic: %v", p))
+		}()
+		return next(c)
+	}
+}
+
+// authenticate demands the bearer token on every /roster_admin path, also
+// unknown ones, before anything else is looked at.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	if s.cfg.Token == "" {
+		return next
+	}
+	return func(c echo.Context) error {
+		r := c.Request()
+		if !underAdmin(r.URL.Path) && !underAdmin(echo.GetPath(r)) {
+			return next(c)
+		}
+		if !s.validToken(r.Header.Get(echo.HeaderAuthorization)) {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing or invalid bearer token")
+		}
+		return next(c)
+	}
+}
+
+func underAdmin(path string) bool {
+	return path == adminPrefix || strings.HasPrefix(path, adminPrefix+"/")
+}
+
+// validToken checks an Authorization header value. It compares SHA-256
+// hashes in constant time, so neither the content nor the length of the
+// token leaks through timing.
+func (s *Server) validToken(header string) bool {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
+}
+
+// handleError renders every error as {"status":"error","message":...}.
+// Errors that are not *echo.HTTPError become a 500 whose details are logged,
+// not sent.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal server error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+		if m, ok := he.Message.(string); ok && m != http.StatusText(code) {
+			msg = m
+		} else {
+			msg = strings.ToLower(http.StatusText(code))
+		}
+	} else {
+		s.log.Error("admin: request failed", "method", c.Request().Method,
+			"path", c.Request().URL.Path, "error", err)
+	}
+	if werr := c.JSON(code, ErrorResponse{Status: statusError, Message: msg}); werr != nil {
+		s.log.Debug("admin: write error answer", "error", werr)
+	}
+}
+
+func (s *Server) handleHealthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, StatusResponse{Status: statusOK})
+}
+
+// handleReadyz answers 200 when the Syncer is ready, else 503 with the
+// reason.
+func (s *Server) handleReadyz(c echo.Context) error {
+	if err := s.syncer.Ready(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Status: statusError, Message: err.Error()})
+	}
+	return c.JSON(http.StatusOK, StatusResponse{Status: statusOK})
+}
