@@ -1,0 +1,279 @@
+package rosterhttp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Defaults of the Config fields left zero.
+const (
+	DefaultTimeout      = 10 * time.Second
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultMaxRedirects = 3
+)
+
+// drainBytes is how much of an unwanted answer is read so that its
+// connection can be reused.
+const drainBytes = 64 << 10
+
+// Config configures a Client.
+type Config struct {
+	// URLTemplate is the roster URL; its first "%s" is replaced by the
+	// user's localpart escaped with url.PathEscape. It must be an absolute
+	// http or https URL with the "%s" in its path or query.
+	URLTemplate string
+	// Headers are extra request headers, such as Authorization. They are
+	// sent after Accept, so they may replace it, and are dropped when a
+	// redirect leads to another host. Host cannot be set here.
+	Headers map[string]string
+	// Timeout bounds a whole fetch, reading the answer included;
+	// DefaultTimeout when zero.
+	Timeout time.Duration
+	// MaxBodyBytes is the largest answer accepted; DefaultMaxBodyBytes when
+	// zero.
+	MaxBodyBytes int64
+	// MaxRedirects is how many redirects a fetch follows before it fails;
+	// DefaultMaxRedirects when zero, none when negative. A redirect from
+	// https to http always fails.
+	MaxRedirects int
+	// CAFile optionally names a PEM file of CA certificates trusted in
+	// addition to the system's. Certificates are always verified.
+	CAFile string
+}
+
+// Client fetches rosters from the backend. It is safe for concurrent use and
+// keeps connections alive between fetches.
+type Client struct {
+	// prefix and suffix are URLTemplate before and after its first "%s".
+	prefix, suffix string
+	header         http.Header
+	timeout        time.Duration
+	maxBody        int64
+	maxRedirects   int
+	hc             *http.Client
+}
+
+// New checks cfg and returns a Client for it.
+func New(cfg Config) (*Client, error) {
+	c := &Client{
+		timeout:      cfg.Timeout,
+		maxBody:      cfg.MaxBodyBytes,
+		maxRedirects: cfg.MaxRedirects,
+		header:       make(http.Header, len(cfg.Headers)),
+	}
+	var ok bool
+	c.prefix, c.suffix, ok = strings.Cut(cfg.URLTemplate, "%s")
+	if !ok {
+		return nil, errors.New(`roster URL template has no "%s" for the username`)
+	}
+	if err := c.checkTemplate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case c.timeout < 0:
+		return nil, fmt.Errorf("roster fetch timeout %s is negative", c.timeout)
+	case c.timeout == 0:
+		c.timeout = DefaultTimeout
+	}
+	switch {
+	case c.maxBody < 0:
+		return nil, fmt.Errorf("roster body limit %d is negative", c.maxBody)
+	case c.maxBody == 0:
+		c.maxBody = DefaultMaxBodyBytes
+	}
+	switch {
+	case c.maxRedirects < 0:
+		c.maxRedirects = 0
+	case c.maxRedirects == 0:
+		c.maxRedirects = DefaultMaxRedirects
+	}
+	for name, value := range cfg.Headers {
+		if err := checkHeader(name, value); err != nil {
+			return nil, err
+		}
+		canonical := http.CanonicalHeaderKey(name)
+		if _, dup := c.header[canonical]; dup {
+			return nil, fmt.Errorf("roster request header %s is given twice", canonical)
+		}
+		c.header.Set(canonical, value)
+	}
+
+	// Like http.DefaultTransport, with more idle connections per host, as all
+	// fetches go to the same backend.
+	transport := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	if cfg.CAFile != "" {
+		pool, err := loadCAs(cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	c.hc = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
+	return c, nil
+}
+
+// checkTemplate checks that the template makes absolute http(s) URLs with
+// the username in the path or query. Its errors do not show the template,
+// which may hold a secret.
+func (c *Client) checkTemplate() error {
+	const sample = "rosterhttp-sample-user"
+	u, err := url.Parse(c.url(sample))
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return fmt.Errorf("roster URL template does not make a valid URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("roster URL template does not make an absolute http or https URL")
+	}
+	if !strings.Contains(u.EscapedPath(), sample) && !strings.Contains(u.RawQuery, sample) {
+		return errors.New(`roster URL template must have its first "%s" in the path or query`)
+	}
+	return nil
+}
+
+// checkHeader rejects a header that net/http would refuse to send or that
+// would break the request.
+func checkHeader(name, value string) error {
+	if name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+		return fmt.Errorf("roster request header name %q is not valid", name)
+	}
+	if http.CanonicalHeaderKey(name) == "Host" {
+		return errors.New("roster request header Host cannot be set; put the host in the URL template")
+	}
+	if strings.ContainsAny(value, "\r\n\x00") {
+		// The value may be a secret: do not show it.
+		return fmt.Errorf("roster request header %s has a value with a line break or NUL", http.CanonicalHeaderKey(name))
+	}
+	return nil
+}
+
+// isTokenChar reports whether r may occur in a header name (RFC 9110 tchar).
+func isTokenChar(r rune) bool {
+	return r < 0x7f && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+		strings.ContainsRune("!#$%&'*+-.^_`|~", r))
+}
+
+// loadCAs returns the system's certificate pool plus the PEM file's ones.
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read roster CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("roster CA file %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// checkRedirect limits redirects, refuses https to http and drops the extra
+// headers when a redirect leaves the configured host.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > c.maxRedirects {
+		return fmt.Errorf("more than %d redirects", c.maxRedirects)
+	}
+	if via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return errors.New("refused a redirect from https to http")
+	}
+	if req.URL.Host != via[0].URL.Host {
+		for name := range c.header {
+			req.Header.Del(name)
+		}
+	}
+	return nil
+}
+
+// url returns the roster URL of the user with the given localpart.
+func (c *Client) url(localpart string) string {
+	return c.prefix + url.PathEscape(localpart) + c.suffix
+}
+
+// Fetch fetches and parses the roster of owner from the backend (see Parse).
+// Any failure, including a non-200 answer, a timeout and an answer over the
+// size limit, is an error, after which the user's roster must be left alone.
+// Error texts never show header values nor the URL, whose query may hold a
+// secret; a network error may name the backend's host and port.
+func (c *Client) Fetch(ctx context.Context, owner jid.JID) (Roster, error) {
+	r, err := c.fetch(ctx, owner)
+	if err != nil {
+		return Roster{}, fmt.Errorf("fetch roster of %s: %w", owner.Bare(), err)
+	}
+	return r, nil
+}
+
+// fetch does the work of Fetch; its errors lack the user.
+func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
+	local := owner.Localpart()
+	if local == "" {
+		return Roster{}, errors.New("the user's JID has no localpart")
+	}
+	ctx, cancel := context.WithTimeout(parent, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(local), nil)
+	if err != nil {
+		return Roster{}, c.failure(parent, ctx, "build request", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	for name, values := range c.header {
+		req.Header[name] = values
+	}
+
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return Roster{}, c.failure(parent, ctx, "request", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
+		return Roster{}, fmt.Errorf("backend answered %s", strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))))
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	if err != nil {
+		return Roster{}, c.failure(parent, ctx, "read answer", err)
+	}
+	if int64(len(body)) > c.maxBody {
+		return Roster{}, fmt.Errorf("backend answer is larger than %d bytes", c.maxBody)
+	}
+	return Parse(body, owner)
+}
+
+// failure describes a failed step of a fetch. It drops the URL that net/http
+// puts in its errors, as the URL may hold a secret, and names the timeout
+// when it was this fetch's own deadline that struck.
+func (c *Client) failure(parent, ctx context.Context, step string, err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s: no complete answer within %s: %w", step, c.timeout, err)
+	}
+	return fmt.Errorf("%s: %w", step, err)
+}

@@ -1,0 +1,220 @@
+package rosterhttp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Parse validates a backend's answer to a roster fetch for owner
+// (PROTOCOL.md section 1). body must be a JSON object, else Parse fails and
+// the user's roster must be left alone. Each key is a contact's JID and each
+// value an object with the optional fields "name" (string), "groups" (array of
+// strings, or an object whose keys are the groups whatever their values) and
+// "subscription" ("both", "to", "from" or "none"; default "both"); unknown
+// fields are ignored and null counts as absent, for a whole value too.
+//
+// A contact that is not valid (a key that is not a bare JID, the owner's own
+// bare JID, a value of the wrong type) is reported in Skipped and the rest
+// still applies. When several keys normalise to the same JID, the first valid
+// one in byte order of the keys is kept and the others are skipped as
+// duplicates. When the JSON object itself repeats a key, the last occurrence
+// wins, as with encoding/json. Groups lose empty names and duplicates.
+func Parse(body []byte, owner jid.JID) (Roster, error) {
+	var contacts map[string]json.RawMessage
+	switch kind(body) {
+	case '{':
+		if err := json.Unmarshal(body, &contacts); err != nil {
+			return Roster{}, fmt.Errorf("backend answer is not valid JSON: %w", err)
+		}
+	case 0:
+		return Roster{}, errors.New("backend answer is empty, not a JSON object")
+	default:
+		if !json.Valid(body) {
+			return Roster{}, errors.New("backend answer is not valid JSON")
+		}
+		return Roster{}, fmt.Errorf("backend answer is a JSON %s, not an object", kindName(kind(body)))
+	}
+
+	self := owner.Bare().String()
+	keys := slices.Sorted(maps.Keys(contacts))
+	kept := make(map[string]string, len(keys)) // normalised JID -> its key
+	var r Roster
+	for _, key := range keys {
+		item, err := parseContact(key, contacts[key], self)
+		if err == nil {
+			if first, dup := kept[item.JID]; dup {
+				err = fmt.Errorf("duplicate of %s", quote(first))
+			}
+		}
+		if err != nil {
+			r.Skipped = append(r.Skipped, Skipped{JID: key, Reason: err.Error()})
+			continue
+		}
+		kept[item.JID] = key
+		r.Items = append(r.Items, item)
+	}
+	slices.SortFunc(r.Items, func(a, b Item) int { return strings.Compare(a.JID, b.JID) })
+	return r, nil
+}
+
+// parseContact validates one contact: key and value of the backend's object.
+// self is the owner's bare JID.
+func parseContact(key string, value json.RawMessage, self string) (Item, error) {
+	contact, err := parseContactJID(key)
+	if err != nil {
+		return Item{}, err
+	}
+	if contact == self {
+		return Item{}, errors.New("the user's own JID")
+	}
+	item := Item{JID: contact, Subscription: SubscriptionBoth}
+
+	var fields map[string]json.RawMessage
+	switch kind(value) {
+	case 'n':
+		return item, nil
+	case '{':
+		if err := json.Unmarshal(value, &fields); err != nil {
+			return Item{}, fmt.Errorf("value is not a valid object: %w", err)
+		}
+	default:
+		return Item{}, fmt.Errorf("value is a JSON %s, not an object", kindName(kind(value)))
+	}
+
+	if raw, ok := fields["name"]; ok {
+		switch kind(raw) {
+		case 'n':
+		case '"':
+			if err := json.Unmarshal(raw, &item.Name); err != nil {
+				return Item{}, fmt.Errorf("name is not a valid string: %w", err)
+			}
+		default:
+			return Item{}, fmt.Errorf("name is a JSON %s, not a string", kindName(kind(raw)))
+		}
+	}
+	if raw, ok := fields["groups"]; ok {
+		if item.Groups, err = parseGroups(raw); err != nil {
+			return Item{}, err
+		}
+	}
+	if raw, ok := fields["subscription"]; ok {
+		switch kind(raw) {
+		case 'n':
+		case '"':
+			if err := json.Unmarshal(raw, &item.Subscription); err != nil {
+				return Item{}, fmt.Errorf("subscription is not a valid string: %w", err)
+			}
+			switch item.Subscription {
+			case SubscriptionBoth, SubscriptionTo, SubscriptionFrom, SubscriptionNone:
+			default:
+				return Item{}, fmt.Errorf("subscription %s is not one of both, to, from, none", quote(item.Subscription))
+			}
+		default:
+			return Item{}, fmt.Errorf("subscription is a JSON %s, not a string", kindName(kind(raw)))
+		}
+	}
+	return item, nil
+}
+
+// parseContactJID returns the normalised form of a contact's bare JID.
+func parseContactJID(key string) (string, error) {
+	if key == "" {
+		return "", errors.New("empty key, not a JID")
+	}
+	j, err := jid.Parse(key)
+	if err != nil {
+		return "", fmt.Errorf("not a valid JID: %w", err)
+	}
+	if j.Resourcepart() != "" {
+		return "", errors.New("JID has a resource; only bare JIDs can be contacts")
+	}
+	domain := j.Domainpart()
+	if !strings.HasPrefix(domain, "[") && slices.Contains(strings.Split(domain, "."), "") {
+		return "", errors.New("not a valid JID: its domainpart has an empty label")
+	}
+	s := j.String()
+	// The normal form must be a fixed point, else two fetches could disagree
+	// on what the contact is.
+	if again, err := jid.Parse(s); err != nil || again.String() != s {
+		return "", errors.New("not a valid JID: it has no stable normalised form")
+	}
+	return s, nil
+}
+
+// parseGroups reads the groups field: an array of strings or an object used
+// as a set. It returns the non-empty groups, sorted and unique, nil if none.
+func parseGroups(raw json.RawMessage) ([]string, error) {
+	var groups []string
+	switch kind(raw) {
+	case 'n':
+		return nil, nil
+	case '[':
+		var elems []json.RawMessage
+		if err := json.Unmarshal(raw, &elems); err != nil {
+			return nil, fmt.Errorf("groups is not a valid array: %w", err)
+		}
+		groups = make([]string, 0, len(elems))
+		for i, e := range elems {
+			if kind(e) != '"' {
+				return nil, fmt.Errorf("groups[%d] is a JSON %s, not a string", i, kindName(kind(e)))
+			}
+			var g string
+			if err := json.Unmarshal(e, &g); err != nil {
+				return nil, fmt.Errorf("groups[%d] is not a valid string: %w", i, err)
+			}
+			groups = append(groups, g)
+		}
+	case '{':
+		var set map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &set); err != nil {
+			return nil, fmt.Errorf("groups is not a valid object: %w", err)
+		}
+		groups = slices.Collect(maps.Keys(set))
+	default:
+		return nil, fmt.Errorf("groups is a JSON %s, not an array of strings or an object", kindName(kind(raw)))
+	}
+	groups = slices.DeleteFunc(groups, func(g string) bool { return g == "" })
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	slices.Sort(groups)
+	return slices.Compact(groups), nil
+}
+
+// kind returns the first byte of a JSON value after white space: '{', '[',
+// '"', 'n' for null, 't' or 'f' for booleans, a digit or '-' for numbers, 0
+// for nothing.
+func kind(b []byte) byte {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return c
+		}
+	}
+	return 0
+}
+
+// kindName names the JSON type that kind reported, for error texts.
+func kindName(k byte) string {
+	switch k {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "boolean"
+	default:
+		return "number"
+	}
+}
