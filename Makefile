@@ -1,0 +1,47 @@
+# roster-sidecar — everyday commands. See README.md.
+SHELL := /bin/bash
+GO      ?= go
+BIN     ?= roster-sidecar
+FUZZTIME ?= 10s
+
+.PHONY: all build test lint unit e2e fuzz demo servers clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/roster-sidecar
+
+## test: lint, unit tests with -race, short fuzz runs, then the e2e suite on real Prosody and ejabberd.
+test: lint unit fuzz e2e
+
+lint:
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+## fuzz: every fuzz target for FUZZTIME each (corpus kept in testdata/fuzz).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## e2e: the end-to-end suite; needs Prosody 13 and ejabberd 24.12 (make servers).
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+## servers: install Prosody 13 + mod_privilege and ejabberd 24.12 from Debian packages (root).
+servers:
+	bash deploy/install-servers.sh
+
+## demo: Prosody + example backend + roster-sidecar on loopback; one refresh; Ctrl-C stops.
+demo:
+	bash deploy/demo/demo.sh
+
+clean:
+	rm -f $(BIN) e2e.out

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"mellium.im/xmpp/jid"
+)
+
+// envPrefix prefixes every environment variable: xmpp.address is read from
+// ROSTER_SIDECAR_XMPP_ADDRESS.
+const envPrefix = "ROSTER_SIDECAR"
+
+// setting is one configuration key with its default and help text. Secrets
+// get no command-line flag: they must not show in the process list.
+type setting struct {
+	key    string
+	def    any
+	help   string
+	secret bool
+}
+
+// settings lists every key; the README's configuration table mirrors it.
+var settings = []setting{
+	{"xmpp.address", "127.0.0.1:5347", "host:port of the XMPP server's component listener", false},
+	{"xmpp.domain", "", "the component's JID, e.g. roster.example.com (required)", false},
+	{"xmpp.secret", "", "component shared secret (or xmpp.secret_file)", true},
+	{"xmpp.secret_file", "", "file holding the component shared secret", false},
+	{"xmpp.user_domain", "", "domain of the users whose rosters are managed (required)", false},
+	{"xmpp.connect_timeout", 10 * time.Second, "TCP connect and stream close timeout", false},
+	{"xmpp.iq_timeout", 15 * time.Second, "how long to wait for each IQ reply", false},
+	{"xmpp.ping_interval", 30 * time.Second, "XEP-0199 ping period that detects dead links (0 disables)", false},
+	{"xmpp.reconnect_min", 500 * time.Millisecond, "first delay before reconnecting", false},
+	{"xmpp.reconnect_max", 30 * time.Second, "largest delay between reconnects", false},
+	{"xmpp.window", 16, "roster SETs in flight per user", false},
+	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (required)", false},
+	{"backend.timeout", 10 * time.Second, "timeout of one backend roster fetch", false},
+	{"backend.max_body_bytes", int64(1 << 20), "largest backend answer accepted", false},
+	{"backend.max_redirects", 3, "redirects followed per fetch", false},
+	{"backend.ca_file", "", "PEM file of extra CAs trusted for an https backend", false},
+	{"backend.headers", map[string]string{}, "extra request headers for the backend (YAML map or JSON object in the env var)", true},
+	{"admin.listen", "127.0.0.1:5380", "admin API listen address (non-loopback needs admin.token)", false},
+	{"admin.token", "", "bearer token required on /roster_admin/* (or admin.token_file)", true},
+	{"admin.token_file", "", "file holding the admin bearer token", false},
+	{"admin.max_body_bytes", int64(1 << 20), "largest refresh request body", false},
+	{"admin.max_users", 10000, "usernames per refresh request", false},
+	{"admin.concurrency", 8, "users synced at once", false},
+	{"admin.request_timeout", 5 * time.Minute, "bound on one refresh request", false},
+	{"admin.tls_cert_file", "", "PEM certificate for HTTPS on the admin listener", false},
+	{"admin.tls_key_file", "", "PEM key for HTTPS on the admin listener", false},
+	{"sync.timeout", 2 * time.Minute, "bound on one user's sync (fetch, read, writes)", false},
+	{"log.level", "info", "debug, info, warn or error", false},
+	{"log.format", "text", "text or json", false},
+}
+
+// Config is the validated configuration of the daemon.
+type Config struct {
+	XMPPAddress      string
+	XMPPDomain       string
+	XMPPSecret       string
+	UserDomain       string
+	ConnectTimeout   time.Duration
+	IQTimeout        time.Duration
+	PingInterval     time.Duration
+	ReconnectMin     time.Duration
+	ReconnectMax     time.Duration
+	Window           int
+	RosterURL        string
+	BackendTimeout   time.Duration
+	BackendMaxBody   int64
+	BackendRedirects int
+	BackendCAFile    string
+	BackendHeaders   map[string]string
+	AdminListen      string
+	AdminToken       string
+	AdminMaxBody     int64
+	AdminMaxUsers    int
+	AdminConcurrency int
+	AdminTimeout     time.Duration
+	AdminTLSCert     string
+	AdminTLSKey      string
+	SyncTimeout      time.Duration
+	LogLevel         slog.Level
+	LogJSON          bool
+}
+
+// newViper returns a viper instance with every default, the environment
+// bound, and flags for the non-secret keys registered on fs.
+func newViper(fs *pflag.FlagSet) *viper.Viper {
+	v := viper.New()
+	v.SetEnvPrefix(envPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for _, s := range settings {
+		v.SetDefault(s.key, s.def)
+		if s.secret {
+			continue
+		}
+		switch d := s.def.(type) {
+		case string:
+			fs.String(s.key, d, s.help)
+		case int:
+			fs.Int(s.key, d, s.help)
+		case int64:
+			fs.Int64(s.key, d, s.help)
+		case time.Duration:
+			fs.Duration(s.key, d, s.help)
+		}
+		_ = v.BindPFlag(s.key, fs.Lookup(s.key))
+	}
+	return v
+}
+
+// loadConfig reads the optional file, then validates every value. Each
+// error is one line that names the key to fix.
+func loadConfig(v *viper.Viper, file string) (Config, error) {
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("read config file %s: %w", file, err)
+		}
+	}
+	var errs []error
+	need := func(key string) string {
+		s := strings.TrimSpace(v.GetString(key))
+		if s == "" {
+			errs = append(errs, fmt.Errorf("%s is required (config file, --%s or %s)", key, key, envName(key)))
+		}
+		return s
+	}
+	positive := func(key string) time.Duration {
+		d := v.GetDuration(key)
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be a positive duration such as 10s, got %q", key, v.GetString(key)))
+		}
+		return d
+	}
+	atLeastOne := func(key string) int {
+		n := v.GetInt(key)
+		if n < 1 {
+			errs = append(errs, fmt.Errorf("%s must be at least 1, got %q", key, v.GetString(key)))
+		}
+		return n
+	}
+	c := Config{
+		XMPPAddress:      need("xmpp.address"),
+		XMPPDomain:       need("xmpp.domain"),
+		UserDomain:       need("xmpp.user_domain"),
+		ConnectTimeout:   positive("xmpp.connect_timeout"),
+		IQTimeout:        positive("xmpp.iq_timeout"),
+		PingInterval:     v.GetDuration("xmpp.ping_interval"),
+		ReconnectMin:     positive("xmpp.reconnect_min"),
+		ReconnectMax:     positive("xmpp.reconnect_max"),
+		Window:           atLeastOne("xmpp.window"),
+		RosterURL:        need("http_roster_url"),
+		BackendTimeout:   positive("backend.timeout"),
+		BackendMaxBody:   v.GetInt64("backend.max_body_bytes"),
+		BackendRedirects: v.GetInt("backend.max_redirects"),
+		BackendCAFile:    v.GetString("backend.ca_file"),
+		BackendHeaders:   v.GetStringMapString("backend.headers"),
+		AdminListen:      need("admin.listen"),
+		AdminMaxBody:     v.GetInt64("admin.max_body_bytes"),
+		AdminMaxUsers:    atLeastOne("admin.max_users"),
+		AdminConcurrency: atLeastOne("admin.concurrency"),
+		AdminTimeout:     positive("admin.request_timeout"),
+		AdminTLSCert:     v.GetString("admin.tls_cert_file"),
+		AdminTLSKey:      v.GetString("admin.tls_key_file"),
+		SyncTimeout:      positive("sync.timeout"),
+	}
+	var err error
+	if c.XMPPSecret, err = secret(v, "xmpp.secret", true); err != nil {
+		errs = append(errs, err)
+	}
+	if c.AdminToken, err = secret(v, "admin.token", false); err != nil {
+		errs = append(errs, err)
+	}
+	if c.BackendMaxBody < 1 || c.AdminMaxBody < 1 {
+		errs = append(errs, errors.New("backend.max_body_bytes and admin.max_body_bytes must be at least 1"))
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		errs = append(errs, errors.New("xmpp.reconnect_max must not be smaller than xmpp.reconnect_min"))
+	}
+	for _, key := range []string{"xmpp.domain", "xmpp.user_domain"} {
+		if d := v.GetString(key); d != "" {
+			if j, err := jid.Parse(d); err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
+				errs = append(errs, fmt.Errorf("%s must be a domain name such as example.com, got %q", key, d))
+			}
+		}
+	}
+	if c.LogLevel, err = logLevel(v.GetString("log.level")); err != nil {
+		errs = append(errs, err)
+	}
+	switch f := v.GetString("log.format"); f {
+	case "text":
+	case "json":
+		c.LogJSON = true
+	default:
+		errs = append(errs, fmt.Errorf("log.format must be text or json, got %q", f))
+	}
+	if len(errs) > 0 {
+		return Config{}, errs[0]
+	}
+	return c, nil
+}
+
+// secret reads key, or the file named by key_file; not both.
+func secret(v *viper.Viper, key string, required bool) (string, error) {
+	val, file := v.GetString(key), v.GetString(key+"_file")
+	switch {
+	case val != "" && file != "":
+		return "", fmt.Errorf("set %s or %s_file, not both", key, key)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s_file: %w", key, err)
+		}
+		val = strings.TrimRight(string(b), "\r\n")
+		if val == "" {
+			return "", fmt.Errorf("%s_file %s is empty", key, file)
+		}
+	case val == "" && required:
+		return "", fmt.Errorf("%s is required (config file, %s, or %s_file / %s_FILE)", key, envName(key), key, envName(key))
+	}
+	return val, nil
+}
+
+func envName(key string) string {
+	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+func logLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log.level must be debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
