@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gosrc.io/xmpp/stanza"
+
+	"roster-sidecar/component/componenttest"
 )
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -64,9 +66,9 @@ func waitReady(t *testing.T, c *Conn) {
 func TestConnectsAndIsReadyWithRosterPrivilege(t *testing.T) {
 	for _, ns := range []string{nsPrivilege1, nsPrivilege2} {
 		t.Run(ns, func(t *testing.T) {
-			srv := newFakeServer(t)
-			srv.privilege = strings.Replace(privilegeBoth, nsPrivilege2, ns, 1)
-			c, _ := startConn(t, testConfig(srv.addr()))
+			srv := componenttest.NewServer(t)
+			srv.SetPrivilege(strings.Replace(componenttest.PrivilegeBoth, nsPrivilege2, ns, 1))
+			c, _ := startConn(t, testConfig(srv.Addr()))
 			waitReady(t, c)
 			g, ok := c.Grants("example.test")
 			if !ok || g.Roster != "both" || g.Message != "outgoing" || g.Presence != "managed_entity" {
@@ -80,9 +82,9 @@ func TestConnectsAndIsReadyWithRosterPrivilege(t *testing.T) {
 }
 
 func TestNotReadyWithoutRosterSet(t *testing.T) {
-	srv := newFakeServer(t)
-	srv.privilege = `<message from='example.test' to='roster.example.test'><privilege xmlns='urn:xmpp:privilege:2'><perm type='get' access='roster'/></privilege></message>`
-	c, _ := startConn(t, testConfig(srv.addr()))
+	srv := componenttest.NewServer(t)
+	srv.SetPrivilege(`<message from='example.test' to='roster.example.test'><privilege xmlns='urn:xmpp:privilege:2'><perm type='get' access='roster'/></privilege></message>`)
+	c, _ := startConn(t, testConfig(srv.Addr()))
 	waitFor(t, "grants", func() bool { _, ok := c.Grants("example.test"); return ok })
 	err := c.Ready("example.test")
 	if err == nil || !strings.Contains(err.Error(), "roster=get") {
@@ -91,9 +93,9 @@ func TestNotReadyWithoutRosterSet(t *testing.T) {
 }
 
 func TestNotReadyWithoutPrivilegeMessage(t *testing.T) {
-	srv := newFakeServer(t)
-	srv.privilege = ""
-	c, _ := startConn(t, testConfig(srv.addr()))
+	srv := componenttest.NewServer(t)
+	srv.SetPrivilege("")
+	c, _ := startConn(t, testConfig(srv.Addr()))
 	waitFor(t, "connection", func() bool { return c.session() != nil })
 	if err := c.Ready("example.test"); err == nil || !strings.Contains(err.Error(), "mod_privilege") {
 		t.Fatalf("Ready = %v, want a hint about mod_privilege", err)
@@ -101,8 +103,8 @@ func TestNotReadyWithoutPrivilegeMessage(t *testing.T) {
 }
 
 func TestWrongSecretIsFatal(t *testing.T) {
-	srv := newFakeServer(t)
-	cfg := testConfig(srv.addr())
+	srv := componenttest.NewServer(t)
+	cfg := testConfig(srv.Addr())
 	cfg.Secret = "wrong"
 	_, done := startConn(t, cfg)
 	select {
@@ -113,18 +115,16 @@ func TestWrongSecretIsFatal(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run kept retrying a wrong secret")
 	}
-	if _, _, _, accepted := srv.counts(); accepted != 1 {
+	if accepted := srv.Counts().Accepted; accepted != 1 {
 		t.Fatalf("connections = %d, want exactly 1", accepted)
 	}
 }
 
 func TestIQWithoutReplyTimesOut(t *testing.T) {
-	srv := newFakeServer(t)
-	c, _ := startConn(t, testConfig(srv.addr()))
+	srv := componenttest.NewServer(t)
+	c, _ := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
-	srv.mu.Lock()
-	srv.reply = func(fakeIQ) (string, time.Duration) { return "", 0 }
-	srv.mu.Unlock()
+	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 })
 	start := time.Now()
 	_, err := c.GetRoster(context.Background(), "alice@example.test")
 	if !errors.Is(err, ErrIQTimeout) {
@@ -139,20 +139,16 @@ func TestIQWithoutReplyTimesOut(t *testing.T) {
 }
 
 func TestLateReplyIsDroppedAndLinkStaysUsable(t *testing.T) {
-	srv := newFakeServer(t)
-	c, _ := startConn(t, testConfig(srv.addr()))
+	srv := componenttest.NewServer(t)
+	c, _ := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
-	srv.mu.Lock()
-	srv.reply = func(iq fakeIQ) (string, time.Duration) {
+	srv.SetReply(func(iq componenttest.IQ) (string, time.Duration) {
 		return fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'/>`, iq.ID, iq.To, iq.From), 800 * time.Millisecond
-	}
-	srv.mu.Unlock()
+	})
 	if _, err := c.GetRoster(context.Background(), "alice@example.test"); !errors.Is(err, ErrIQTimeout) {
 		t.Fatalf("first GetRoster = %v, want timeout", err)
 	}
-	srv.mu.Lock()
-	srv.reply = nil
-	srv.mu.Unlock()
+	srv.SetReply(nil)
 	time.Sleep(500 * time.Millisecond) // the late reply arrives meanwhile
 	if _, err := c.GetRoster(context.Background(), "alice@example.test"); err != nil {
 		t.Fatalf("GetRoster after a late reply: %v", err)
@@ -160,14 +156,12 @@ func TestLateReplyIsDroppedAndLinkStaysUsable(t *testing.T) {
 }
 
 func TestStanzaErrorIsReported(t *testing.T) {
-	srv := newFakeServer(t)
-	c, _ := startConn(t, testConfig(srv.addr()))
+	srv := componenttest.NewServer(t)
+	c, _ := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
-	srv.mu.Lock()
-	srv.reply = func(iq fakeIQ) (string, time.Duration) {
+	srv.SetReply(func(iq componenttest.IQ) (string, time.Duration) {
 		return fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, iq.ID, iq.To, iq.From), 0
-	}
-	srv.mu.Unlock()
+	})
 	err := c.SetRosterItem(context.Background(), "ghost@example.test", stanza.RosterItem{Jid: "a@example.test"})
 	var se *StanzaError
 	if !errors.As(err, &se) || se.Condition != "service-unavailable" || se.Type != "cancel" {
@@ -176,14 +170,12 @@ func TestStanzaErrorIsReported(t *testing.T) {
 }
 
 func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
-	srv := newFakeServer(t)
-	cfg := testConfig(srv.addr())
+	srv := componenttest.NewServer(t)
+	cfg := testConfig(srv.Addr())
 	cfg.IQTimeout = 10 * time.Second
 	c, _ := startConn(t, cfg)
 	waitReady(t, c)
-	srv.mu.Lock()
-	srv.reply = func(fakeIQ) (string, time.Duration) { return "", 0 }
-	srv.mu.Unlock()
+	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 })
 	errs := make(chan error, 5)
 	for range 5 {
 		go func() {
@@ -193,7 +185,7 @@ func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
 	}
 	waitFor(t, "5 pending IQs", func() bool { return c.iqs.pending() == 5 })
 	start := time.Now()
-	srv.dropAll()
+	srv.DropAll()
 	for range 5 {
 		if err := <-errs; !errors.Is(err, ErrDisconnected) {
 			t.Fatalf("pending IQ = %v, want ErrDisconnected", err)
@@ -205,34 +197,28 @@ func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
 	if err := c.Ready("example.test"); err == nil {
 		t.Fatal("still ready after disconnect")
 	}
-	srv.mu.Lock()
-	srv.reply = nil
-	srv.mu.Unlock()
+	srv.SetReply(nil)
 	waitReady(t, c)
 	if _, err := c.GetRoster(context.Background(), "alice@example.test"); err != nil {
 		t.Fatalf("GetRoster after reconnect: %v", err)
 	}
-	if _, _, _, accepted := srv.counts(); accepted != 2 {
+	if accepted := srv.Counts().Accepted; accepted != 2 {
 		t.Fatalf("connections = %d, want 2", accepted)
 	}
 }
 
 func TestPingDetectsDeadLink(t *testing.T) {
-	srv := newFakeServer(t)
-	cfg := testConfig(srv.addr())
+	srv := componenttest.NewServer(t)
+	cfg := testConfig(srv.Addr())
 	cfg.PingInterval = 50 * time.Millisecond
 	cfg.IQTimeout = 200 * time.Millisecond
 	c, _ := startConn(t, cfg)
 	waitReady(t, c)
-	srv.mu.Lock()
-	srv.reply = func(fakeIQ) (string, time.Duration) { return "", 0 } // alive TCP, deaf server
-	srv.mu.Unlock()
+	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 }) // alive TCP, deaf server
 	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
-	srv.mu.Lock()
-	srv.reply = nil
-	srv.mu.Unlock()
+	srv.SetReply(nil)
 	waitReady(t, c)
-	if _, _, _, accepted := srv.counts(); accepted < 2 {
+	if accepted := srv.Counts().Accepted; accepted < 2 {
 		t.Fatalf("connections = %d, want a reconnect", accepted)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/component/componenttest"
 	"roster-sidecar/rosterhttp"
 )
 
@@ -50,9 +51,9 @@ func item(j, name string, groups ...string) rosterhttp.Item {
 	return rosterhttp.Item{JID: j, Name: name, Groups: groups, Subscription: "both"}
 }
 
-func newTestSyncer(t *testing.T, srv *fakeServer) (*Syncer, *fakeFetcher) {
+func newTestSyncer(t *testing.T, srv *componenttest.Server) (*Syncer, *fakeFetcher) {
 	t.Helper()
-	c, _ := startConn(t, testConfig(srv.addr()))
+	c, _ := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
 	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}}
 	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second}, c, f, discard)
@@ -61,7 +62,7 @@ func newTestSyncer(t *testing.T, srv *fakeServer) (*Syncer, *fakeFetcher) {
 }
 
 func TestSyncPopulatesUpdatesAndRemoves(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := componenttest.NewServer(t)
 	s, f := newTestSyncer(t, srv)
 	ctx := context.Background()
 
@@ -71,7 +72,7 @@ func TestSyncPopulatesUpdatesAndRemoves(t *testing.T) {
 		t.Fatalf("first sync = %+v", res)
 	}
 	want := []string{"marie@example.test|Marie|both|Friends", "michael@example.test|Michael|both|"}
-	if got := srv.roster("john@example.test"); !slices.Equal(got, want) {
+	if got := srv.Roster("john@example.test"); !slices.Equal(got, want) {
 		t.Fatalf("roster = %v, want %v", got, want)
 	}
 
@@ -81,46 +82,41 @@ func TestSyncPopulatesUpdatesAndRemoves(t *testing.T) {
 		t.Fatalf("second sync = %+v", res)
 	}
 	want = []string{"marie@example.test|Marie C.|both|Work", "new@example.test|New|both|"}
-	if got := srv.roster("john@example.test"); !slices.Equal(got, want) {
+	if got := srv.Roster("john@example.test"); !slices.Equal(got, want) {
 		t.Fatalf("roster = %v, want %v", got, want)
 	}
 
-	_, setsBefore, _, _ := srv.counts()
+	setsBefore := srv.Counts().Sets
 	res = s.Sync(ctx, "john")
-	_, setsAfter, _, _ := srv.counts()
+	setsAfter := srv.Counts().Sets
 	if res.Err != nil || res.Added+res.Updated+res.Removed != 0 || setsAfter != setsBefore {
 		t.Fatalf("no-op sync = %+v with %d SETs", res, setsAfter-setsBefore)
 	}
 }
 
 func TestSyncBackendErrorLeavesRosterUntouched(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := componenttest.NewServer(t)
 	s, f := newTestSyncer(t, srv)
-	srv.setRoster("john@example.test", map[string]fakeItem{"keep@example.test": {Name: "Keep", Subscription: "both"}})
+	srv.SetRoster("john@example.test", map[string]componenttest.Item{"keep@example.test": {Name: "Keep", Subscription: "both"}})
 	f.err = errors.New("backend answered 500")
 	res := s.Sync(context.Background(), "john")
 	if res.Err == nil {
 		t.Fatal("sync succeeded despite a backend error")
 	}
-	if gets, sets, _, _ := srv.counts(); gets != 0 || sets != 0 {
-		t.Fatalf("server saw %d GETs and %d SETs after a backend error", gets, sets)
+	if n := srv.Counts(); n.Gets != 0 || n.Sets != 0 {
+		t.Fatalf("server saw %d GETs and %d SETs after a backend error", n.Gets, n.Sets)
 	}
-	if got := srv.roster("john@example.test"); !slices.Equal(got, []string{"keep@example.test|Keep|both|"}) {
+	if got := srv.Roster("john@example.test"); !slices.Equal(got, []string{"keep@example.test|Keep|both|"}) {
 		t.Fatalf("roster changed: %v", got)
 	}
 }
 
 func TestSyncWindowBoundsSETsInFlight(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := componenttest.NewServer(t)
 	s, f := newTestSyncer(t, srv)
-	srv.mu.Lock()
-	srv.reply = func(iq fakeIQ) (string, time.Duration) {
-		srv.mu.Lock() // answer() released it for us
-		r, _ := srv.answerRoster(iq)
-		srv.mu.Unlock()
-		return r, 20 * time.Millisecond
-	}
-	srv.mu.Unlock()
+	srv.SetReply(func(iq componenttest.IQ) (string, time.Duration) {
+		return srv.AnswerRoster(iq), 20 * time.Millisecond
+	})
 	var items []rosterhttp.Item
 	for i := range 20 {
 		items = append(items, item("c"+string(rune('a'+i))+"@example.test", ""))
@@ -130,13 +126,13 @@ func TestSyncWindowBoundsSETsInFlight(t *testing.T) {
 	if res.Err != nil || res.Added != 20 {
 		t.Fatalf("sync = %+v", res)
 	}
-	if _, _, maxIn, _ := srv.counts(); maxIn < 2 || maxIn > 4 {
+	if maxIn := srv.Counts().MaxInFlight; maxIn < 2 || maxIn > 4 {
 		t.Fatalf("max SETs in flight = %d, want 2..4 (window 4)", maxIn)
 	}
 }
 
 func TestSyncOverlappingRequestsConvergeToLatest(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := componenttest.NewServer(t)
 	s, f := newTestSyncer(t, srv)
 	f.started = make(chan string, 10)
 	f.delay = 100 * time.Millisecond
@@ -165,7 +161,7 @@ func TestSyncOverlappingRequestsConvergeToLatest(t *testing.T) {
 			t.Fatalf("follow-up result = %+v, want the shared one", r)
 		}
 	}
-	if got := srv.roster("john@example.test"); !slices.Equal(got, []string{"latest@example.test|Latest|both|"}) {
+	if got := srv.Roster("john@example.test"); !slices.Equal(got, []string{"latest@example.test|Latest|both|"}) {
 		t.Fatalf("roster = %v, want the latest backend state", got)
 	}
 }

@@ -1,4 +1,7 @@
-package component
+// Package componenttest provides an in-process XEP-0114 server for tests:
+// it checks the handshake, sends a privilege message, and answers roster
+// IQs from in-memory rosters, with hooks to script failures.
+package componenttest
 
 import (
 	"crypto/sha1"
@@ -14,23 +17,31 @@ import (
 	"time"
 )
 
-// fakeServer is an in-process XEP-0114 server: it checks the handshake,
-// sends a privilege message, and answers roster IQs from in-memory rosters.
-// Tests script failures through its fields.
-type fakeServer struct {
-	t      *testing.T
-	ln     net.Listener
-	secret string
-	domain string // the component JID it expects
+// Names the fake server expects and uses.
+const (
+	// Domain is the component JID the server accepts.
+	Domain = "roster.example.test"
+	// Secret is the component's shared secret.
+	Secret = "s3cret"
+	// UserDomain is the domain whose privileges are granted.
+	UserDomain = "example.test"
+)
+
+// Server is an in-process XEP-0114 server. It checks the handshake, sends a
+// privilege message, and answers roster IQs from in-memory rosters; every
+// IQ must carry from=Domain and a SET exactly one item, else the test fails.
+type Server struct {
+	t  testing.TB
+	ln net.Listener
 
 	mu sync.Mutex
 	// privilege is the raw message sent after the handshake ("" for none).
 	privilege string
 	// rosters maps a user's bare JID to its items by JID.
-	rosters map[string]map[string]fakeItem
+	rosters map[string]map[string]Item
 	// reply, when set, decides the answer to an IQ instead of the rosters:
 	// it returns the raw reply ("" for none) and a delay.
-	reply func(iq fakeIQ) (string, time.Duration)
+	reply func(iq IQ) (string, time.Duration)
 	// inFlight and maxInFlight count SETs received but not yet answered.
 	inFlight, maxInFlight int
 	sets, gets            int
@@ -39,13 +50,14 @@ type fakeServer struct {
 	wg                    sync.WaitGroup
 }
 
-type fakeItem struct {
+// Item is a roster item as the server stores it.
+type Item struct {
 	Name, Subscription string
 	Groups             []string
 }
 
-// fakeIQ is an IQ as the fake server received it.
-type fakeIQ struct {
+// IQ is an IQ as the server received it.
+type IQ struct {
 	XMLName xml.Name
 	ID      string `xml:"id,attr"`
 	Type    string `xml:"type,attr"`
@@ -63,31 +75,50 @@ type fakeIQ struct {
 	Ping *struct{} `xml:"urn:xmpp:ping ping"`
 }
 
-const privilegeBoth = `<message from='example.test' to='roster.example.test'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='managed_entity'/><perm access='iq'/></privilege></message>`
+// PrivilegeBoth grants roster both, message outgoing and presence
+// managed_entity for UserDomain, as ejabberd 24.12 words it.
+const PrivilegeBoth = `<message from='example.test' to='roster.example.test'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='managed_entity'/><perm access='iq'/></privilege></message>`
 
-func newFakeServer(t *testing.T) *fakeServer {
+func NewServer(t testing.TB) *Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{t: t, ln: ln, secret: "s3cret", domain: "roster.example.test", privilege: privilegeBoth, rosters: map[string]map[string]fakeItem{}}
+	s := &Server{t: t, ln: ln, privilege: PrivilegeBoth, rosters: map[string]map[string]Item{}}
 	s.wg.Add(1)
 	go s.accept()
 	t.Cleanup(s.close)
 	return s
 }
 
-func (s *fakeServer) addr() string { return s.ln.Addr().String() }
+// Addr is the host:port to connect to.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-func (s *fakeServer) close() {
+func (s *Server) close() {
 	s.ln.Close()
-	s.dropAll()
+	s.DropAll()
 	s.wg.Wait()
 }
 
-// dropAll closes every client connection, as a crashing server would.
-func (s *fakeServer) dropAll() {
+// SetPrivilege sets the raw message sent after each handshake; "" sends none.
+func (s *Server) SetPrivilege(raw string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.privilege = raw
+}
+
+// SetReply makes f decide every answer: it returns the raw reply ("" for
+// none) and how long to wait before sending it. nil restores the default
+// answers from the in-memory rosters.
+func (s *Server) SetReply(f func(iq IQ) (string, time.Duration)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reply = f
+}
+
+// DropAll closes every client connection, as a crashing server would.
+func (s *Server) DropAll() {
 	s.mu.Lock()
 	for _, c := range s.conns {
 		c.Close()
@@ -96,7 +127,7 @@ func (s *fakeServer) dropAll() {
 	s.mu.Unlock()
 }
 
-func (s *fakeServer) accept() {
+func (s *Server) accept() {
 	defer s.wg.Done()
 	for {
 		c, err := s.ln.Accept()
@@ -116,7 +147,7 @@ func (s *fakeServer) accept() {
 	}
 }
 
-func (s *fakeServer) serve(c net.Conn) {
+func (s *Server) serve(c net.Conn) {
 	var wmu sync.Mutex
 	write := func(str string) {
 		wmu.Lock()
@@ -136,7 +167,7 @@ func (s *fakeServer) serve(c net.Conn) {
 	if err != nil || dec.DecodeElement(&hs, &start) != nil {
 		return
 	}
-	sum := sha1.Sum([]byte("fake-stream-1" + s.secret))
+	sum := sha1.Sum([]byte("fake-stream-1" + Secret))
 	if hs.Value != hex.EncodeToString(sum[:]) {
 		write(`<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
 		return
@@ -159,12 +190,12 @@ func (s *fakeServer) serve(c net.Conn) {
 			_ = dec.Skip()
 			continue
 		}
-		var iq fakeIQ
+		var iq IQ
 		if err := dec.DecodeElement(&iq, &start); err != nil {
 			return
 		}
-		if iq.From != s.domain {
-			s.t.Errorf("IQ %s without from=%s: from=%q", iq.ID, s.domain, iq.From)
+		if iq.From != Domain {
+			s.t.Errorf("IQ %s without from=%s: from=%q", iq.ID, Domain, iq.From)
 		}
 		reply, delay := s.answer(iq)
 		replies.Add(1)
@@ -196,7 +227,7 @@ func nextStart(dec *xml.Decoder) (xml.StartElement, error) {
 }
 
 // answer applies an IQ to the rosters and builds the reply.
-func (s *fakeServer) answer(iq fakeIQ) (string, time.Duration) {
+func (s *Server) answer(iq IQ) (string, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if iq.Type == "set" {
@@ -213,23 +244,31 @@ func (s *fakeServer) answer(iq fakeIQ) (string, time.Duration) {
 		s.mu.Lock()
 		return r, d
 	}
+	return s.answerRoster(iq), 0
+}
+
+// AnswerRoster is the default answer to iq, from the in-memory rosters; a
+// SetReply function may call it to add delays.
+func (s *Server) AnswerRoster(iq IQ) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.answerRoster(iq)
 }
 
-// answerRoster is the default answer: rosters kept in memory. s.mu is held.
-func (s *fakeServer) answerRoster(iq fakeIQ) (string, time.Duration) {
+// answerRoster answers iq from the rosters. s.mu is held.
+func (s *Server) answerRoster(iq IQ) string {
 	result := fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'/>`, iq.ID, iq.To, iq.From)
 	switch {
 	case iq.Ping != nil:
-		return result, 0
+		return result
 	case iq.Query == nil || iq.Query.XMLName.Space != "jabber:iq:roster":
-		return fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, iq.ID, iq.To, iq.From), 0
+		return fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, iq.ID, iq.To, iq.From)
 	case iq.Type == "get":
-		return s.rosterResult(iq), 0
+		return s.rosterResult(iq)
 	}
 	roster := s.rosters[iq.To]
 	if roster == nil {
-		roster = map[string]fakeItem{}
+		roster = map[string]Item{}
 		s.rosters[iq.To] = roster
 	}
 	if len(iq.Query.Items) != 1 {
@@ -240,12 +279,12 @@ func (s *fakeServer) answerRoster(iq fakeIQ) (string, time.Duration) {
 			delete(roster, it.JID)
 			continue
 		}
-		roster[it.JID] = fakeItem{Name: it.Name, Subscription: it.Subscription, Groups: it.Groups}
+		roster[it.JID] = Item{Name: it.Name, Subscription: it.Subscription, Groups: it.Groups}
 	}
-	return result, 0
+	return result
 }
 
-func (s *fakeServer) rosterResult(iq fakeIQ) string {
+func (s *Server) rosterResult(iq IQ) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<iq type='result' id='%s' from='%s' to='%s'><query xmlns='jabber:iq:roster'>`, iq.ID, iq.To, iq.From)
 	for j, it := range s.rosters[iq.To] {
@@ -265,8 +304,9 @@ func xmlEscape(s string) string {
 	return b.String()
 }
 
-// roster returns a copy of a user's roster as "jid|name|sub|g1,g2" lines.
-func (s *fakeServer) roster(user string) []string {
+// Roster returns a user's roster (by bare JID) as sorted
+// "jid|name|subscription|group1,group2" lines.
+func (s *Server) Roster(user string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
@@ -279,14 +319,26 @@ func (s *fakeServer) roster(user string) []string {
 	return out
 }
 
-func (s *fakeServer) setRoster(user string, items map[string]fakeItem) {
+// SetRoster replaces a user's roster.
+func (s *Server) SetRoster(user string, items map[string]Item) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rosters[user] = items
 }
 
-func (s *fakeServer) counts() (gets, sets, maxInFlight, accepted int) {
+// Counts are what the server has seen so far.
+type Counts struct {
+	// Gets and Sets count IQs of each type.
+	Gets, Sets int
+	// MaxInFlight is the most SETs received and not yet answered at once.
+	MaxInFlight int
+	// Accepted counts TCP connections.
+	Accepted int
+}
+
+// Counts returns what the server has seen so far.
+func (s *Server) Counts() Counts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.gets, s.sets, s.maxInFlight, s.accepted
+	return Counts{Gets: s.gets, Sets: s.sets, MaxInFlight: s.maxInFlight, Accepted: s.accepted}
 }
