@@ -99,7 +99,7 @@ type UserResponse struct {
 // username) before anything is synced. An empty array answers 200 at once.
 // When the Syncer is not ready the answer is 503 with "errors" counting the
 // distinct users. Otherwise every distinct user is synced, at most
-// Concurrency at once across the whole server, within RequestTimeout, and the
+// Concurrency at once for this request, within RequestTimeout, and the
 // answer is 200 with per-user results, even when users failed.
 func (s *Server) handleRefresh(c echo.Context) error {
 	start := time.Now()
@@ -319,15 +319,15 @@ func (s *Server) refreshContext(parent context.Context) (context.Context, contex
 	}
 }
 
-// syncAll syncs users concurrently, each holding a slot of the server-wide
-// semaphore while it runs, and returns their results in order. Users still
-// waiting for a slot when ctx ends fail with "request cancelled". It returns
-// when every started Sync has returned.
+// syncAll syncs users, at most Concurrency at once, and returns their
+// results in order. Users still waiting for a slot when ctx ends fail with
+// "request cancelled". It returns when every started Sync has returned.
 func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
 	results := make([]UserResult, len(users))
+	sem := make(chan struct{}, s.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for i, user := range users {
-		if err := s.acquire(ctx); err != nil {
+		if err := acquire(ctx, sem); err != nil {
 			for j := i; j < len(users); j++ {
 				results[j] = failed(users[j], err)
 			}
@@ -335,7 +335,7 @@ func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
 			break
 		}
 		wg.Go(func() {
-			defer s.release()
+			defer func() { <-sem }()
 			results[i] = toUserResult(user, s.syncOne(ctx, user))
 		})
 	}
@@ -343,18 +343,16 @@ func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
 	return results
 }
 
-func (s *Server) acquire(ctx context.Context) error {
+func acquire(ctx context.Context, sem chan struct{}) error {
 	if ctx.Err() == nil {
 		select {
-		case s.sem <- struct{}{}:
+		case sem <- struct{}{}:
 			return nil
 		case <-ctx.Done():
 		}
 	}
 	return fmt.Errorf("request cancelled: %w", context.Cause(ctx))
 }
-
-func (s *Server) release() { <-s.sem }
 
 // syncOne calls Syncer.Sync, turning a panic into an error for that user so
 // that one bad roster cannot take the process down.

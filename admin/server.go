@@ -107,8 +107,9 @@ type Config struct {
 	// sent (before removing duplicates); default DefaultMaxUsers. More are
 	// answered with 400.
 	MaxUsers int
-	// Concurrency is how many users are synced at once by the whole server,
-	// across all requests; default DefaultConcurrency.
+	// Concurrency is how many users one request syncs at once; default
+	// DefaultConcurrency. The bound across all requests belongs to the
+	// Syncer, so that requests waiting for the same user share its sync.
 	Concurrency int
 	// RequestTimeout bounds one refresh request; default
 	// DefaultRequestTimeout. Users not synced when it ends fail with
@@ -129,8 +130,6 @@ type Server struct {
 	echo      *echo.Echo
 	tokenHash [sha256.Size]byte
 	tlsConfig *tls.Config
-	// sem holds one token per Sync running, across all requests.
-	sem chan struct{}
 	// abortCtx ends when a graceful shutdown ran out of time; it cancels
 	// in-flight refreshes.
 	abortCtx context.Context
@@ -166,7 +165,6 @@ func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
 		syncer:    s,
 		log:       log,
 		tokenHash: sha256.Sum256([]byte(cfg.Token)),
-		sem:       make(chan struct{}, cfg.Concurrency),
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("admin: set both admin.tls_cert_file and admin.tls_key_file, or neither")

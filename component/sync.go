@@ -35,6 +35,10 @@ type SyncerConfig struct {
 	Window int
 	// SyncTimeout bounds one user's whole sync (fetch, read, writes).
 	SyncTimeout time.Duration
+	// Concurrency is how many users are synced at once; requests for
+	// further users wait, and requests for a user already waiting or
+	// running join its sync.
+	Concurrency int
 }
 
 // Syncer brings users' rosters in line with the backend. Syncs of one user
@@ -47,9 +51,10 @@ type Syncer struct {
 	fetch  Fetcher
 	log    *slog.Logger
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	running chan struct{} // one token per sync running
 
 	mu    sync.Mutex
 	users map[string]*userQueue
@@ -68,7 +73,8 @@ type syncCall struct {
 // NewSyncer returns a Syncer; Close stops it.
 func NewSyncer(cfg SyncerConfig, server RosterServer, fetch Fetcher, log *slog.Logger) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Syncer{cfg: cfg, server: server, fetch: fetch, log: log, ctx: ctx, cancel: cancel, users: map[string]*userQueue{}}
+	return &Syncer{cfg: cfg, server: server, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
+		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{}}
 }
 
 // Ready returns nil when rosters of the user domain can be synced.
@@ -127,10 +133,17 @@ func (s *Syncer) drain(user string, call *syncCall) {
 }
 
 func (s *Syncer) syncOnce(user string) SyncResult {
+	res := SyncResult{User: user}
+	select {
+	case s.running <- struct{}{}:
+		defer func() { <-s.running }()
+	case <-s.ctx.Done():
+		res.Err = fmt.Errorf("sync of %s: syncer stopped", user)
+		return res
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SyncTimeout)
 	defer cancel()
 	start := time.Now()
-	res := SyncResult{User: user}
 	res.Err = s.sync(ctx, &res)
 	s.log.Debug("user sync", "user", user, "added", res.Added, "updated", res.Updated, "removed", res.Removed,
 		"skipped", len(res.Skipped), "error", res.Err, "duration", time.Since(start).Round(time.Microsecond))

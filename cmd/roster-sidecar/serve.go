@@ -90,6 +90,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		UserDomain:  cfg.UserDomain,
 		Window:      cfg.Window,
 		SyncTimeout: cfg.SyncTimeout,
+		Concurrency: cfg.AdminConcurrency,
 	}, conn, fetcher, log)
 	api, err := admin.New(admin.Config{
 		Listen:         cfg.AdminListen,

@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -183,6 +184,11 @@ func (s *Server) serve(c net.Conn) {
 	defer replies.Wait()
 	for {
 		start, err := nextStart(dec)
+		if errors.Is(err, errStreamEnd) {
+			replies.Wait()
+			write(`</stream:stream>`)
+			return
+		}
 		if err != nil {
 			return
 		}
@@ -214,14 +220,22 @@ func (s *Server) serve(c net.Conn) {
 	}
 }
 
+// errStreamEnd is returned by nextStart at the client's </stream:stream>.
+var errStreamEnd = errors.New("stream closed by the client")
+
 func nextStart(dec *xml.Decoder) (xml.StartElement, error) {
 	for {
 		tok, err := dec.Token()
 		if err != nil {
 			return xml.StartElement{}, err
 		}
-		if se, ok := tok.(xml.StartElement); ok {
-			return se, nil
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			return tok, nil
+		case xml.EndElement:
+			if tok.Name.Local == "stream" {
+				return xml.StartElement{}, errStreamEnd
+			}
 		}
 	}
 }

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// required is the smallest valid environment.
+var required = map[string]string{
+	"ROSTER_SIDECAR_XMPP_DOMAIN":      "roster.example.test",
+	"ROSTER_SIDECAR_XMPP_USER_DOMAIN": "example.test",
+	"ROSTER_SIDECAR_XMPP_SECRET":      "s3cret",
+	"ROSTER_SIDECAR_HTTP_ROSTER_URL":  "http://127.0.0.1:8080/roster/%s",
+}
+
+func load(t *testing.T, env map[string]string, file string, args ...string) (Config, error) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	v := newViper(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("flags: %v", err)
+	}
+	return loadConfig(v, file)
+}
+
+func TestConfigDefaultsFromEnvironment(t *testing.T) {
+	c, err := load(t, required, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.XMPPAddress != "127.0.0.1:5347" || c.AdminListen != "127.0.0.1:5380" || c.IQTimeout != 15*time.Second ||
+		c.Window != 16 || c.AdminConcurrency != 8 || c.XMPPSecret != "s3cret" || c.AdminToken != "" {
+		t.Fatalf("unexpected config: %+v", c)
+	}
+}
+
+func TestConfigFileEnvAndFlagsPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "config.yaml")
+	yaml := `xmpp:
+  address: 10.0.0.1:5347
+  domain: roster.example.test
+  user_domain: example.test
+  secret: from-file
+  window: 4
+http_roster_url: https://app.example.test/roster/%s
+backend:
+  headers:
+    Authorization: Bearer backend-token
+admin:
+  listen: 127.0.0.1:9999
+  token_file: ` + tokenFile + `
+log:
+  format: json
+`
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"ROSTER_SIDECAR_XMPP_WINDOW": "8"}
+	c, err := load(t, env, file, "--xmpp.address", "127.0.0.2:5347")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.XMPPAddress != "127.0.0.2:5347" {
+		t.Errorf("flag did not win: %s", c.XMPPAddress)
+	}
+	if c.Window != 8 {
+		t.Errorf("env did not beat the file: window %d", c.Window)
+	}
+	if c.XMPPSecret != "from-file" || c.AdminToken != "file-token" || !c.LogJSON || c.AdminListen != "127.0.0.1:9999" {
+		t.Errorf("file values not read: %+v", c)
+	}
+	if header(c, "Authorization") != "Bearer backend-token" {
+		t.Errorf("backend headers = %v", c.BackendHeaders)
+	}
+}
+
+// header looks a backend header up by name: viper lower-cases the keys of
+// a file's maps, and header names are case-insensitive anyway.
+func header(c Config, name string) string {
+	for k, v := range c.BackendHeaders {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
+}
+
+func TestConfigHeadersFromEnvironmentJSON(t *testing.T) {
+	env := map[string]string{"ROSTER_SIDECAR_BACKEND_HEADERS": `{"Authorization":"Bearer x"}`}
+	for k, v := range required {
+		env[k] = v
+	}
+	c, err := load(t, env, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.BackendHeaders) != 1 || header(c, "Authorization") != "Bearer x" {
+		t.Fatalf("headers = %v", c.BackendHeaders)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"missing domain", map[string]string{"ROSTER_SIDECAR_XMPP_DOMAIN": ""}, "xmpp.domain is required"},
+		{"missing secret", map[string]string{"ROSTER_SIDECAR_XMPP_SECRET": ""}, "xmpp.secret is required"},
+		{"missing url", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": ""}, "http_roster_url is required"},
+		{"secret twice", map[string]string{"ROSTER_SIDECAR_XMPP_SECRET_FILE": empty}, "not both"},
+		{"empty secret file", map[string]string{"ROSTER_SIDECAR_XMPP_SECRET": "", "ROSTER_SIDECAR_XMPP_SECRET_FILE": empty}, "is empty"},
+		{"missing secret file", map[string]string{"ROSTER_SIDECAR_XMPP_SECRET": "", "ROSTER_SIDECAR_XMPP_SECRET_FILE": filepath.Join(dir, "nope")}, "xmpp.secret_file"},
+		{"bad duration", map[string]string{"ROSTER_SIDECAR_XMPP_IQ_TIMEOUT": "soon"}, "xmpp.iq_timeout must be a positive duration"},
+		{"zero window", map[string]string{"ROSTER_SIDECAR_XMPP_WINDOW": "0"}, "xmpp.window must be at least 1"},
+		{"domain with user", map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAIN": "a@example.test"}, "xmpp.user_domain must be a domain"},
+		{"bad log level", map[string]string{"ROSTER_SIDECAR_LOG_LEVEL": "loud"}, "log.level"},
+		{"bad log format", map[string]string{"ROSTER_SIDECAR_LOG_FORMAT": "xml"}, "log.format"},
+		{"backoff order", map[string]string{"ROSTER_SIDECAR_XMPP_RECONNECT_MAX": "1ms"}, "xmpp.reconnect_max"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range required {
+				env[k] = v
+			}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			_, err := load(t, env, "")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("error shows the secret: %q", err)
+			}
+		})
+	}
+}
+
+func TestSecretsHaveNoFlags(t *testing.T) {
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	newViper(fs)
+	for _, name := range []string{"xmpp.secret", "admin.token", "backend.headers"} {
+		if fs.Lookup(name) != nil {
+			t.Errorf("secret %s can be given on the command line", name)
+		}
+	}
+	if fs.Lookup("xmpp.secret_file") == nil || fs.Lookup("xmpp.address") == nil {
+		t.Error("expected flags are missing")
+	}
+}
