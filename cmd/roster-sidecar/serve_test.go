@@ -223,8 +223,9 @@ func TestServeUnderLoad(t *testing.T) {
 		t.Errorf("%d backend fetches for %d requested refreshes: no coalescing", f, requests*perRequest)
 	}
 	// Per request in flight: its client goroutine and connection (3), the
-	// server's connection (1) and at most one goroutine per user it syncs.
-	if g := peakG.Load(); g > int64(base)+requests*(4+perRequest)+500 {
+	// server's connection and its background read (2), and at most one
+	// goroutine per user it syncs.
+	if g := peakG.Load(); g > int64(base)+requests*(5+perRequest)+500 {
 		t.Errorf("peak goroutines %d: not bounded by the requests in flight", g)
 	}
 	if h := peakHeap.Load(); h > 256<<20 {
