@@ -70,6 +70,11 @@ func parseLocal(s string, domain jid.JID) (string, error) {
 			return "", errors.New("it contains a control character, which an XMPP localpart may not contain")
 		}
 	}
+	if local == "." || local == ".." {
+		// Valid localparts, but a path segment that HTTP servers and
+		// proxies resolve away, so the backend would see another URL.
+		return "", errors.New(`"." and ".." cannot be sent to the backend as a path segment`)
+	}
 	j, err := domain.WithLocal(local)
 	if err != nil {
 		return "", fmt.Errorf("it is not a valid XMPP localpart: %w", err)
