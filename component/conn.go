@@ -49,6 +49,11 @@ type Config struct {
 	// PingInterval is the period of the XEP-0199 ping that detects dead
 	// links; a ping that gets no answer within IQTimeout drops the link.
 	PingInterval time.Duration
+	// PingTo is the JID pinged. It must be a full JID (e.g.
+	// example.com/roster-sidecar): ejabberd's mod_privilege silently drops
+	// a component's IQs to bare JIDs other than roster queries, while an IQ
+	// to a full JID gets an answer (an error counts as alive).
+	PingTo string
 	// MinBackoff and MaxBackoff bound the delay between reconnect attempts.
 	MinBackoff, MaxBackoff time.Duration
 }
@@ -73,9 +78,11 @@ type session struct {
 	lost        chan error  // first loss reason; buffered, written once
 	lostOnce    sync.Once
 
-	mu       sync.Mutex
-	grants   map[string]Grants
-	software map[string]string
+	mu     sync.Mutex
+	grants map[string]Grants
+	// subscription records, per domain, whether the server was seen to
+	// store the subscription of a privileged SET.
+	subscription map[string]bool
 }
 
 func (s *session) fail(err error) {
@@ -123,7 +130,7 @@ func (c *Conn) Run(ctx context.Context) error {
 
 // serve runs one connection until it is lost or ctx ends.
 func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
-	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}, software: map[string]string{}}
+	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}, subscription: map[string]bool{}}
 	comp, err := xmpp.NewComponent(xmpp.ComponentOptions{
 		TransportConfiguration: xmpp.TransportConfiguration{
 			Address:        c.cfg.Address,
@@ -211,7 +218,7 @@ func (c *Conn) pingLoop(ctx context.Context, sess *session) {
 			return
 		case <-t.C:
 		}
-		iq := &stanza.IQ{XMLName: xml.Name{Local: "iq"}, Attrs: stanza.Attrs{Type: stanza.IQTypeGet, To: serverOf(c.cfg.Domain)}, Payload: &pingPayload{}}
+		iq := &stanza.IQ{XMLName: xml.Name{Local: "iq"}, Attrs: stanza.Attrs{Type: stanza.IQTypeGet, To: c.cfg.PingTo}, Payload: &pingPayload{}}
 		_, err := c.sendIQ(ctx, sess, iq)
 		var stErr *StanzaError
 		if err != nil && !errors.As(err, &stErr) && ctx.Err() == nil {
@@ -219,15 +226,6 @@ func (c *Conn) pingLoop(ctx context.Context, sess *session) {
 			return
 		}
 	}
-}
-
-// serverOf guesses the server domain from the component JID: the parent
-// domain (roster.example.test -> example.test).
-func serverOf(component string) string {
-	if i := strings.IndexByte(component, '.'); i > 0 && i < len(component)-1 {
-		return component[i+1:]
-	}
-	return component
 }
 
 // session returns the current session once its handshake is done.

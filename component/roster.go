@@ -44,44 +44,36 @@ func rosterIQ(typ stanza.StanzaType, user string) *stanza.IQ {
 	}
 }
 
-// HonoursSubscription reports whether the server of domain stores the
-// subscription sent in a privileged roster SET. ejabberd ignores it (every
-// item is stored as "none"), so comparing subscriptions there would rewrite
-// every item at every refresh. The answer is asked once per connection with
-// a software version query (XEP-0092); an unknown server is assumed to
-// honour it.
-func (c *Conn) HonoursSubscription(ctx context.Context, domain string) bool {
+// SubscriptionHonoured reports whether the server of domain was seen, on
+// this connection, to store the subscription sent in a privileged roster
+// SET; known is false until LearnSubscription was called. ejabberd ignores
+// it (every item is stored as "none"): comparing subscriptions there would
+// rewrite every item at every refresh.
+func (c *Conn) SubscriptionHonoured(domain string) (honoured, known bool) {
 	sess := c.session()
 	if sess == nil {
-		return true
+		return false, false
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	honoured, known = sess.subscription[strings.ToLower(domain)]
+	return honoured, known
+}
+
+// LearnSubscription records what a read-back showed: whether the server of
+// domain stores the subscription of a privileged SET. It is forgotten on
+// disconnect, since the server may have changed.
+func (c *Conn) LearnSubscription(domain string, honoured bool) {
+	sess := c.session()
+	if sess == nil {
+		return
 	}
 	domain = strings.ToLower(domain)
 	sess.mu.Lock()
-	name, known := sess.software[domain]
+	_, known := sess.subscription[domain]
+	sess.subscription[domain] = honoured
 	sess.mu.Unlock()
 	if !known {
-		iq := &stanza.IQ{XMLName: xml.Name{Local: "iq"}, Attrs: stanza.Attrs{Type: stanza.IQTypeGet, To: domain}, Payload: &stanza.Version{XMLName: xml.Name{Space: "jabber:iq:version", Local: "query"}}}
-		reply, err := c.sendIQ(ctx, sess, iq)
-		if err != nil && ctx.Err() != nil {
-			return true // not learnt: ask again next time
-		}
-		if v, ok := replyVersion(reply); ok {
-			name = v.Name
-		}
-		sess.mu.Lock()
-		sess.software[domain] = name
-		sess.mu.Unlock()
-		c.log.Info("XMPP server software", "domain", domain, "name", name, "compare_subscription", !isEjabberd(name))
+		c.log.Info("learnt how the server stores roster subscriptions", "domain", domain, "subscription_honoured", honoured)
 	}
-	return !isEjabberd(name)
 }
-
-func replyVersion(reply *stanza.IQ) (*stanza.Version, bool) {
-	if reply == nil || reply.Type != stanza.IQTypeResult {
-		return nil, false
-	}
-	v, ok := reply.Payload.(*stanza.Version)
-	return v, ok
-}
-
-func isEjabberd(name string) bool { return strings.EqualFold(strings.TrimSpace(name), "ejabberd") }

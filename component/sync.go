@@ -24,8 +24,21 @@ type RosterServer interface {
 	Ready(domain string) error
 	GetRoster(ctx context.Context, user string) ([]stanza.RosterItem, error)
 	SetRosterItem(ctx context.Context, user string, item stanza.RosterItem) error
-	HonoursSubscription(ctx context.Context, domain string) bool
+	SubscriptionHonoured(domain string) (honoured, known bool)
+	LearnSubscription(domain string, honoured bool)
 }
+
+// Ways of comparing subscriptions, for SyncerConfig.CompareSubscription.
+const (
+	// CompareAuto compares subscriptions once a read-back has shown that
+	// the server stores them, and stops comparing when it has shown that
+	// it does not (ejabberd).
+	CompareAuto = "auto"
+	// CompareAlways always compares subscriptions.
+	CompareAlways = "always"
+	// CompareNever never compares subscriptions.
+	CompareNever = "never"
+)
 
 // SyncerConfig configures a Syncer.
 type SyncerConfig struct {
@@ -35,6 +48,9 @@ type SyncerConfig struct {
 	Window int
 	// SyncTimeout bounds one user's whole sync (fetch, read, writes).
 	SyncTimeout time.Duration
+	// CompareSubscription is CompareAuto (the default when empty),
+	// CompareAlways or CompareNever.
+	CompareSubscription string
 	// Concurrency is how many users are synced at once; requests for
 	// further users wait, and requests for a user already waiting or
 	// running join its sync.
@@ -167,8 +183,54 @@ func (s *Syncer) sync(ctx context.Context, res *SyncResult) error {
 	if err != nil {
 		return err
 	}
-	plan := Diff(desired.Items, current, s.server.HonoursSubscription(ctx, s.cfg.UserDomain))
-	return s.apply(ctx, owner.String(), plan, res)
+	compare, known := s.compareSubscription()
+	plan := Diff(desired.Items, current, compare)
+	if err := s.apply(ctx, owner.String(), plan, res); err != nil {
+		return err
+	}
+	if !known {
+		s.learnSubscription(ctx, owner.String(), plan)
+	}
+	return nil
+}
+
+// compareSubscription says whether the diff compares subscriptions, and
+// whether that is settled. Until it is, subscriptions are compared.
+func (s *Syncer) compareSubscription() (compare, known bool) {
+	switch s.cfg.CompareSubscription {
+	case CompareAlways:
+		return true, true
+	case CompareNever:
+		return false, true
+	}
+	honoured, known := s.server.SubscriptionHonoured(s.cfg.UserDomain)
+	return honoured || !known, known
+}
+
+// learnSubscription reads back one item the plan wrote with a subscription
+// other than none, and records whether the server kept it. It costs one GET
+// per connection.
+func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan) {
+	var probe *stanza.RosterItem
+	for _, it := range append(plan.Add, plan.Update...) {
+		if it.Subscription != rosterhttp.SubscriptionNone {
+			probe = &it
+			break
+		}
+	}
+	if probe == nil {
+		return
+	}
+	items, err := s.server.GetRoster(ctx, owner)
+	if err != nil {
+		return
+	}
+	for _, it := range items {
+		if normaliseJID(it.Jid) == probe.Jid {
+			s.server.LearnSubscription(s.cfg.UserDomain, subscriptionOf(it) == probe.Subscription)
+			return
+		}
+	}
 }
 
 // apply sends the plan's SETs, at most Window in flight, and counts what

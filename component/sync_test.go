@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -176,5 +177,32 @@ func TestSyncNotReady(t *testing.T) {
 	}
 	if res := s.Sync(context.Background(), "john"); !errors.Is(res.Err, ErrDisconnected) || f.calls.Load() != 0 {
 		t.Fatalf("Sync = %+v, fetches %d", res, f.calls.Load())
+	}
+}
+
+func TestSyncLearnsWhetherTheServerKeepsSubscriptions(t *testing.T) {
+	for _, ignores := range []bool{false, true} {
+		t.Run(fmt.Sprintf("server ignores subscription=%v", ignores), func(t *testing.T) {
+			srv := componenttest.NewServer(t)
+			if ignores {
+				srv.IgnoreSubscription()
+			}
+			s, f := newTestSyncer(t, srv)
+			f.set("john", item("a@example.test", "A"), item("b@example.test", "B"))
+			if res := s.Sync(context.Background(), "john"); res.Err != nil || res.Added != 2 {
+				t.Fatalf("first sync = %+v", res)
+			}
+			before := srv.Counts().Sets
+			res := s.Sync(context.Background(), "john")
+			if res.Err != nil || res.Updated != 0 || srv.Counts().Sets != before {
+				t.Fatalf("unchanged roster rewritten: %+v, %d SETs", res, srv.Counts().Sets-before)
+			}
+			// A subscription change is applied only where the server keeps it.
+			f.set("john", rosterhttp.Item{JID: "a@example.test", Name: "A", Subscription: "to"}, item("b@example.test", "B"))
+			res = s.Sync(context.Background(), "john")
+			if want := map[bool]int{false: 1, true: 0}[ignores]; res.Err != nil || res.Updated != want {
+				t.Fatalf("subscription change: %+v, want %d updated", res, want)
+			}
+		})
 	}
 }

@@ -39,6 +39,7 @@ var settings = []setting{
 	{"xmpp.reconnect_min", 500 * time.Millisecond, "first delay before reconnecting", false},
 	{"xmpp.reconnect_max", 30 * time.Second, "largest delay between reconnects", false},
 	{"xmpp.window", 16, "roster SETs in flight per user", false},
+	{"xmpp.compare_subscription", "auto", "auto, always or never: whether a subscription difference alone rewrites an item (auto learns whether the server keeps subscriptions; ejabberd does not)", false},
 	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (required)", false},
 	{"backend.timeout", 10 * time.Second, "timeout of one backend roster fetch", false},
 	{"backend.max_body_bytes", int64(1 << 20), "largest backend answer accepted", false},
@@ -71,6 +72,7 @@ type Config struct {
 	ReconnectMin     time.Duration
 	ReconnectMax     time.Duration
 	Window           int
+	CompareSub       string
 	RosterURL        string
 	BackendTimeout   time.Duration
 	BackendMaxBody   int64
@@ -158,6 +160,7 @@ func loadConfig(v *viper.Viper, file string) (Config, error) {
 		ReconnectMin:     positive("xmpp.reconnect_min"),
 		ReconnectMax:     positive("xmpp.reconnect_max"),
 		Window:           atLeastOne("xmpp.window"),
+		CompareSub:       v.GetString("xmpp.compare_subscription"),
 		RosterURL:        need("http_roster_url"),
 		BackendTimeout:   positive("backend.timeout"),
 		BackendMaxBody:   v.GetInt64("backend.max_body_bytes"),
@@ -192,6 +195,11 @@ func loadConfig(v *viper.Viper, file string) (Config, error) {
 				errs = append(errs, fmt.Errorf("%s must be a domain name such as example.com, got %q", key, d))
 			}
 		}
+	}
+	switch c.CompareSub {
+	case "auto", "always", "never":
+	default:
+		errs = append(errs, fmt.Errorf("xmpp.compare_subscription must be auto, always or never, got %q", c.CompareSub))
 	}
 	if c.LogLevel, err = logLevel(v.GetString("log.level")); err != nil {
 		errs = append(errs, err)

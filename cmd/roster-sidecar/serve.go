@@ -83,14 +83,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		ConnectTimeout: cfg.ConnectTimeout,
 		IQTimeout:      cfg.IQTimeout,
 		PingInterval:   cfg.PingInterval,
+		PingTo:         cfg.UserDomain + "/roster-sidecar",
 		MinBackoff:     cfg.ReconnectMin,
 		MaxBackoff:     cfg.ReconnectMax,
 	}, log)
 	syncer := component.NewSyncer(component.SyncerConfig{
-		UserDomain:  cfg.UserDomain,
-		Window:      cfg.Window,
-		SyncTimeout: cfg.SyncTimeout,
-		Concurrency: cfg.AdminConcurrency,
+		UserDomain:          cfg.UserDomain,
+		Window:              cfg.Window,
+		SyncTimeout:         cfg.SyncTimeout,
+		Concurrency:         cfg.AdminConcurrency,
+		CompareSubscription: cfg.CompareSub,
 	}, conn, fetcher, log)
 	api, err := admin.New(admin.Config{
 		Listen:         cfg.AdminListen,

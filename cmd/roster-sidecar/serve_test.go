@@ -65,7 +65,7 @@ func startDaemon(t *testing.T, contacts int) *daemon {
 	cfg := Config{
 		XMPPAddress: d.xmpp.Addr(), XMPPDomain: componenttest.Domain, XMPPSecret: componenttest.Secret,
 		UserDomain: componenttest.UserDomain, ConnectTimeout: time.Second, IQTimeout: 5 * time.Second,
-		PingInterval: time.Minute, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond, Window: 8,
+		PingInterval: time.Minute, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond, Window: 8, CompareSub: "auto",
 		RosterURL: d.backend.URL + "/roster/%s", BackendTimeout: 5 * time.Second, BackendMaxBody: 1 << 20,
 		AdminListen: d.admin, AdminMaxBody: 1 << 20, AdminMaxUsers: 100, AdminConcurrency: 8,
 		AdminTimeout: time.Minute, SyncTimeout: 30 * time.Second,

@@ -40,6 +40,9 @@ type Server struct {
 	privilege string
 	// rosters maps a user's bare JID to its items by JID.
 	rosters map[string]map[string]Item
+	// ignoreSubscription stores every item with subscription none, as
+	// ejabberd does.
+	ignoreSubscription bool
 	// reply, when set, decides the answer to an IQ instead of the rosters:
 	// it returns the raw reply ("" for none) and a delay.
 	reply func(iq IQ) (string, time.Duration)
@@ -116,6 +119,14 @@ func (s *Server) SetReply(f func(iq IQ) (string, time.Duration)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reply = f
+}
+
+// IgnoreSubscription makes the server store every item with subscription
+// "none", whatever a SET asks for, as ejabberd does.
+func (s *Server) IgnoreSubscription() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ignoreSubscription = true
 }
 
 // DropAll closes every client connection, as a crashing server would.
@@ -293,7 +304,11 @@ func (s *Server) answerRoster(iq IQ) string {
 			delete(roster, it.JID)
 			continue
 		}
-		roster[it.JID] = Item{Name: it.Name, Subscription: it.Subscription, Groups: it.Groups}
+		sub := it.Subscription
+		if s.ignoreSubscription {
+			sub = "none"
+		}
+		roster[it.JID] = Item{Name: it.Name, Subscription: sub, Groups: it.Groups}
 	}
 	return result
 }
