@@ -1,0 +1,106 @@
+-- Prosody 13 configuration for a server whose user rosters are managed by
+-- roster-sidecar (an XEP-0114 external component using XEP-0356 privileged
+-- roster access).
+--
+-- Requirements (Debian bookworm: install from bookworm-backports, see
+-- deploy/install-servers.sh):
+--   * prosody >= 13.0 (0.12 works too, but this file uses 13's ENV_/Lua. syntax)
+--   * prosody-modules, for mod_privilege (XEP-0356)
+--
+-- Every per-site value can come from the environment, so the same file serves
+-- production (systemd EnvironmentFile=) and the end-to-end tests (which start
+-- Prosody on random loopback ports in a temporary directory). In Prosody 13 a
+-- name written ENV_FOO reads the environment variable FOO (nil when unset), and
+-- Lua globals must be spelled with the Lua. prefix (Lua.tonumber, Lua.error).
+--
+--   PROSODY_USER_DOMAIN         the users' domain           (example.test)
+--   PROSODY_COMPONENT_DOMAIN    roster-sidecar's JID         (roster.example.test)
+--   PROSODY_COMPONENT_SECRET    XEP-0114 shared secret       (unset: the component
+--                               cannot authenticate; set it, ideally from a file
+--                               only root and prosody can read)
+--   PROSODY_COMPONENT_INTERFACE address of the component port (127.0.0.1)
+--   PROSODY_COMPONENT_PORT      component port               (5347)
+--   PROSODY_C2S_INTERFACE       address of the client port   (* = all)
+--   PROSODY_C2S_PORT            client port                  (5222)
+--   PROSODY_DATA_DIR            accounts and rosters         (/var/lib/prosody)
+--   PROSODY_PID_FILE            pid file                     (/run/prosody/prosody.pid)
+--   PROSODY_LOG                 log sink: a file or *console (/var/log/prosody/prosody.log)
+--   PROSODY_LOG_LEVEL           debug, info, warn, error     (info)
+--
+-- Test-only relaxations (running as root, plaintext client auth, no rate
+-- limits, no s2s) are NOT in this file: the tests load a small overlay,
+-- e2e/testdata/prosody-e2e.cfg.lua, that sets them and then Includes this file.
+
+local user_domain = ENV_PROSODY_USER_DOMAIN or "example.test"
+local component_domain = ENV_PROSODY_COMPONENT_DOMAIN or "roster.example.test"
+
+---------- Server-wide settings ----------
+
+admins = { }
+
+modules_enabled = {
+	"roster";      -- users have rosters: the thing roster-sidecar manages
+	"saslauth";    -- client authentication
+	"tls";         -- STARTTLS for clients (needs certificates, below)
+	"disco";       -- service discovery
+	"ping";        -- XEP-0199, roster-sidecar pings the server to detect dead links
+	"limits";      -- bandwidth limits for client connections
+	"admin_shell"; -- 'prosodyctl shell' over a unix socket in the data directory
+}
+
+-- Where accounts and rosters live (file storage by default).
+data_path = ENV_PROSODY_DATA_DIR or "/var/lib/prosody"
+pidfile = ENV_PROSODY_PID_FILE or "/run/prosody/prosody.pid"
+
+authentication = "internal_hashed"
+
+log = {
+	[ENV_PROSODY_LOG_LEVEL or "info"] = ENV_PROSODY_LOG or "/var/log/prosody/prosody.log";
+}
+
+-- Client-to-server listener.
+c2s_ports = { Lua.tonumber(ENV_PROSODY_C2S_PORT) or 5222 }
+c2s_interfaces = { ENV_PROSODY_C2S_INTERFACE or "*" }
+
+-- The external component listener (XEP-0114). The protocol is PLAINTEXT
+-- (a SHA-1 handshake, then unencrypted XML carrying every managed roster):
+-- keep it on loopback, or on a private network you trust, never on a public
+-- interface.
+component_ports = { Lua.tonumber(ENV_PROSODY_COMPONENT_PORT) or 5347 }
+component_interfaces = { ENV_PROSODY_COMPONENT_INTERFACE or "127.0.0.1" }
+
+-- TLS certificates for client connections ("certs" = /etc/prosody/certs).
+certificates = "certs"
+
+---------- The users' domain ----------
+
+VirtualHost (user_domain)
+	-- mod_privilege (from prosody-modules) implements XEP-0356 for this
+	-- domain. privileged_entities says which component may do what on behalf
+	-- of this domain's users:
+	--   roster   = "both"           read AND write every user's roster (jabber:iq:roster
+	--                               get/set with to=user@domain); this is the one
+	--                               roster-sidecar cannot work without
+	--   message  = "outgoing"       send messages as the server (reserved for
+	--                               notifications)
+	--   presence = "managed_entity" receive users' presence, so the sidecar knows
+	--                               who is online
+	-- Privileges are per domain: repeat this in every VirtualHost the sidecar
+	-- serves.
+	modules_enabled = { "privilege" }
+	privileged_entities = {
+		[component_domain] = {
+			roster = "both";
+			message = "outgoing";
+			presence = "managed_entity";
+		};
+	}
+
+---------- roster-sidecar ----------
+
+Component (component_domain)
+	component_secret = ENV_PROSODY_COMPONENT_SECRET
+	-- mod_privilege must ALSO be enabled on the component itself: without it
+	-- Prosody never sends the component the <privilege/> message announcing its
+	-- rights, and roster-sidecar stays "not ready".
+	modules_enabled = { "privilege" }

@@ -1,0 +1,173 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// backendPrefix is the path under which the backend serves rosters; the
+// sidecar is configured with ROSTER_SIDECAR_HTTP_ROSTER_URL = URL + prefix + "%s".
+const backendPrefix = "/roster/"
+
+// Contact is one roster entry: what the backend sends for a user and what
+// the tests expect on the XMPP server.
+type Contact struct {
+	// JID is the contact's JID as the backend spells it. Expectations
+	// compare its normalised form.
+	JID string
+	// Name is the display name ("" for none).
+	Name string
+	// Groups are the roster groups.
+	Groups []string
+	// Subscription is sent only when not empty; the backend contract's
+	// default, and the expectation for "", is "both".
+	Subscription string
+}
+
+// Reply scripts the backend's answer for one user.
+type Reply struct {
+	// Status is the HTTP status; 0 means 200.
+	Status int
+	// Body is sent verbatim when not empty; otherwise Contacts is
+	// encoded as the roster JSON object.
+	Body string
+	// Contacts is the roster (nil encodes as {}).
+	Contacts []Contact
+	// Delay holds the answer back (cut short if the client goes away).
+	Delay time.Duration
+}
+
+// BackendRequest is one request the backend received.
+type BackendRequest struct {
+	// User is the decoded username from the path.
+	User string
+	// EscapedPath is the path exactly as sent.
+	EscapedPath string
+	// Method, Accept and Authorization are from the request.
+	Method, Accept, Authorization string
+	// At is when it arrived.
+	At time.Time
+}
+
+// Backend is a scriptable in-process roster backend (PROTOCOL.md section 1).
+// Users without a script get 404, so an unexpected fetch shows up as an
+// error instead of an empty roster.
+type Backend struct {
+	*httptest.Server
+	mu       sync.Mutex
+	replies  map[string]Reply
+	requests []BackendRequest
+}
+
+// NewBackend starts a backend closed at the end of the test.
+func NewBackend(t testing.TB) *Backend {
+	t.Helper()
+	b := &Backend{replies: map[string]Reply{}}
+	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
+	t.Cleanup(b.Close)
+	return b
+}
+
+// RosterURL is the value for ROSTER_SIDECAR_HTTP_ROSTER_URL.
+func (b *Backend) RosterURL() string { return b.URL + backendPrefix + "%s" }
+
+// Set scripts the reply for user (the decoded username).
+func (b *Backend) Set(user string, r Reply) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.replies[user] = r
+}
+
+// SetRoster scripts a 200 answer with the given contacts.
+func (b *Backend) SetRoster(user string, contacts ...Contact) {
+	b.Set(user, Reply{Contacts: contacts})
+}
+
+// Requests returns the requests received so far for user ("" for all).
+func (b *Backend) Requests(user string) []BackendRequest {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []BackendRequest
+	for _, r := range b.requests {
+		if user == "" || r.User == user {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (b *Backend) serve(w http.ResponseWriter, r *http.Request) {
+	escaped := r.URL.EscapedPath()
+	rec := BackendRequest{
+		EscapedPath:   escaped,
+		Method:        r.Method,
+		Accept:        r.Header.Get("Accept"),
+		Authorization: r.Header.Get("Authorization"),
+		At:            time.Now(),
+	}
+	user, ok := strings.CutPrefix(escaped, backendPrefix)
+	if ok {
+		if u, err := url.PathUnescape(user); err == nil {
+			rec.User = u
+		} else {
+			ok = false
+		}
+	}
+	b.mu.Lock()
+	b.requests = append(b.requests, rec)
+	reply, scripted := b.replies[rec.User]
+	b.mu.Unlock()
+
+	if !ok || r.Method != http.MethodGet {
+		http.Error(w, "not a roster request", http.StatusBadRequest)
+		return
+	}
+	if !scripted {
+		http.Error(w, "no such user", http.StatusNotFound)
+		return
+	}
+	if reply.Delay > 0 {
+		select {
+		case <-time.After(reply.Delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	status := reply.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	body := reply.Body
+	if body == "" {
+		body = EncodeRoster(reply.Contacts)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+// EncodeRoster renders contacts as the backend's JSON object.
+func EncodeRoster(contacts []Contact) string {
+	type entry struct {
+		Name         string   `json:"name,omitempty"`
+		Groups       []string `json:"groups,omitempty"`
+		Subscription string   `json:"subscription,omitempty"`
+	}
+	m := make(map[string]entry, len(contacts))
+	for _, c := range contacts {
+		m[c.JID] = entry{Name: c.Name, Groups: c.Groups, Subscription: c.Subscription}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return string(out)
+}

@@ -1,0 +1,19 @@
+// Package e2e holds the end-to-end tests of roster-sidecar: they start real
+// XMPP servers (Prosody and ejabberd) from the configuration files in
+// deploy/, the roster-sidecar binary, an in-process HTTP backend and real
+// XMPP clients, and check that refreshes requested through the admin API
+// reach the users' rosters.
+//
+// The tests only build with the e2e tag:
+//
+//	go test -tags e2e -count=1 ./e2e/
+//
+// They need prosody, prosodyctl and ejabberdctl on PATH (see
+// deploy/install-servers.sh). A missing server fails the run unless the
+// environment variable ROSTER_SIDECAR_E2E_SKIP lists it (comma separated,
+// e.g. "prosody,ejabberd"). Other environment variables:
+//
+//	ROSTER_SIDECAR_E2E_BINARY  use this roster-sidecar binary instead of building one
+//	ROSTER_SIDECAR_E2E_DEBUG   1: debug logging in the servers, XML console of test clients
+//	ROSTER_SIDECAR_E2E_KEEP    1: keep the servers' temporary directories
+package e2e

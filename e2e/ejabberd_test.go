@@ -1,0 +1,163 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// ejabberdInetrc keeps Erlang's resolver from reading /etc/hosts variants
+// it cannot find in the temporary configuration directory.
+const ejabberdInetrc = `{lookup,["file","native"]}.
+{host,{127,0,0,1}, ["localhost","hostalias"]}.
+{file, resolv, "/etc/resolv.conf"}.
+`
+
+// StartEjabberd runs `ejabberdctl ... foreground` with
+// deploy/ejabberd/ejabberd.yml unchanged: per-run values are passed as
+// EJABBERD_MACRO_<NAME> environment variables, which ejabberd (>= 23.10)
+// substitutes for the file's define_macro defaults. ejabberdctl's own
+// settings come from e2e/testdata/ejabberdctl.cfg, also driven by the
+// environment.
+func StartEjabberd(t *testing.T) *Server {
+	t.Helper()
+	dir := tempDir(t, "e2e-ejabberd-")
+	for _, d := range []string{"spool", "logs", "modules.d"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "inetrc"), []byte(ejabberdInetrc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cookie := make([]byte, 16)
+	_, _ = rand.Read(cookie)
+
+	ports := freePorts(t, 4)
+	c2s, comp, api, dist := ports[0], ports[1], ports[2], ports[3]
+	logLevel := "info"
+	if debug() {
+		logLevel = "debug"
+	}
+	env := append(os.Environ(),
+		// ejabberdctl.cfg
+		"E2E_EJABBERD_DIR="+dir,
+		"E2E_EJABBERD_NODE="+fmt.Sprintf("e2e%d_%d@localhost", os.Getpid(), dist),
+		"E2E_EJABBERD_DIST_PORT="+strconv.Itoa(dist),
+		"E2E_EJABBERD_COOKIE="+hex.EncodeToString(cookie),
+		"E2E_EJABBERD_PID_PATH="+filepath.Join(dir, "ejabberd.pid"),
+		// macros of ejabberd.yml; values are YAML: quote strings that
+		// could read as something else.
+		"EJABBERD_MACRO_XMPP_DOMAIN="+userDomain,
+		"EJABBERD_MACRO_COMPONENT_DOMAIN="+componentDomain,
+		"EJABBERD_MACRO_COMPONENT_SECRET="+strconv.Quote(componentSecret),
+		`EJABBERD_MACRO_COMPONENT_IP="127.0.0.1"`,
+		"EJABBERD_MACRO_COMPONENT_PORT="+strconv.Itoa(comp),
+		`EJABBERD_MACRO_C2S_IP="127.0.0.1"`,
+		"EJABBERD_MACRO_C2S_PORT="+strconv.Itoa(c2s),
+		"EJABBERD_MACRO_C2S_STARTTLS_REQUIRED=false",
+		"EJABBERD_MACRO_CERTFILES=[]",
+		`EJABBERD_MACRO_HTTP_API_IP="127.0.0.1"`,
+		"EJABBERD_MACRO_HTTP_API_PORT="+strconv.Itoa(api),
+		"EJABBERD_MACRO_LOGLEVEL="+logLevel,
+	)
+
+	cmd := exec.Command("ejabberdctl",
+		"--config-dir", dir,
+		"--config", deployFile(t, "ejabberd", "ejabberd.yml"),
+		"--ctl-config", testdataFile(t, "ejabberdctl.cfg"),
+		"--spool", filepath.Join(dir, "spool"),
+		"--logs", filepath.Join(dir, "logs"),
+		"foreground")
+	cmd.Dir = dir
+	cmd.Env = env
+	start := time.Now()
+	p := StartProcess(t, "ejabberd", cmd)
+
+	s := &Server{
+		Name:            "ejabberd",
+		Domain:          userDomain,
+		C2SAddr:         "127.0.0.1:" + strconv.Itoa(c2s),
+		ComponentAddr:   "127.0.0.1:" + strconv.Itoa(comp),
+		ComponentDomain: componentDomain,
+		ComponentSecret: componentSecret,
+		Process:         p,
+	}
+	apiURL := "http://127.0.0.1:" + strconv.Itoa(api) + "/api/"
+	client := &http.Client{Timeout: 10 * time.Second}
+	s.createUsers = func(ctx context.Context, t testing.TB, password string, names []string) error {
+		g, ctx := errgroup.WithContext(ctx)
+		g.SetLimit(8)
+		for _, name := range names {
+			g.Go(func() error {
+				return ejabberdAPI(ctx, client, apiURL+"register", map[string]string{
+					"user": name, "host": userDomain, "password": password,
+				})
+			})
+		}
+		return g.Wait()
+	}
+
+	ctx := context.Background()
+	ready := func() error {
+		return ejabberdAPI(ctx, client, apiURL+"registered_users", map[string]string{"host": userDomain})
+	}
+	if err := waitFor(ctx, p, 60*time.Second, "ejabberd's HTTP API", ready); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
+		if err := waitFor(ctx, p, 20*time.Second, "ejabberd to listen on "+addr, dialCheck(addr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "logs", "error.log")); err == nil && len(b) > 0 {
+				t.Logf("---- ejabberd error.log ----\n%s", b)
+			}
+		}
+	})
+	t.Logf("ejabberd ready in %v: c2s %s, component %s", time.Since(start).Round(time.Millisecond), s.C2SAddr, s.ComponentAddr)
+	return s
+}
+
+// ejabberdAPI calls one mod_http_api command and expects 200.
+func ejabberdAPI(ctx context.Context, client *http.Client, url string, args any) error {
+	body, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// Name the virtual host, or ejabberd warns that mod_http_api is not
+	// configured for host 127.0.0.1.
+	req.Host = userDomain
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST %s %s: %s: %s", url, body, resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
+}
