@@ -4,20 +4,22 @@ GO      ?= go
 BIN     ?= roster-sidecar
 FUZZTIME ?= 10s
 
-.PHONY: all build test lint unit e2e fuzz demo servers clean
+.PHONY: all build test lint unit e2e fuzz demo servers clean check-deploy browser-test
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/roster-sidecar
 
-## test: lint, unit tests with -race, short fuzz runs, then the e2e suite on real Prosody and ejabberd.
-test: lint unit fuzz e2e
+## test: lint, unit tests with -race, short fuzz runs, the deploy/ checks, then the e2e suite on
+## real Prosody and ejabberd, and the browser test (Converse.js in headless Chromium).
+test: lint unit fuzz check-deploy e2e browser-test
 
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+	$(GO) vet -tags 'e2e browser' ./e2e/
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -34,6 +36,17 @@ fuzz:
 ## e2e: the end-to-end suite; needs Prosody 13 and ejabberd 24.12 (make servers).
 e2e:
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+## check-deploy: validate deploy/: the container build (static binary), the systemd unit
+## (systemd-analyze verify + security), the Kubernetes manifests (k8s.io/api types).
+check-deploy:
+	GO=$(GO) bash deploy/check-deploy.sh
+
+## browser-test: Converse.js in headless Chromium sees a refresh without a reload (installs
+## Debian's chromium and the npm packages of e2e/browser; needs Prosody: make servers).
+browser-test:
+	bash e2e/browser/install.sh
+	$(GO) test -tags 'e2e browser' -count=1 -timeout 10m -v -run '^TestBrowser' ./e2e/
 
 ## servers: install Prosody 13 + mod_privilege and ejabberd 24.12 from Debian packages (root).
 servers:

@@ -112,6 +112,7 @@ func (s *Server) handleRefresh(c echo.Context) error {
 		return s.reject(badRequest(err))
 	}
 	if len(users) == 0 {
+		s.logRefresh(start, nil)
 		return c.JSON(http.StatusOK, RefreshResponse{Status: statusOK, Message: messageComplete, Results: []UserResult{}})
 	}
 	if err := s.syncer.Ready(); err != nil {
@@ -123,7 +124,7 @@ func (s *Server) handleRefresh(c echo.Context) error {
 	ctx, cancel := s.refreshContext(c.Request().Context())
 	defer cancel()
 	resp := summarise(s.syncAll(ctx, users))
-	s.logRefresh(len(users), resp.Updated, resp.Errors, start)
+	s.logRefresh(start, resp.Results)
 	return c.JSON(http.StatusOK, resp)
 }
 
@@ -150,24 +151,37 @@ func (s *Server) handleRefreshUser(c echo.Context) error {
 	ctx, cancel := s.refreshContext(c.Request().Context())
 	defer cancel()
 	res := s.syncAll(ctx, []string{user})[0]
+	s.logRefresh(start, []UserResult{res})
 	if res.Status != statusOK {
-		s.logRefresh(1, 0, 1, start)
 		code := http.StatusBadGateway
 		if ctx.Err() != nil {
 			code = http.StatusGatewayTimeout
 		}
 		return c.JSON(code, ErrorResponse{Status: statusError, Message: res.Error})
 	}
-	s.logRefresh(1, 1, 0, start)
 	return c.JSON(http.StatusOK, UserResponse{
 		Status: statusOK, Message: messageComplete, User: res.User,
 		Added: res.Added, Updated: res.Updated, Removed: res.Removed, Skipped: res.Skipped,
 	})
 }
 
-func (s *Server) logRefresh(users, updated, errs int, start time.Time) {
-	s.log.Info("admin: roster refresh", "users", users, "updated", updated, "errors", errs,
-		"duration", time.Since(start))
+// logRefresh writes the one Info line of a refresh request that was
+// synced: users, rosters updated and failed, the duration, then the roster
+// items changed and the contacts skipped. Per-user detail is at Debug
+// (component) and Warn for failures.
+func (s *Server) logRefresh(start time.Time, results []UserResult) {
+	var updated, errs, added, changed, removed, skipped int
+	for _, r := range results {
+		if r.Status == statusOK {
+			updated++
+		} else {
+			errs++
+		}
+		added, changed, removed, skipped = added+r.Added, changed+r.Updated, removed+r.Removed, skipped+len(r.Skipped)
+	}
+	s.log.Info("admin: roster refresh", "users", len(results), "updated", updated, "errors", errs,
+		"duration", time.Since(start), "items_added", added, "items_updated", changed, "items_removed", removed,
+		"skipped", skipped)
 }
 
 // reject logs a refused request and returns its error for the error

@@ -7,10 +7,11 @@
 //	GET|POST /roster_admin/refresh/:user  one user
 //	GET      /healthz                     200 while the process runs
 //	GET      /readyz                      200 when Syncer.Ready() == nil, else 503
+//	GET      /openapi.yaml                the OpenAPI 3 description of the API
 //
 // More routes (such as /metrics) can be added with [Server.Mount]. Every
-// answer is JSON; every error, including unknown routes (404), wrong methods
-// (405) and recovered panics (500), has the body
+// answer but the OpenAPI document is JSON; every error, including unknown
+// routes (404), wrong methods (405) and recovered panics (500), has the body
 // {"status":"error","message":"..."}.
 package admin
 
@@ -251,6 +252,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.POST(adminPrefix+"/refresh/:user", s.handleRefreshUser)
 	e.GET("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)
+	e.GET("/openapi.yaml", s.handleOpenAPI)
 	return e
 }
 

@@ -22,6 +22,9 @@ var ErrAuth = errors.New("the XMPP server refused the component secret (not-auth
 
 const nsPing = "urn:xmpp:ping"
 
+// errNoPingAnswer marks a link dropped because a ping went unanswered.
+var errNoPingAnswer = errors.New("ping")
+
 // pingPayload is the XEP-0199 <ping/> element.
 type pingPayload struct {
 	XMLName xml.Name `xml:"urn:xmpp:ping ping"`
@@ -56,6 +59,8 @@ type Config struct {
 	PingTo string
 	// MinBackoff and MaxBackoff bound the delay between reconnect attempts.
 	MinBackoff, MaxBackoff time.Duration
+	// Observer, when not nil, receives the link's events (for metrics).
+	Observer ConnObserver
 }
 
 // Conn is the component's link to the XMPP server. Run keeps it connected;
@@ -66,23 +71,31 @@ type Conn struct {
 	router *xmpp.Router
 	iqs    *iqTracker
 
+	// presence holds the PresenceListener (see presence.go).
+	presence atomic.Pointer[presenceHolder]
+
 	mu      sync.Mutex
 	current *session
+	// lastErr is why the last connection attempt failed or was lost; nil
+	// while connected.
+	lastErr error
+	// subscription records, per domain, whether the server was seen to
+	// store the subscription of a privileged SET. It outlives reconnects:
+	// the server software does not change across a restart.
+	subscription map[string]bool
 }
 
 // session is one connection: a fresh *xmpp.Component each time, since the
 // library's components cannot be reused safely across reconnects.
 type session struct {
 	comp        *xmpp.Component
-	established atomic.Bool // handshake done: stanzas may be sent
-	lost        chan error  // first loss reason; buffered, written once
+	relay       *filterRelay // between comp and the server
+	established atomic.Bool  // handshake done: stanzas may be sent
+	lost        chan error   // first loss reason; buffered, written once
 	lostOnce    sync.Once
 
 	mu     sync.Mutex
 	grants map[string]Grants
-	// subscription records, per domain, whether the server was seen to
-	// store the subscription of a privileged SET.
-	subscription map[string]bool
 }
 
 func (s *session) fail(err error) {
@@ -91,10 +104,11 @@ func (s *session) fail(err error) {
 
 // NewConn returns an unconnected Conn; call Run to connect.
 func NewConn(cfg Config, log *slog.Logger) *Conn {
-	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker()}
+	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker(), subscription: map[string]bool{}}
 	c.router.HandleFunc("iq", c.handleIQ)
 	c.router.HandleFunc("message", c.handleMessage)
-	c.router.NewRoute().HandlerFunc(func(xmpp.Sender, stanza.Packet) {}) // presence and others: ignored
+	c.router.HandleFunc("presence", c.handlePresence)
+	c.router.NewRoute().HandlerFunc(func(xmpp.Sender, stanza.Packet) {}) // others: ignored
 	return c
 }
 
@@ -111,6 +125,7 @@ func (c *Conn) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		c.setLastError(err)
 		if errors.Is(err, ErrAuth) {
 			return err
 		}
@@ -124,25 +139,39 @@ func (c *Conn) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(delay):
 		}
+		if c.cfg.Observer != nil {
+			c.cfg.Observer.Reconnecting()
+		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
 }
 
 // serve runs one connection until it is lost or ctx ends.
 func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
-	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}, subscription: map[string]bool{}}
+	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}}
+	// The library talks to the server through a relay that passes on only
+	// what it can always decode (see filter.go).
+	relay, err := startFilterRelay(c.cfg.Address, c.cfg.ConnectTimeout)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
+	}
+	sess.relay = relay
 	comp, err := xmpp.NewComponent(xmpp.ComponentOptions{
 		TransportConfiguration: xmpp.TransportConfiguration{
-			Address:        c.cfg.Address,
+			Address:        relay.Addr(),
 			ConnectTimeout: int((c.cfg.ConnectTimeout + time.Second - 1) / time.Second),
 		},
 		Domain: c.cfg.Domain,
 		Secret: c.cfg.Secret,
 	}, c.router, func(err error) { sess.fail(err) })
 	if err != nil {
+		relay.Close()
 		return fmt.Errorf("create component: %w", err)
 	}
 	sess.comp = comp
+	// The server announces online sessions again on the new connection
+	// (Prosody): what the listener knew may be stale.
+	c.resetPresence()
 	// Current before Connect: the privilege message may arrive before
 	// Connect returns, and must find its session.
 	c.mu.Lock()
@@ -156,6 +185,10 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 		return fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
 	}
 	sess.established.Store(true)
+	c.setLastError(nil)
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.LinkChanged(true)
+	}
 	c.log.Info("connected to XMPP server", "address", c.cfg.Address, "component", c.cfg.Domain)
 
 	pingCtx, stopPing := context.WithCancel(ctx)
@@ -175,7 +208,11 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 		c.drop(sess, closers, true)
 		return ctx.Err()
 	case err := <-sess.lost:
-		c.drop(sess, closers, true)
+		// After a read or write error the TCP connection is already dead:
+		// close it in the background, since the library waits up to
+		// ConnectTimeout for a stream close that will not come. After a
+		// missed ping it may still be open, and must be closed first.
+		c.drop(sess, closers, errors.Is(err, errNoPingAnswer))
 		return err
 	}
 }
@@ -191,16 +228,21 @@ func (c *Conn) drop(sess *session, closers *sync.WaitGroup, wait bool) {
 	}
 	c.mu.Unlock()
 	c.iqs.failAll(ErrDisconnected)
+	if c.cfg.Observer != nil && sess.established.Load() {
+		c.cfg.Observer.LinkChanged(false)
+	}
 	if wait {
 		if err := sess.comp.Disconnect(); err != nil {
 			c.log.Debug("closing XMPP stream", "error", err)
 		}
+		sess.relay.Close()
 		return
 	}
 	closers.Add(1)
 	go func() {
 		defer closers.Done()
 		_ = sess.comp.Disconnect()
+		sess.relay.Close()
 	}()
 }
 
@@ -222,7 +264,7 @@ func (c *Conn) pingLoop(ctx context.Context, sess *session) {
 		_, err := c.sendIQ(ctx, sess, iq)
 		var stErr *StanzaError
 		if err != nil && !errors.As(err, &stErr) && ctx.Err() == nil {
-			sess.fail(fmt.Errorf("ping: %w", err))
+			sess.fail(fmt.Errorf("%w: %w", errNoPingAnswer, err))
 			return
 		}
 	}
@@ -248,7 +290,11 @@ func (c *Conn) SendIQ(ctx context.Context, iq *stanza.IQ) (*stanza.IQ, error) {
 	return c.sendIQ(ctx, sess, iq)
 }
 
-func (c *Conn) sendIQ(ctx context.Context, sess *session, iq *stanza.IQ) (*stanza.IQ, error) {
+func (c *Conn) sendIQ(ctx context.Context, sess *session, iq *stanza.IQ) (reply *stanza.IQ, err error) {
+	if obs := c.cfg.Observer; obs != nil {
+		start := time.Now()
+		defer func() { obs.IQDone(iqKind(iq), iqOutcome(err), time.Since(start)) }()
+	}
 	id, ch := c.iqs.register()
 	iq.Id = id
 	iq.From = c.cfg.Domain
@@ -318,6 +364,9 @@ func (c *Conn) handleMessage(_ xmpp.Sender, p stanza.Packet) {
 	sess.mu.Lock()
 	sess.grants[domain] = g
 	sess.mu.Unlock()
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.Granted(domain, g)
+	}
 	c.log.Info("privileges granted", "domain", domain, "grants", g.String())
 }
 

@@ -232,3 +232,48 @@ func TestSendWhileDisconnected(t *testing.T) {
 		t.Fatalf("Ready = %v, want ErrDisconnected", err)
 	}
 }
+
+func TestConflictAtHandshakeIsRetried(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	srv.RefuseHandshakes("conflict")
+	c, done := startConn(t, testConfig(srv.Addr()))
+	waitFor(t, "several attempts", func() bool { return srv.Counts().Accepted >= 3 })
+	select {
+	case err := <-done:
+		t.Fatalf("Run gave up on <conflict/>: %v", err)
+	default:
+	}
+	srv.RefuseHandshakes("")
+	waitReady(t, c)
+}
+
+func TestServerStreamErrorReconnects(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	c, _ := startConn(t, testConfig(srv.Addr()))
+	waitReady(t, c)
+	srv.SendToAll(`<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
+	waitReady(t, c)
+	if n := srv.Counts().Accepted; n != 2 {
+		t.Fatalf("connections = %d, want 2", n)
+	}
+}
+
+// A bare </stream:stream> from the server leaves the library's receive
+// goroutine blocked without any callback; the ping notices the silence.
+func TestServerStreamCloseIsNoticedByPing(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	cfg := testConfig(srv.Addr())
+	cfg.PingInterval = 50 * time.Millisecond
+	cfg.IQTimeout = 200 * time.Millisecond
+	c, _ := startConn(t, cfg)
+	waitReady(t, c)
+	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 })
+	srv.SendToAll(`</stream:stream>`)
+	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
+	srv.SetReply(nil)
+	waitReady(t, c)
+	if n := srv.Counts().Accepted; n != 2 {
+		t.Fatalf("connections = %d, want 2", n)
+	}
+}

@@ -42,8 +42,7 @@ func Diff(desired []rosterhttp.Item, current []stanza.RosterItem, compareSub boo
 			continue
 		}
 		delete(have, want.JID)
-		if got.Name != want.Name || !sameGroups(got.Groups, want.Groups) ||
-			(compareSub && subscriptionOf(got) != want.Subscription) {
+		if differences(got, want, compareSub) != nil {
 			p.Update = append(p.Update, item)
 		}
 	}
@@ -54,6 +53,30 @@ func Diff(desired []rosterhttp.Item, current []stanza.RosterItem, compareSub boo
 		}
 	}
 	return p
+}
+
+// Fields of a roster item that a sync compares, as differences names them.
+const (
+	FieldName         = "name"
+	FieldGroups       = "groups"
+	FieldSubscription = "subscription"
+)
+
+// differences names the fields in which the server's item got differs from
+// the desired want: FieldName, FieldGroups and, when compareSub is true,
+// FieldSubscription. It is nil when they are equal.
+func differences(got stanza.RosterItem, want rosterhttp.Item, compareSub bool) []string {
+	var fields []string
+	if got.Name != want.Name {
+		fields = append(fields, FieldName)
+	}
+	if !sameGroups(got.Groups, want.Groups) {
+		fields = append(fields, FieldGroups)
+	}
+	if compareSub && subscriptionOf(got) != want.Subscription {
+		fields = append(fields, FieldSubscription)
+	}
+	return fields
 }
 
 // normaliseJID returns the PRECIS form of s, or s itself when it does not

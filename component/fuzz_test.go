@@ -38,7 +38,7 @@ func FuzzStanzaHandling(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := NewConn(Config{Domain: "roster.example.test"}, discard)
-		sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}, subscription: map[string]bool{}}
+		sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}}
 		c.current = sess
 		pkt, err := stanza.NextPacket(xml.NewDecoder(bytes.NewReader(data)))
 		if err != nil {

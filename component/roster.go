@@ -44,35 +44,26 @@ func rosterIQ(typ stanza.StanzaType, user string) *stanza.IQ {
 	}
 }
 
-// SubscriptionHonoured reports whether the server of domain was seen, on
-// this connection, to store the subscription sent in a privileged roster
-// SET; known is false until LearnSubscription was called. ejabberd ignores
-// it (every item is stored as "none"): comparing subscriptions there would
-// rewrite every item at every refresh.
+// SubscriptionHonoured reports whether the server of domain was seen to
+// store the subscription sent in a privileged roster SET; known is false
+// until LearnSubscription was called. ejabberd ignores it (every item is
+// stored as "none"): comparing subscriptions there would rewrite every item
+// at every refresh.
 func (c *Conn) SubscriptionHonoured(domain string) (honoured, known bool) {
-	sess := c.session()
-	if sess == nil {
-		return false, false
-	}
-	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	honoured, known = sess.subscription[strings.ToLower(domain)]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	honoured, known = c.subscription[strings.ToLower(domain)]
 	return honoured, known
 }
 
 // LearnSubscription records what a read-back showed: whether the server of
-// domain stores the subscription of a privileged SET. It is forgotten on
-// disconnect, since the server may have changed.
+// domain stores the subscription of a privileged SET.
 func (c *Conn) LearnSubscription(domain string, honoured bool) {
-	sess := c.session()
-	if sess == nil {
-		return
-	}
 	domain = strings.ToLower(domain)
-	sess.mu.Lock()
-	_, known := sess.subscription[domain]
-	sess.subscription[domain] = honoured
-	sess.mu.Unlock()
+	c.mu.Lock()
+	_, known := c.subscription[domain]
+	c.subscription[domain] = honoured
+	c.mu.Unlock()
 	if !known {
 		c.log.Info("learnt how the server stores roster subscriptions", "domain", domain, "subscription_honoured", honoured)
 	}

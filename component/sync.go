@@ -55,6 +55,12 @@ type SyncerConfig struct {
 	// further users wait, and requests for a user already waiting or
 	// running join its sync.
 	Concurrency int
+	// Observer, when not nil, is told when syncs start and end (for
+	// metrics).
+	Observer SyncObserver
+	// RememberSyncs is how long the start time of each user's last
+	// successful sync is kept, for SyncedWithin; 0 keeps none.
+	RememberSyncs time.Duration
 }
 
 // Syncer brings users' rosters in line with the backend. Syncs of one user
@@ -74,6 +80,10 @@ type Syncer struct {
 
 	mu    sync.Mutex
 	users map[string]*userQueue
+	// synced holds when each user's last successful sync started, for
+	// RememberSyncs; entries older than that are pruned as it grows.
+	synced    map[string]time.Time
+	pruneSize int
 }
 
 // userQueue is the sync running for one user and the one queued after it.
@@ -90,7 +100,8 @@ type syncCall struct {
 func NewSyncer(cfg SyncerConfig, server RosterServer, fetch Fetcher, log *slog.Logger) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Syncer{cfg: cfg, server: server, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
-		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{}}
+		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
+		synced: map[string]time.Time{}, pruneSize: minPruneSize}
 }
 
 // Ready returns nil when rosters of the user domain can be synced.
@@ -100,7 +111,53 @@ func (s *Syncer) Ready() error { return s.server.Ready(s.cfg.UserDomain) }
 // backend and reports what changed. When ctx ends first, the sync goes on
 // to completion in the background and Sync returns ctx's error.
 func (s *Syncer) Sync(ctx context.Context, user string) SyncResult {
-	call := s.enqueue(user)
+	return s.wait(ctx, user, s.enqueue(user, false))
+}
+
+// SyncJoin is Sync for a refresh that any sync of user will do, e.g. at
+// login: it joins the user's queued sync, or else the running one, and
+// starts a sync only when none is queued or running.
+func (s *Syncer) SyncJoin(ctx context.Context, user string) SyncResult {
+	return s.wait(ctx, user, s.enqueue(user, true))
+}
+
+// SyncedWithin reports whether a sync of user that started less than d ago
+// succeeded (as far as RememberSyncs looks back).
+func (s *Syncer) SyncedWithin(user string, d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.synced[user]
+	return ok && time.Since(at) < d
+}
+
+// minPruneSize is the size of the synced map below which it is not pruned.
+const minPruneSize = 1024
+
+// recordSync notes that a sync of user that started at start succeeded.
+func (s *Syncer) recordSync(user string, start time.Time) {
+	if s.cfg.RememberSyncs <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if at, ok := s.synced[user]; !ok || start.After(at) {
+		s.synced[user] = start
+	}
+	if len(s.synced) < s.pruneSize {
+		return
+	}
+	// Amortised: the map is swept when it has doubled since the last
+	// sweep, so it holds at most about twice the users synced within
+	// RememberSyncs.
+	for u, at := range s.synced {
+		if time.Since(at) >= s.cfg.RememberSyncs {
+			delete(s.synced, u)
+		}
+	}
+	s.pruneSize = max(minPruneSize, 2*len(s.synced))
+}
+
+func (s *Syncer) wait(ctx context.Context, user string, call *syncCall) SyncResult {
 	select {
 	case <-call.done:
 		return call.res
@@ -115,7 +172,10 @@ func (s *Syncer) Close() {
 	s.wg.Wait()
 }
 
-func (s *Syncer) enqueue(user string) *syncCall {
+// enqueue returns the sync of user a request waits for: a new one when none
+// is running, else the one queued after the running one. With join, a
+// running sync is joined when none is queued.
+func (s *Syncer) enqueue(user string, join bool) *syncCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.users[user]
@@ -124,6 +184,9 @@ func (s *Syncer) enqueue(user string) *syncCall {
 		s.users[user] = q
 		s.wg.Add(1)
 		go s.drain(user, q.running)
+		return q.running
+	}
+	if join && q.next == nil {
 		return q.running
 	}
 	if q.next == nil {
@@ -160,26 +223,25 @@ func (s *Syncer) syncOnce(user string) SyncResult {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SyncTimeout)
 	defer cancel()
 	start := time.Now()
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.SyncStarted()
+	}
 	res.Err = s.sync(ctx, &res)
+	d := time.Since(start)
+	if res.Err == nil {
+		s.recordSync(user, start)
+	}
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.SyncEnded(res, d)
+	}
 	s.log.Debug("user sync", "user", user, "added", res.Added, "updated", res.Updated, "removed", res.Removed,
-		"skipped", len(res.Skipped), "error", res.Err, "duration", time.Since(start).Round(time.Microsecond))
+		"skipped", len(res.Skipped), "error", res.Err, "duration", d.Round(time.Microsecond))
 	return res
 }
 
 func (s *Syncer) sync(ctx context.Context, res *SyncResult) error {
-	if err := s.server.Ready(s.cfg.UserDomain); err != nil {
-		return err
-	}
-	owner, err := jid.New(res.User, s.cfg.UserDomain, "")
-	if err != nil {
-		return fmt.Errorf("user %q: %w", res.User, err)
-	}
-	desired, err := s.fetch.Fetch(ctx, owner)
-	if err != nil {
-		return err
-	}
+	owner, desired, current, err := s.read(ctx, res.User)
 	res.Skipped = desired.Skipped
-	current, err := s.server.GetRoster(ctx, owner.String())
 	if err != nil {
 		return err
 	}
@@ -192,6 +254,24 @@ func (s *Syncer) sync(ctx context.Context, res *SyncResult) error {
 		s.learnSubscription(ctx, owner.String(), plan)
 	}
 	return nil
+}
+
+// read fetches the user's desired roster from the backend and the current
+// one from the server. desired is set when the fetch succeeded, even if the
+// read failed.
+func (s *Syncer) read(ctx context.Context, user string) (owner jid.JID, desired rosterhttp.Roster, current []stanza.RosterItem, err error) {
+	if err := s.server.Ready(s.cfg.UserDomain); err != nil {
+		return owner, desired, nil, err
+	}
+	owner, err = jid.New(user, s.cfg.UserDomain, "")
+	if err != nil {
+		return owner, desired, nil, fmt.Errorf("user %q: %w", user, err)
+	}
+	if desired, err = s.fetch.Fetch(ctx, owner); err != nil {
+		return owner, desired, nil, err
+	}
+	current, err = s.server.GetRoster(ctx, owner.String())
+	return owner, desired, current, err
 }
 
 // compareSubscription says whether the diff compares subscriptions, and

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/xml"
 	"fmt"
 	"net"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"mellium.im/sasl"
+	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/mux"
@@ -34,10 +36,30 @@ type Client struct {
 	session *xmpp.Session
 	served  chan error
 
-	mu     sync.Mutex
-	view   map[string]roster.Item // by normalised bare JID
-	pushes []roster.Item
-	closed bool
+	mu        sync.Mutex
+	view      map[string]roster.Item // by normalised bare JID
+	pushes    []roster.Item
+	presences []PresenceEvent
+	closed    bool
+}
+
+// PresenceEvent is a presence stanza the client received.
+type PresenceEvent struct {
+	// From is the sender as written (usually a full JID).
+	From string
+	// Type is the presence type; "" is available.
+	Type string
+	// At is when it arrived.
+	At time.Time
+}
+
+// String describes the event for test logs.
+func (p PresenceEvent) String() string {
+	typ := p.Type
+	if typ == "" {
+		typ = "available"
+	}
+	return fmt.Sprintf("%s from %s", typ, p.From)
 }
 
 // Login connects as user (a localpart on srv's domain) with userPassword,
@@ -84,7 +106,15 @@ func Login(t testing.TB, srv *Server, user string) *Client {
 	t.Cleanup(c.Close)
 
 	m := mux.New(stanza.NSClient, roster.Handle(roster.Handler{Push: c.push}))
-	go func() { c.served <- c.session.Serve(m) }()
+	// Every presence is recorded once, from its start element, before mux
+	// (which calls presence handlers once per child element) sees it.
+	h := xmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+		if start.Name.Local == "presence" {
+			c.recordPresence(start)
+		}
+		return m.HandleXMPP(r, start)
+	})
+	go func() { c.served <- c.session.Serve(h) }()
 
 	if err := c.session.Send(ctx, stanza.Presence{}.Wrap(nil)); err != nil {
 		t.Fatalf("%s: sending initial presence: %v", user, err)
@@ -127,6 +157,124 @@ func (c *Client) push(_ string, item roster.Item) error {
 		c.view[key] = item
 	}
 	return nil
+}
+
+func (c *Client) recordPresence(start *xml.StartElement) {
+	ev := PresenceEvent{At: time.Now()}
+	for _, a := range start.Attr {
+		switch a.Name.Local {
+		case "from":
+			ev.From = a.Value
+		case "type":
+			ev.Type = a.Value
+		}
+	}
+	if debug() {
+		c.t.Logf("%s: presence %s", c.JID, ev)
+	}
+	c.mu.Lock()
+	c.presences = append(c.presences, ev)
+	c.mu.Unlock()
+}
+
+// Presences returns the presence stanzas received after the first n.
+func (c *Client) Presences(n int) []PresenceEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n >= len(c.presences) {
+		return nil
+	}
+	return slices.Clone(c.presences[n:])
+}
+
+// PresenceCount returns how many presence stanzas the client received.
+func (c *Client) PresenceCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.presences)
+}
+
+// PresencesFrom returns the presences received after the first n whose
+// sender's bare JID is from and whose type is typ ("" for available).
+func (c *Client) PresencesFrom(n int, from jid.JID, typ string) []PresenceEvent {
+	var out []PresenceEvent
+	for _, p := range c.Presences(n) {
+		if NormalizeJID(p.From) == from.Bare().String() && p.Type == typ {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// WaitForPresence waits until, after the first n presences, one of type
+// typ ("" for available) arrives from a resource of from, and returns it.
+func (c *Client) WaitForPresence(t testing.TB, n int, from jid.JID, typ string, timeout time.Duration) PresenceEvent {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if got := c.PresencesFrom(n, from, typ); len(got) > 0 {
+			return got[0]
+		}
+		if time.Now().After(deadline) {
+			want := typ
+			if want == "" {
+				want = "available"
+			}
+			t.Fatalf("%s on %s: no %s presence from %s within %v; presences received: %v",
+				c.JID, c.server.Name, want, from, timeout, c.Presences(n))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// SendPresence sends a presence of type typ ("" for available) to to (the
+// zero JID: a broadcast).
+func (c *Client) SendPresence(t testing.TB, to jid.JID, typ stanza.PresenceType) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.session.Send(ctx, stanza.Presence{To: to, Type: typ}.Wrap(nil)); err != nil {
+		t.Fatalf("%s: sending %q presence to %s: %v", c.JID, typ, to, err)
+	}
+}
+
+// SetRosterItem asks the server to add or change (or, with subscription
+// "remove", delete) an item of the client's own roster, as a user would.
+// It returns "" when the server accepted it, else the error condition.
+func (c *Client) SetRosterItem(t testing.TB, item roster.Item) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	iq := roster.IQ{IQ: stanza.IQ{Type: stanza.SetIQ}}
+	iq.Query.Item = []roster.Item{item}
+	resp, err := c.session.SendIQ(ctx, iq.TokenReader())
+	if err != nil {
+		t.Fatalf("%s: roster set of %s: %v", c.JID, item.JID, err)
+	}
+	defer resp.Close()
+	var reply struct {
+		Type  string `xml:"type,attr"`
+		Error *struct {
+			Conditions []struct {
+				XMLName xml.Name
+			} `xml:",any"`
+		} `xml:"error"`
+	}
+	if err := xml.NewTokenDecoder(resp).Decode(&reply); err != nil {
+		t.Fatalf("%s: reading the roster set reply: %v", c.JID, err)
+	}
+	if reply.Type != string(stanza.ErrorIQ) {
+		return ""
+	}
+	cond := "undefined-condition"
+	if reply.Error != nil {
+		for _, e := range reply.Error.Conditions {
+			if e.XMLName.Space == "urn:ietf:params:xml:ns:xmpp-stanzas" && e.XMLName.Local != "text" {
+				cond = e.XMLName.Local
+			}
+		}
+	}
+	return cond
 }
 
 // fetch requests the roster. With replace, the result becomes the view;

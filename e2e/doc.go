@@ -16,4 +16,11 @@
 //	ROSTER_SIDECAR_E2E_BINARY  use this roster-sidecar binary instead of building one
 //	ROSTER_SIDECAR_E2E_DEBUG   1: debug logging in the servers, XML console of test clients
 //	ROSTER_SIDECAR_E2E_KEEP    1: keep the servers' temporary directories
+//
+// With the tags e2e and browser (make browser-test) TestBrowserConverseContacts
+// also runs: Converse.js (e2e/browser, npm) in Debian's headless Chromium
+// against Prosody's WebSocket endpoint. e2e/browser/install.sh installs both;
+// ROSTER_SIDECAR_CHROMIUM names another browser binary and
+// ROSTER_SIDECAR_SCREENSHOTS another directory for the screenshots
+// (default e2e/browser/out).
 package e2e

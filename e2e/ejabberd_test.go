@@ -97,8 +97,10 @@ func StartEjabberd(t *testing.T) *Server {
 		ComponentDomain: componentDomain,
 		ComponentSecret: componentSecret,
 		Process:         p,
+		owner:           t,
 	}
 	apiURL := "http://127.0.0.1:" + strconv.Itoa(api) + "/api/"
+	s.APIURL = apiURL
 	client := &http.Client{Timeout: 10 * time.Second}
 	s.createUsers = func(ctx context.Context, t testing.TB, password string, names []string) error {
 		g, ctx := errgroup.WithContext(ctx)
@@ -113,17 +115,22 @@ func StartEjabberd(t *testing.T) *Server {
 		return g.Wait()
 	}
 
-	ctx := context.Background()
-	ready := func() error {
-		return ejabberdAPI(ctx, client, apiURL+"registered_users", map[string]string{"host": userDomain})
-	}
-	if err := waitFor(ctx, p, 60*time.Second, "ejabberd's HTTP API", ready); err != nil {
-		t.Fatal(err)
-	}
-	for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
-		if err := waitFor(ctx, p, 20*time.Second, "ejabberd to listen on "+addr, dialCheck(addr)); err != nil {
-			t.Fatal(err)
+	s.waitReady = func(ctx context.Context, p *Process) error {
+		ready := func() error {
+			return ejabberdAPI(ctx, client, apiURL+"registered_users", map[string]string{"host": userDomain})
 		}
+		if err := waitFor(ctx, p, 60*time.Second, "ejabberd's HTTP API", ready); err != nil {
+			return err
+		}
+		for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
+			if err := waitFor(ctx, p, 20*time.Second, "ejabberd to listen on "+addr, dialCheck(addr)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := s.waitReady(context.Background(), p); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -171,6 +171,21 @@ func (p *Process) Exited() (bool, error) {
 	}
 }
 
+// Kill sends SIGKILL to the process group, as a crash would, and waits
+// for the process to end.
+func (p *Process) Kill() {
+	p.killGroup(syscall.SIGKILL)
+	<-p.done
+}
+
+// Command returns a new, unstarted command like the one p runs (same
+// program, arguments, environment and directory), to start it again.
+func (p *Process) Command() *exec.Cmd {
+	cmd := exec.Command(p.cmd.Path, p.cmd.Args[1:]...)
+	cmd.Env, cmd.Dir, cmd.WaitDelay = p.cmd.Env, p.cmd.Dir, p.cmd.WaitDelay
+	return cmd
+}
+
 // Stop sends SIGTERM to the process group, waits up to timeout, then kills
 // the group. It is safe to call more than once.
 func (p *Process) Stop(timeout time.Duration) {

@@ -39,8 +39,35 @@ type Server struct {
 	HonoursSubscription bool
 	// Process is the server process.
 	Process *Process
+	// APIURL is the base URL of ejabberd's mod_http_api on loopback
+	// (".../api/"); empty for Prosody.
+	APIURL string
 
 	createUsers func(ctx context.Context, t testing.TB, password string, names []string) error
+	// waitReady waits until a freshly started process serves.
+	waitReady func(ctx context.Context, p *Process) error
+	// owner is the test that started the server: restarted processes live
+	// as long as it, not as long as the subtest that restarted them.
+	owner testing.TB
+}
+
+// Crash kills the server with SIGKILL, leaving its data as a crash would.
+func (s *Server) Crash(t testing.TB) {
+	t.Helper()
+	s.Process.Kill()
+	t.Logf("%s: killed with SIGKILL", s.Name)
+}
+
+// Restart starts the server again on the same ports and data, after Crash
+// or Stop, and waits until it serves.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	start := time.Now()
+	s.Process = StartProcess(s.owner, s.Name, s.Process.Command())
+	if err := s.waitReady(context.Background(), s.Process); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: restarted in %v", s.Name, time.Since(start).Round(time.Millisecond))
 }
 
 // CreateUsers registers the given localparts on the server with password

@@ -93,18 +93,25 @@ type Sidecar struct {
 	Opts SidecarOptions
 }
 
+// sidecarEnv is the environment of a roster-sidecar command that talks to
+// srv and backend.
+func sidecarEnv(srv *Server, backend *Backend) []string {
+	return append(os.Environ(),
+		"ROSTER_SIDECAR_XMPP_ADDRESS="+srv.ComponentAddr,
+		"ROSTER_SIDECAR_XMPP_DOMAIN="+srv.ComponentDomain,
+		"ROSTER_SIDECAR_XMPP_SECRET="+srv.ComponentSecret,
+		"ROSTER_SIDECAR_XMPP_USER_DOMAIN="+srv.Domain,
+		"ROSTER_SIDECAR_HTTP_ROSTER_URL="+backend.RosterURL(),
+	)
+}
+
 // StartSidecar runs `roster-sidecar serve` against srv and backend, and
 // waits until /readyz says it is connected with the roster privilege.
 func StartSidecar(t testing.TB, srv *Server, backend *Backend, opts SidecarOptions) *Sidecar {
 	t.Helper()
 	requireSidecar(t)
 	adminAddr := "127.0.0.1:" + strconv.Itoa(freePorts(t, 1)[0])
-	env := append(os.Environ(),
-		"ROSTER_SIDECAR_XMPP_ADDRESS="+srv.ComponentAddr,
-		"ROSTER_SIDECAR_XMPP_DOMAIN="+srv.ComponentDomain,
-		"ROSTER_SIDECAR_XMPP_SECRET="+srv.ComponentSecret,
-		"ROSTER_SIDECAR_XMPP_USER_DOMAIN="+srv.Domain,
-		"ROSTER_SIDECAR_HTTP_ROSTER_URL="+backend.RosterURL(),
+	env := append(sidecarEnv(srv, backend),
 		"ROSTER_SIDECAR_ADMIN_LISTEN="+adminAddr,
 		"ROSTER_SIDECAR_ADMIN_TOKEN="+opts.Token,
 		"ROSTER_SIDECAR_BACKEND_TIMEOUT="+opts.BackendTimeout.String(),

@@ -51,6 +51,18 @@ type Config struct {
 	// CAFile optionally names a PEM file of CA certificates trusted in
 	// addition to the system's. Certificates are always verified.
 	CAFile string
+	// Observer, when not nil, is told about every fetch (for metrics).
+	Observer Observer
+}
+
+// Observer receives a measurement of every fetch, e.g. to feed metrics. It
+// is called concurrently and must not block.
+type Observer interface {
+	// FetchDone reports one fetch: class is the status class of the
+	// backend's answer ("2xx", "4xx", "5xx" ...) or "error" when no
+	// complete answer was read (network error, timeout, body too large);
+	// d runs from sending the request to reading the body.
+	FetchDone(class string, d time.Duration)
 }
 
 // Client fetches rosters from the backend. It is safe for concurrent use and
@@ -63,6 +75,7 @@ type Client struct {
 	maxBody        int64
 	maxRedirects   int
 	hc             *http.Client
+	observer       Observer
 }
 
 // New checks cfg and returns a Client for it.
@@ -72,6 +85,7 @@ func New(cfg Config) (*Client, error) {
 		maxBody:      cfg.MaxBodyBytes,
 		maxRedirects: cfg.MaxRedirects,
 		header:       make(http.Header, len(cfg.Headers)),
+		observer:     cfg.Observer,
 	}
 	var ok bool
 	c.prefix, c.suffix, ok = strings.Cut(cfg.URLTemplate, "%s")
@@ -245,6 +259,10 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 		req.Header[name] = values
 	}
 
+	class, start := "error", time.Now()
+	if c.observer != nil {
+		defer func() { c.observer.FetchDone(class, time.Since(start)) }()
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return Roster{}, c.failure(parent, ctx, "request", err)
@@ -252,6 +270,7 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
+		class = fmt.Sprintf("%dxx", resp.StatusCode/100)
 		return Roster{}, fmt.Errorf("backend answered %s", strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
@@ -261,6 +280,7 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 	if int64(len(body)) > c.maxBody {
 		return Roster{}, fmt.Errorf("backend answer is larger than %d bytes", c.maxBody)
 	}
+	class = "2xx"
 	return Parse(body, owner)
 }
 

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/spf13/cast"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"mellium.im/xmpp/jid"
@@ -56,6 +59,15 @@ var settings = []setting{
 	{"admin.tls_cert_file", "", "PEM certificate for HTTPS on the admin listener", false},
 	{"admin.tls_key_file", "", "PEM key for HTTPS on the admin listener", false},
 	{"sync.timeout", 2 * time.Minute, "bound on one user's sync (fetch, read, writes)", false},
+	{"sync.on_login", true, "refresh a user's roster when a new session of the user comes online (needs the presence privilege)", false},
+	{"sync.login_min_interval", 5 * time.Minute, "no login refresh for a user synced less than this ago (0: refresh at every login)", false},
+	{"sync.login_rate", 20.0, "login refreshes started per second at most", false},
+	{"sync.login_queue", 10000, "users waiting for a login refresh at most; beyond, they are refreshed when the queue has room (if still online) or at their next login", false},
+	{"ejabberd_api.url", "", "ejabberd only: base URL of mod_http_api (e.g. http://127.0.0.1:5281/api); when set, rosters are read and written through ejabberd's API instead of XEP-0356, so subscriptions are honoured", false},
+	{"ejabberd_api.user", "", "JID of the account the sidecar authenticates as on the ejabberd API (HTTP Basic), e.g. roster-sidecar@example.com", false},
+	{"ejabberd_api.password", "", "password of ejabberd_api.user (or ejabberd_api.password_file)", true},
+	{"ejabberd_api.password_file", "", "file holding the password of ejabberd_api.user", false},
+	{"ejabberd_api.timeout", 15 * time.Second, "bound on one ejabberd API call", false},
 	{"log.level", "info", "debug, info, warn or error", false},
 	{"log.format", "text", "text or json", false},
 }
@@ -88,6 +100,14 @@ type Config struct {
 	AdminTLSCert     string
 	AdminTLSKey      string
 	SyncTimeout      time.Duration
+	OnLogin          bool
+	LoginMinInterval time.Duration
+	LoginRate        float64
+	LoginQueue       int
+	EjabberdAPIURL   string
+	EjabberdAPIUser  string
+	EjabberdAPIPass  string
+	EjabberdAPITime  time.Duration
 	LogLevel         slog.Level
 	LogJSON          bool
 }
@@ -113,6 +133,10 @@ func newViper(fs *pflag.FlagSet) *viper.Viper {
 			fs.Int64(s.key, d, s.help)
 		case time.Duration:
 			fs.Duration(s.key, d, s.help)
+		case bool:
+			fs.Bool(s.key, d, s.help)
+		case float64:
+			fs.Float64(s.key, d, s.help)
 		}
 		_ = v.BindPFlag(s.key, fs.Lookup(s.key))
 	}
@@ -175,6 +199,24 @@ func loadConfig(v *viper.Viper, file string) (Config, error) {
 		AdminTLSCert:     v.GetString("admin.tls_cert_file"),
 		AdminTLSKey:      v.GetString("admin.tls_key_file"),
 		SyncTimeout:      positive("sync.timeout"),
+		LoginMinInterval: v.GetDuration("sync.login_min_interval"),
+		LoginQueue:       atLeastOne("sync.login_queue"),
+		EjabberdAPIURL:   strings.TrimSpace(v.GetString("ejabberd_api.url")),
+		EjabberdAPIUser:  strings.TrimSpace(v.GetString("ejabberd_api.user")),
+		EjabberdAPITime:  positive("ejabberd_api.timeout"),
+	}
+	if b, err := cast.ToBoolE(v.Get("sync.on_login")); err != nil {
+		errs = append(errs, fmt.Errorf("sync.on_login must be true or false, got %q", v.GetString("sync.on_login")))
+	} else {
+		c.OnLogin = b
+	}
+	if d, err := cast.ToDurationE(v.Get("sync.login_min_interval")); err != nil || d < 0 {
+		errs = append(errs, fmt.Errorf("sync.login_min_interval must be a duration such as 5m (0 refreshes at every login), got %q", v.GetString("sync.login_min_interval")))
+	}
+	if r, err := cast.ToFloat64E(v.Get("sync.login_rate")); err != nil || r <= 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+		errs = append(errs, fmt.Errorf("sync.login_rate must be a positive number of refreshes per second such as 20 or 0.5, got %q", v.GetString("sync.login_rate")))
+	} else {
+		c.LoginRate = r
 	}
 	var err error
 	if c.XMPPSecret, err = secret(v, "xmpp.secret", true); err != nil {
@@ -182,6 +224,22 @@ func loadConfig(v *viper.Viper, file string) (Config, error) {
 	}
 	if c.AdminToken, err = secret(v, "admin.token", false); err != nil {
 		errs = append(errs, err)
+	}
+	if c.EjabberdAPIPass, err = secret(v, "ejabberd_api.password", false); err != nil {
+		errs = append(errs, err)
+	}
+	if c.EjabberdAPIURL != "" {
+		if u, err := url.Parse(c.EjabberdAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			errs = append(errs, fmt.Errorf("ejabberd_api.url must be an http or https URL without credentials, such as http://127.0.0.1:5281/api, got %q", c.EjabberdAPIURL))
+		}
+	}
+	if c.EjabberdAPIUser != "" {
+		if j, err := jid.Parse(c.EjabberdAPIUser); err != nil || j.Localpart() == "" || j.Resourcepart() != "" {
+			errs = append(errs, fmt.Errorf("ejabberd_api.user must be a bare JID such as roster-sidecar@example.com, got %q", c.EjabberdAPIUser))
+		}
+		if c.EjabberdAPIPass == "" {
+			errs = append(errs, errors.New("ejabberd_api.password (or ejabberd_api.password_file) is required with ejabberd_api.user"))
+		}
 	}
 	if c.BackendMaxBody < 1 || c.AdminMaxBody < 1 {
 		errs = append(errs, errors.New("backend.max_body_bytes and admin.max_body_bytes must be at least 1"))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,5 +170,78 @@ func TestSecretsHaveNoFlags(t *testing.T) {
 	}
 	if fs.Lookup("xmpp.secret_file") == nil || fs.Lookup("xmpp.address") == nil {
 		t.Error("expected flags are missing")
+	}
+}
+
+func TestConfigLoginAndEjabberdAPI(t *testing.T) {
+	c, err := load(t, required, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.OnLogin || c.LoginMinInterval != 5*time.Minute || c.LoginRate != 20 || c.LoginQueue != 10000 ||
+		c.EjabberdAPIURL != "" || c.EjabberdAPIUser != "" || c.EjabberdAPITime != 15*time.Second {
+		t.Fatalf("defaults: %+v", c)
+	}
+
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("api-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"ROSTER_SIDECAR_SYNC_LOGIN_RATE":            "0.5",
+		"ROSTER_SIDECAR_SYNC_LOGIN_MIN_INTERVAL":    "0",
+		"ROSTER_SIDECAR_EJABBERD_API_URL":           "http://127.0.0.1:5281/api",
+		"ROSTER_SIDECAR_EJABBERD_API_USER":          "roster-sidecar@example.test",
+		"ROSTER_SIDECAR_EJABBERD_API_PASSWORD_FILE": pw,
+	}
+	for k, v := range required {
+		env[k] = v
+	}
+	c, err = load(t, env, "", "--sync.on_login=false", "--sync.login_queue", "5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OnLogin || c.LoginRate != 0.5 || c.LoginMinInterval != 0 || c.LoginQueue != 5 ||
+		c.EjabberdAPIURL != "http://127.0.0.1:5281/api" || c.EjabberdAPIPass != "api-secret" {
+		t.Fatalf("values: %+v", c)
+	}
+
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	newViper(fs)
+	if fs.Lookup("ejabberd_api.password") != nil || fs.Lookup("ejabberd_api.password_file") == nil {
+		t.Error("ejabberd_api.password must have no flag, its _file variant one")
+	}
+}
+
+func TestConfigLoginAndEjabberdAPIErrors(t *testing.T) {
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"ROSTER_SIDECAR_SYNC_ON_LOGIN": "perhaps"}, "sync.on_login"},
+		{map[string]string{"ROSTER_SIDECAR_SYNC_LOGIN_RATE": "0"}, "sync.login_rate"},
+		{map[string]string{"ROSTER_SIDECAR_SYNC_LOGIN_RATE": "fast"}, "sync.login_rate"},
+		{map[string]string{"ROSTER_SIDECAR_SYNC_LOGIN_MIN_INTERVAL": "-1s"}, "sync.login_min_interval"},
+		{map[string]string{"ROSTER_SIDECAR_SYNC_LOGIN_MIN_INTERVAL": "often"}, "sync.login_min_interval"},
+		{map[string]string{"ROSTER_SIDECAR_SYNC_LOGIN_QUEUE": "0"}, "sync.login_queue"},
+		{map[string]string{"ROSTER_SIDECAR_EJABBERD_API_URL": "127.0.0.1:5281"}, "ejabberd_api.url"},
+		{map[string]string{"ROSTER_SIDECAR_EJABBERD_API_URL": "http://u:p@127.0.0.1/api"}, "ejabberd_api.url"},
+		{map[string]string{"ROSTER_SIDECAR_EJABBERD_API_USER": "roster-sidecar"}, "ejabberd_api.user"},
+		{map[string]string{"ROSTER_SIDECAR_EJABBERD_API_USER": "roster-sidecar@example.test"}, "ejabberd_api.password"},
+		{map[string]string{"ROSTER_SIDECAR_EJABBERD_API_TIMEOUT": "0"}, "ejabberd_api.timeout"},
+	} {
+		t.Run(fmt.Sprint(tt.env), func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range required {
+				env[k] = v
+			}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			if _, err := load(t, env, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want it to name %s", err, tt.want)
+			}
+		})
 	}
 }

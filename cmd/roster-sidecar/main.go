@@ -5,9 +5,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -15,38 +19,84 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// main runs the command line; SIGINT or SIGTERM ends the context of the
+// command, which stops gracefully.
 func main() {
-	if err := rootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "roster-sidecar:", err)
-		var exit exitError
-		if errors.As(err, &exit) {
-			os.Exit(int(exit))
-		}
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// exitError carries a specific exit status.
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1 // a failed run, a failed user, a failed check
+	exitUsage   = 2 // bad flags or arguments (diff: also "could not compare")
+)
+
+// run executes the command line args and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := rootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var exit exitError
+	if errors.As(err, &exit) {
+		return int(exit) // the command has said why
+	}
+	fmt.Fprintln(stderr, "roster-sidecar:", err)
+	var usage usageError
+	if errors.As(err, &usage) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// exitError ends the program with this status; the command has already
+// printed why.
 type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
 func rootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "roster-sidecar",
-		Short:         "Keep XMPP rosters equal to your application's contact lists",
+		Use:   "roster-sidecar",
+		Short: "Keep XMPP rosters equal to your application's contact lists",
+		Long: `roster-sidecar connects to Prosody or ejabberd as an external component
+(XEP-0114) with privileged roster access (XEP-0356) and makes users' rosters
+equal to what your application's backend says.
+
+  serve   run the daemon: the XMPP link and the admin API your backend calls
+  sync    sync some users (or a whole user base from a file) once, and exit
+  diff    show what a sync would change, changing nothing
+  check   check the config, the backend and the XMPP server's privileges
+
+sync, diff and check open their own component connection: servers accept one
+connection per component, so run them while serve is stopped.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), versionCmd())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(serveCmd(), syncCmd(), diffCmd(), checkCmd(), versionCmd())
 	return root
 }
 
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print the version",
+		Example: "  roster-sidecar version",
+		Args:    usageArgs(cobra.NoArgs),
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), "roster-sidecar", version)
 		},

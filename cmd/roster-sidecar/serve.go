@@ -7,29 +7,24 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"roster-sidecar/admin"
-	"roster-sidecar/component"
-	"roster-sidecar/rosterhttp"
+	"roster-sidecar/metrics"
 )
 
 // shutdownGrace bounds the wait for in-flight refresh requests on stop.
 const shutdownGrace = 30 * time.Second
 
 func serveCmd() *cobra.Command {
-	var configFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the component and the admin API",
 		Long: `Connects to the XMPP server as an external component, waits for the roster
-privilege, and serves the admin API. Stops gracefully on SIGINT or SIGTERM.
+privilege, and serves the admin API (refresh, /healthz, /readyz, /metrics).
+Stops gracefully on SIGINT or SIGTERM.
 
 Every setting comes from the config file, ROSTER_SIDECAR_* environment
 variables or flags (secrets only from the file, the environment or *_file).`,
@@ -37,86 +32,40 @@ variables or flags (secrets only from the file, the environment or *_file).`,
   ROSTER_SIDECAR_XMPP_SECRET_FILE=/run/secrets/xmpp roster-sidecar serve \
     --xmpp.domain roster.example.com --xmpp.user_domain example.com \
     --http_roster_url 'https://app.example.com/roster/%s'`,
-		Args: cobra.NoArgs,
+		Args: usageArgs(cobra.NoArgs),
 	}
-	cmd.Flags().StringVarP(&configFile, "config", "c", "", "YAML (or JSON/TOML) config file")
-	v := newViper(cmd.Flags())
+	conf := addConfigFlags(cmd, "")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := loadConfig(v, configFile)
+		cfg, err := conf.load()
 		if err != nil {
-			return fmt.Errorf("config: %w", err)
+			return err
 		}
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return serve(ctx, cfg, newLogger(cfg, os.Stderr))
+		return serve(cmd.Context(), cfg, newLogger(cfg, cmd.ErrOrStderr()))
 	}
 	return cmd
-}
-
-func newLogger(cfg Config, w *os.File) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogJSON {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // serve runs until ctx ends or the server refuses the secret, then stops in
 // order: the HTTP API first (in-flight refreshes finish), then the syncs
 // and their pending IQs, then the XMPP stream.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	fetcher, err := rosterhttp.New(rosterhttp.Config{
-		URLTemplate:  cfg.RosterURL,
-		Headers:      cfg.BackendHeaders,
-		Timeout:      cfg.BackendTimeout,
-		MaxBodyBytes: cfg.BackendMaxBody,
-		MaxRedirects: cfg.BackendRedirects,
-		CAFile:       cfg.BackendCAFile,
-	})
+	m := metrics.New()
+	p, err := build(cfg, log, m)
 	if err != nil {
-		return fmt.Errorf("config: http_roster_url/backend: %w", err)
+		return err
 	}
-	conn := component.NewConn(component.Config{
-		Address:        cfg.XMPPAddress,
-		Domain:         cfg.XMPPDomain,
-		Secret:         cfg.XMPPSecret,
-		ConnectTimeout: cfg.ConnectTimeout,
-		IQTimeout:      cfg.IQTimeout,
-		PingInterval:   cfg.PingInterval,
-		PingTo:         cfg.UserDomain + "/roster-sidecar",
-		MinBackoff:     cfg.ReconnectMin,
-		MaxBackoff:     cfg.ReconnectMax,
-	}, log)
-	syncer := component.NewSyncer(component.SyncerConfig{
-		UserDomain:          cfg.UserDomain,
-		Window:              cfg.Window,
-		SyncTimeout:         cfg.SyncTimeout,
-		Concurrency:         cfg.AdminConcurrency,
-		CompareSubscription: cfg.CompareSub,
-	}, conn, fetcher, log)
-	api, err := admin.New(admin.Config{
-		Listen:         cfg.AdminListen,
-		Token:          cfg.AdminToken,
-		UserDomain:     cfg.UserDomain,
-		MaxBodyBytes:   cfg.AdminMaxBody,
-		MaxUsers:       cfg.AdminMaxUsers,
-		Concurrency:    cfg.AdminConcurrency,
-		RequestTimeout: cfg.AdminTimeout,
-		TLSCertFile:    cfg.AdminTLSCert,
-		TLSKeyFile:     cfg.AdminTLSKey,
-	}, syncer, log)
+	api, err := newAdmin(cfg, p.syncer, log, m)
 	if err != nil {
-		return fmt.Errorf("config: admin: %w", err)
+		return err
 	}
-	api.Mount("/metrics", promhttp.Handler())
+	api.Mount("/metrics", m.Handler())
 	ln, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
 
-	connCtx, stopConn := context.WithCancel(context.Background())
-	connDone := make(chan error, 1)
-	go func() { connDone <- conn.Run(connCtx) }()
+	p.enableLoginRefresh(m)
+	p.start()
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- api.Serve(ln) }()
 	log.Info("roster-sidecar started", "version", version, "admin", ln.Addr().String(), "xmpp", cfg.XMPPAddress, "component", cfg.XMPPDomain, "user_domain", cfg.UserDomain)
@@ -125,9 +74,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	select {
 	case <-ctx.Done():
 		log.Info("stopping")
-	case err := <-connDone:
+	case err := <-p.connDone:
 		runErr = err // only ErrAuth ends Run on its own
-		connDone <- nil
+		p.connDone <- nil
 	case err := <-apiDone:
 		runErr = fmt.Errorf("admin API: %w", err)
 		apiDone <- nil
@@ -141,9 +90,30 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := <-apiDone; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
 		runErr = fmt.Errorf("admin API: %w", err)
 	}
-	syncer.Close()
-	stopConn()
-	<-connDone
+	p.stop()
 	log.Info("stopped")
 	return runErr
+}
+
+// newAdmin builds the admin API from the configuration; obs may be nil.
+func newAdmin(cfg Config, syncer admin.Syncer, log *slog.Logger, obs admin.Observer) (*admin.Server, error) {
+	acfg := admin.Config{
+		Listen:         cfg.AdminListen,
+		Token:          cfg.AdminToken,
+		UserDomain:     cfg.UserDomain,
+		MaxBodyBytes:   cfg.AdminMaxBody,
+		MaxUsers:       cfg.AdminMaxUsers,
+		Concurrency:    cfg.AdminConcurrency,
+		RequestTimeout: cfg.AdminTimeout,
+		TLSCertFile:    cfg.AdminTLSCert,
+		TLSKeyFile:     cfg.AdminTLSKey,
+	}
+	if obs != nil {
+		acfg.Observer = obs
+	}
+	api, err := admin.New(acfg, syncer, log)
+	if err != nil {
+		return nil, fmt.Errorf("config: admin: %w", err)
+	}
+	return api, nil
 }

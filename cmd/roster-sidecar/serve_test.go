@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -23,9 +24,17 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+	code := m.Run()
+	closing.Wait() // connections that failed one-shot commands left closing
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // daemon is serve() running in-process against a fake XMPP server and an
@@ -49,17 +58,32 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// contactsRoster is a backend answer with contacts c0..c{n-1}.
+func contactsRoster(n int) map[string]any {
+	roster := map[string]any{}
+	for i := range n {
+		roster[fmt.Sprintf("c%d@example.test", i)] = map[string]any{"name": fmt.Sprint("Contact ", i), "groups": []string{"G"}}
+	}
+	return roster
+}
+
 // startDaemon serves rosters of contacts c0..c{n-1} for every user.
 func startDaemon(t *testing.T, contacts int) *daemon {
+	t.Helper()
+	return startDaemonWith(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(contactsRoster(contacts))
+	}, nil, nil)
+}
+
+// startDaemonWith runs serve() with backend as the roster backend (under
+// /roster/), configure applied to the config and log as its logger (nil:
+// discarded).
+func startDaemonWith(t *testing.T, backend http.HandlerFunc, configure func(*Config), log *slog.Logger) *daemon {
 	t.Helper()
 	d := &daemon{xmpp: componenttest.NewServer(t), admin: freeAddr(t), done: make(chan error, 1)}
 	d.backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.fetches.Add(1)
-		roster := map[string]any{}
-		for i := range contacts {
-			roster[fmt.Sprintf("c%d@example.test", i)] = map[string]any{"name": fmt.Sprint("Contact ", i), "groups": []string{"G"}}
-		}
-		_ = json.NewEncoder(w).Encode(roster)
+		backend(w, r)
 	}))
 	t.Cleanup(d.backend.Close)
 	cfg := Config{
@@ -70,13 +94,19 @@ func startDaemon(t *testing.T, contacts int) *daemon {
 		AdminListen: d.admin, AdminMaxBody: 1 << 20, AdminMaxUsers: 100, AdminConcurrency: 8,
 		AdminTimeout: time.Minute, SyncTimeout: 30 * time.Second,
 	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
-	go func() { d.done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { d.done <- serve(ctx, cfg, log) }()
 	t.Cleanup(func() { d.shutdown(t) })
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		resp, err := http.Get("http://" + d.admin + "/readyz")
+		resp, err := http.Get(d.url("/readyz"))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -89,6 +119,9 @@ func startDaemon(t *testing.T, contacts int) *daemon {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// url is the admin API's URL of path.
+func (d *daemon) url(path string) string { return "http://" + d.admin + path }
 
 func (d *daemon) shutdown(t *testing.T) {
 	d.stop()

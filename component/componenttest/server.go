@@ -38,8 +38,14 @@ type Server struct {
 	mu sync.Mutex
 	// privilege is the raw message sent after the handshake ("" for none).
 	privilege string
+	// atConnect are raw stanzas sent after the privilege message on every
+	// connection, as Prosody announces the online sessions.
+	atConnect []string
 	// rosters maps a user's bare JID to its items by JID.
 	rosters map[string]map[string]Item
+	// handshakeError, when set, is the stream error condition sent instead
+	// of accepting a correct handshake.
+	handshakeError string
 	// ignoreSubscription stores every item with subscription none, as
 	// ejabberd does.
 	ignoreSubscription bool
@@ -50,6 +56,7 @@ type Server struct {
 	inFlight, maxInFlight int
 	sets, gets            int
 	conns                 []net.Conn
+	writers               map[net.Conn]func(string)
 	accepted              int
 	wg                    sync.WaitGroup
 }
@@ -121,12 +128,60 @@ func (s *Server) SetReply(f func(iq IQ) (string, time.Duration)) {
 	s.reply = f
 }
 
+// RefuseHandshakes makes the server answer every handshake with a stream
+// error of the given condition (e.g. "conflict", as Prosody does while it
+// holds another connection for the component); "" accepts again.
+func (s *Server) RefuseHandshakes(condition string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.handshakeError = condition
+}
+
 // IgnoreSubscription makes the server store every item with subscription
 // "none", whatever a SET asks for, as ejabberd does.
 func (s *Server) IgnoreSubscription() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ignoreSubscription = true
+}
+
+// Presence returns a presence stanza from the session from (a full JID) to
+// the component, as a server forwards it under the presence privilege;
+// typ is "" (available) or "unavailable".
+func Presence(from, typ string) string {
+	if typ == "" {
+		return fmt.Sprintf(`<presence from='%s' to='%s'/>`, xmlEscape(from), Domain)
+	}
+	return fmt.Sprintf(`<presence from='%s' to='%s' type='%s'/>`, xmlEscape(from), Domain, xmlEscape(typ))
+}
+
+// SendPresence sends every connected component the presence of session
+// from (a full JID); typ is "" (available) or "unavailable".
+func (s *Server) SendPresence(from, typ string) {
+	s.SendToAll(Presence(from, typ))
+}
+
+// AnnounceAtConnect sets raw stanzas (e.g. Presence results) sent after the
+// privilege message on every new connection, as Prosody sends the presence
+// of every online session to a component that has the presence privilege.
+func (s *Server) AnnounceAtConnect(raw ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.atConnect = append([]string(nil), raw...)
+}
+
+// SendToAll writes raw XML to every connected component, e.g. a stream
+// error or a presence.
+func (s *Server) SendToAll(raw string) {
+	s.mu.Lock()
+	writers := make([]func(string), 0, len(s.writers))
+	for _, w := range s.writers {
+		writers = append(writers, w)
+	}
+	s.mu.Unlock()
+	for _, w := range writers {
+		w(raw)
+	}
 }
 
 // DropAll closes every client connection, as a crashing server would.
@@ -166,6 +221,17 @@ func (s *Server) serve(c net.Conn) {
 		defer wmu.Unlock()
 		_, _ = io.WriteString(c, str)
 	}
+	s.mu.Lock()
+	if s.writers == nil {
+		s.writers = map[net.Conn]func(string){}
+	}
+	s.writers[c] = write
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.writers, c)
+		s.mu.Unlock()
+	}()
 	dec := xml.NewDecoder(c)
 	if _, err := nextStart(dec); err != nil { // <stream:stream>
 		return
@@ -184,12 +250,19 @@ func (s *Server) serve(c net.Conn) {
 		write(`<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
 		return
 	}
-	write(`<handshake/>`)
 	s.mu.Lock()
-	priv := s.privilege
+	priv, refuse, atConnect := s.privilege, s.handshakeError, s.atConnect
 	s.mu.Unlock()
+	if refuse != "" {
+		write(`<stream:error><` + refuse + ` xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+		return
+	}
+	write(`<handshake/>`)
 	if priv != "" {
 		write(priv)
+	}
+	for _, raw := range atConnect {
+		write(raw)
 	}
 	var replies sync.WaitGroup
 	defer replies.Wait()

@@ -26,6 +26,8 @@
 --   PROSODY_PID_FILE            pid file                     (/run/prosody/prosody.pid)
 --   PROSODY_LOG                 log sink: a file or *console (/var/log/prosody/prosody.log)
 --   PROSODY_LOG_LEVEL           debug, info, warn, error     (info)
+--   PROSODY_FIREWALL_SCRIPT     the roster lock rules, deploy/prosody/roster-sidecar.pfw
+--                               (/etc/prosody/roster-sidecar.pfw)
 --
 -- Test-only relaxations (running as root, plaintext client auth, no rate
 -- limits, no s2s) are NOT in this file: the tests load a small overlay,
@@ -46,7 +48,15 @@ modules_enabled = {
 	"ping";        -- XEP-0199, roster-sidecar pings the server to detect dead links
 	"limits";      -- bandwidth limits for client connections
 	"admin_shell"; -- 'prosodyctl shell' over a unix socket in the data directory
+	"firewall";    -- prosody-modules mod_firewall: the roster lock below
 }
+
+-- The backend owns every roster: users may not edit their own (roster
+-- set/remove from a client) nor send subscription stanzas (subscribe,
+-- subscribed, unsubscribe, unsubscribed). roster-sidecar's privileged writes
+-- are not affected. Remove "firewall" above and this line if your users may
+-- manage contacts the backend does not know (a sync would remove them).
+firewall_scripts = { ENV_PROSODY_FIREWALL_SCRIPT or "/etc/prosody/roster-sidecar.pfw" }
 
 -- Where accounts and rosters live (file storage by default).
 data_path = ENV_PROSODY_DATA_DIR or "/var/lib/prosody"

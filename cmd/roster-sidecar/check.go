@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/rosterhttp"
+)
+
+// defaultProbeUser is the user whose roster check fetches by default.
+const defaultProbeUser = "roster-sidecar-check"
+
+func checkCmd() *cobra.Command {
+	var user string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check the config, the backend and the XMPP server's privileges",
+		Long: `Checks what serve needs, in order, and says what to fix:
+
+  config      every setting is valid (the same validation as serve)
+  backend     GET http_roster_url for --user answers 200 with a valid roster
+  xmpp        the component connects and the server accepts its secret
+  privileges  what the server granted, per domain
+  ready       roster get and set are granted for xmpp.user_domain
+
+It changes nothing (no roster is read or written on the XMPP server). The
+server accepts one connection per component: stop serve first, or check says
+"conflict".
+
+Exit status: 0 everything works, 1 something must be fixed.`,
+		Example: `  roster-sidecar check --config /etc/roster-sidecar/config.yaml
+  roster-sidecar check -c config.yaml --user john --wait 5s`,
+		Args: usageArgs(cobra.NoArgs),
+	}
+	o := addOneShotFlags(cmd)
+	cmd.Flags().StringVar(&user, "user", defaultProbeUser, "username whose roster is fetched from the backend")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if !runCheck(cmd.Context(), o, user, cmd.OutOrStdout(), cmd.ErrOrStderr()) {
+			return exitError(exitFailure)
+		}
+		return nil
+	}
+	return cmd
+}
+
+// checkReport prints aligned "label: result" lines, with a fix under
+// failures.
+type checkReport struct {
+	out io.Writer
+	ok  bool
+}
+
+func (r *checkReport) line(label, format string, args ...any) {
+	if label != "" {
+		label += ":"
+	}
+	fmt.Fprintf(r.out, "%-11s %s\n", label, fmt.Sprintf(format, args...))
+}
+
+func (r *checkReport) fail(label, what, fix string) {
+	r.ok = false
+	r.line(label, "FAIL: %s", what)
+	if fix != "" {
+		r.line("", "fix: %s", fix)
+	}
+}
+
+// runCheck runs every check it can and reports whether all passed.
+func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Writer) bool {
+	r := &checkReport{out: out, ok: true}
+	cfg, err := o.conf.load()
+	if err != nil {
+		r.fail("config", strings.TrimPrefix(err.Error(), "config: "), "set the key it names (config file, ROSTER_SIDECAR_* environment variable or flag)")
+		return false
+	}
+	p, err := build(cfg, newLogger(cfg, stderr), nil)
+	if err == nil {
+		if _, aerr := newAdmin(cfg, p.syncer, p.log, nil); aerr != nil {
+			p.stop()
+			err = aerr
+		}
+	}
+	if err != nil {
+		r.fail("config", strings.TrimPrefix(err.Error(), "config: "), "correct the setting it names")
+		return false
+	}
+	source := "environment and flags"
+	if o.conf.file != "" {
+		source = o.conf.file
+	}
+	r.line("config", "ok (%s)", source)
+
+	checkBackend(ctx, r, p, user)
+
+	p.start()
+	err = p.waitReady(ctx, o.wait)
+	var problem *linkProblem
+	if err != nil && !errors.As(err, &problem) {
+		p.abandon()
+		r.fail("xmpp", err.Error(), "")
+		return false
+	}
+	if problem != nil && !problem.connected {
+		p.abandon()
+		r.fail("xmpp", problem.what, problem.fix)
+		return false
+	}
+	defer p.stop()
+	r.line("xmpp", "ok: connected to %s as %s", cfg.XMPPAddress, cfg.XMPPDomain)
+	grants := p.conn.Privileges()
+	domains := make([]string, 0, len(grants))
+	for d := range grants {
+		domains = append(domains, d)
+	}
+	slices.Sort(domains)
+	if len(domains) == 0 {
+		r.line("privileges", "none received")
+	}
+	for i, d := range domains {
+		label := "privileges"
+		if i > 0 {
+			label = ""
+		}
+		r.line(label, "%s: %s", d, grants[d])
+	}
+	if problem != nil {
+		r.fail("ready", problem.what, problem.fix)
+		return false
+	}
+	r.line("ready", "ok: the component may read and write the rosters of %s", cfg.UserDomain)
+	return r.ok
+}
+
+// checkBackend fetches the roster of user and reports the outcome.
+func checkBackend(ctx context.Context, r *checkReport, p *parts, user string) {
+	local, err := rosterhttp.ParseUsername(user, p.cfg.UserDomain)
+	if err != nil {
+		r.fail("backend", fmt.Sprintf("--user: %v", err), "pass a valid username with --user")
+		return
+	}
+	owner, err := jid.New(local, p.cfg.UserDomain, "")
+	if err != nil {
+		r.fail("backend", fmt.Sprintf("--user: %v", err), "pass a valid username with --user")
+		return
+	}
+	start := time.Now()
+	roster, err := p.fetcher.Fetch(ctx, owner)
+	if err != nil {
+		r.fail("backend", err.Error(), backendFix(err))
+		return
+	}
+	r.line("backend", "ok: roster of %s: %d contacts, %d skipped, in %s", local, len(roster.Items), len(roster.Skipped),
+		time.Since(start).Round(time.Millisecond))
+	for _, s := range roster.Skipped {
+		r.line("", "skipped %q: %s", s.JID, s.Reason)
+	}
+}
+
+// backendFixes map words of a fetch error to what to do about it; the first
+// match wins.
+var backendFixes = []struct {
+	words []string
+	fix   string
+}{
+	{[]string{"answered 401", "answered 403"}, "the backend refused the request: give it the credentials it expects in backend.headers (e.g. Authorization: Bearer ...)"},
+	{[]string{"answered 404"}, "check http_roster_url (its first %s is replaced by the username), or pass --user with a user the backend knows"},
+	{[]string{"answered 5"}, "the backend failed: see its logs"},
+	{[]string{"answered"}, "the backend must answer 200 with a JSON object keyed by contact JID (README, API)"},
+	{[]string{"connection refused"}, "nothing listens at the host and port of http_roster_url: start the backend or correct the URL"},
+	{[]string{"no such host"}, "the host of http_roster_url does not resolve: correct the URL"},
+	{[]string{"x509", "certificate"}, "the backend's TLS certificate is not trusted: add its CA with backend.ca_file"},
+	{[]string{"within"}, "the backend answers too slowly: raise backend.timeout, or make it faster"},
+	{[]string{"larger than"}, "raise backend.max_body_bytes"},
+	{[]string{"JSON", "backend answer"}, `the backend must answer a JSON object keyed by contact JID, e.g. {"marie@example.com": {"name": "Marie", "groups": ["Friends"]}}`},
+}
+
+// backendFix suggests what to do about a failed fetch.
+func backendFix(err error) string {
+	msg := err.Error()
+	for _, f := range backendFixes {
+		for _, w := range f.words {
+			if strings.Contains(msg, w) {
+				return f.fix
+			}
+		}
+	}
+	return "check http_roster_url and the backend.* settings"
+}
+
+// usageArgs makes an argument error a usage error (exit status 2).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"roster-sidecar/rosterhttp"
+)
+
+// oneShot is what sync, diff and check share: the config flags (with
+// log.level warn by default, as they print their own report) and --wait.
+type oneShot struct {
+	conf *commandConfig
+	wait time.Duration
+}
+
+func addOneShotFlags(cmd *cobra.Command) *oneShot {
+	o := &oneShot{conf: addConfigFlags(cmd, "warn")}
+	cmd.Flags().DurationVar(&o.wait, "wait", 15*time.Second, "how long to wait for the XMPP connection and the roster privilege")
+	return o
+}
+
+// connect builds the parts, connects to the XMPP server and waits for the
+// roster privilege. The caller stops the parts it gets.
+func (o *oneShot) connect(ctx context.Context, cfg Config, log *slog.Logger) (*parts, error) {
+	p, err := build(cfg, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.start()
+	if err := p.waitReady(ctx, o.wait); err != nil {
+		p.abandon()
+		return nil, err
+	}
+	return p, nil
+}
+
+// usersFlag is --from-file of sync and diff.
+type usersFlag struct{ file string }
+
+func addUsersFlag(cmd *cobra.Command) *usersFlag {
+	u := &usersFlag{}
+	cmd.Flags().StringVarP(&u.file, "from-file", "f", "", `file of usernames, one a line; blank lines and lines starting with # are ignored ("-": standard input)`)
+	return u
+}
+
+// maxListedInvalid bounds the invalid usernames listed in one error.
+const maxListedInvalid = 20
+
+// read returns the distinct normalised usernames of args and then of the
+// file, in order. Every name is validated first; the error lists the
+// invalid ones, with their line numbers in the file.
+func (u *usersFlag) read(args []string, stdin io.Reader, domain string) ([]string, error) {
+	type name struct{ where, text string }
+	var names []name
+	for _, a := range args {
+		names = append(names, name{"argument", a})
+	}
+	if u.file != "" {
+		r := stdin
+		if u.file != "-" {
+			f, err := os.Open(u.file)
+			if err != nil {
+				return nil, usageError{fmt.Errorf("--from-file: %w", err)}
+			}
+			defer f.Close()
+			r = f
+		}
+		sc := bufio.NewScanner(r)
+		for n := 1; sc.Scan(); n++ {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			names = append(names, name{fmt.Sprintf("%s line %d", u.file, n), line})
+		}
+		if err := sc.Err(); err != nil {
+			return nil, usageError{fmt.Errorf("--from-file %s: %w", u.file, err)}
+		}
+	}
+	if len(names) == 0 {
+		return nil, usageError{errors.New("no users: name them as arguments or in --from-file")}
+	}
+	var users, invalid []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		user, err := rosterhttp.ParseUsername(n.text, domain)
+		if err != nil {
+			invalid = append(invalid, fmt.Sprintf("%s: %v", n.where, err))
+			continue
+		}
+		if !seen[user] {
+			seen[user] = true
+			users = append(users, user)
+		}
+	}
+	if count := len(invalid); count > 0 {
+		more := ""
+		if len(invalid) > maxListedInvalid {
+			more = fmt.Sprintf("\n  ... and %d more", len(invalid)-maxListedInvalid)
+			invalid = invalid[:maxListedInvalid]
+		}
+		return nil, usageError{fmt.Errorf("%d invalid username(s), nothing done:\n  %s%s", count, strings.Join(invalid, "\n  "), more)}
+	}
+	return users, nil
+}
+
+// each calls fn for every user, n at once, and returns when all calls
+// have returned. Users not yet started when ctx ends are left out; each
+// returns how many were started.
+func each(ctx context.Context, n int, users []string, fn func(i int, user string)) int {
+	sem := make(chan struct{}, max(1, n))
+	var wg sync.WaitGroup
+	started := 0
+	for i, user := range users {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		started++
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i, user)
+		})
+	}
+	wg.Wait()
+	return started
+}

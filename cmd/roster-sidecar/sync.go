@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"roster-sidecar/component"
+)
+
+func syncCmd() *cobra.Command {
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "sync [USER...] [--from-file FILE]",
+		Short: "Sync users' rosters once, without the admin API",
+		Long: `Connects to the XMPP server as the component, waits for the roster privilege,
+syncs every user named (as arguments and/or one per line in --from-file) with
+the same Syncer as serve (admin.concurrency users at once, sync.timeout each),
+and exits. Use it for the first population of a whole user base.
+
+On a terminal a progress bar shows users done/total, errors, rate and time
+left; otherwise a plain progress line is printed every --progress-interval.
+At the end each failed user is printed with its error, then a summary.
+Usernames are validated before anything is synced. Ctrl-C stops starting new
+users and lets the running ones finish.
+
+The server accepts one connection per component: stop serve first (while it
+runs, ask its admin API instead: POST /roster_admin/refresh).
+
+Exit status: 0 every user synced; 1 a user failed, the config is invalid or
+the XMPP server is not usable (the message says what to fix); 2 bad arguments
+such as an invalid username.`,
+		Example: `  roster-sidecar sync --config /etc/roster-sidecar/config.yaml john aaron
+  roster-sidecar sync -c config.yaml --from-file users.txt
+  psql -Atc 'select username from users' | roster-sidecar sync -c config.yaml --from-file -`,
+	}
+	o := addOneShotFlags(cmd)
+	from := addUsersFlag(cmd)
+	cmd.Flags().DurationVar(&interval, "progress-interval", 10*time.Second, "how often a progress line is printed when standard output is not a terminal")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := o.conf.load()
+		if err != nil {
+			return err
+		}
+		users, err := from.read(args, cmd.InOrStdin(), cfg.UserDomain)
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		p, err := o.connect(ctx, cfg, newLogger(cfg, cmd.ErrOrStderr()))
+		if err != nil {
+			return err
+		}
+		defer p.stop()
+		return syncUsers(ctx, p, users, cmd.OutOrStdout(), interval)
+	}
+	return cmd
+}
+
+// syncUsers syncs users with the parts' Syncer, shows progress on out, and
+// prints the failures and a summary.
+func syncUsers(ctx context.Context, p *parts, users []string, out io.Writer, interval time.Duration) error {
+	fmt.Fprintf(out, "syncing %d users, %d at once\n", len(users), p.cfg.AdminConcurrency)
+	start := time.Now()
+	results := make([]component.SyncResult, len(users))
+	prog := newProgress(out, len(users), interval)
+	each(ctx, p.cfg.AdminConcurrency, users, func(i int, user string) {
+		results[i] = p.syncer.Sync(ctx, user)
+		prog.done(results[i].Err != nil)
+	})
+	prog.finish()
+	elapsed := time.Since(start)
+
+	var synced, failed, notStarted, added, updated, removed, skipped int
+	for i, r := range results {
+		switch {
+		case r.User == "":
+			notStarted++
+			continue
+		case r.Err != nil:
+			failed++
+			fmt.Fprintf(out, "failed: %s: %v\n", users[i], r.Err)
+		default:
+			synced++
+		}
+		added, updated, removed = added+r.Added, updated+r.Updated, removed+r.Removed
+		for _, s := range r.Skipped {
+			skipped++
+			fmt.Fprintf(out, "skipped: %s: contact %q: %s\n", users[i], s.JID, s.Reason)
+		}
+	}
+	fmt.Fprintf(out, "synced %d of %d users in %s (%.1f users/s): %d failed", synced, len(users),
+		elapsed.Round(time.Millisecond), float64(synced+failed)/elapsed.Seconds(), failed)
+	if notStarted > 0 {
+		fmt.Fprintf(out, ", %d not started (interrupted)", notStarted)
+	}
+	fmt.Fprintf(out, "\nroster items: %d added, %d updated, %d removed; %d contacts skipped\n", added, updated, removed, skipped)
+	if failed > 0 || notStarted > 0 {
+		return exitError(exitFailure)
+	}
+	return nil
+}

@@ -1,0 +1,261 @@
+package component
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"gosrc.io/xmpp/stanza"
+)
+
+// The library decodes every stanza the server sends into typed structs
+// before any handler sees it, and a decode error ends its receive loop and
+// with it the connection. Users control much of what the server sends the
+// component: their presence (forwarded under the presence privilege, and
+// sent again by Prosody at every reconnect), and any message or IQ they
+// address to the component's JID. One user sending
+// <presence><x xmlns='urn:a'><priority>128</priority></x></presence> (an
+// int8 in the library, matched in any namespace and at any depth) would
+// keep the component offline.
+//
+// So the library does not talk to the server directly: it connects to a
+// loopback relay (filterRelay) that passes what it sends to the server
+// unchanged and, in the other direction, passes only what the component
+// uses, re-assembled from the original bytes:
+//   - presence: the start tag (from, to, type) and no children;
+//   - message: only <privilege/> children (urn:xmpp:privilege:1 and :2);
+//   - iq result or error: only a jabber:iq:roster <query/> and <error/>;
+//   - iq get or set: only a urn:xmpp:ping <ping/> (others are refused anyway);
+//   - the handshake and stream errors: unchanged; any other element (which
+//     servers do not send, and the library cannot decode): dropped.
+// What is kept decodes without error whatever its content: strings only.
+
+// filterRelay relays one component connection between the library and the
+// server.
+type filterRelay struct {
+	ln     net.Listener
+	server net.Conn
+
+	mu     sync.Mutex
+	client net.Conn
+	closed bool
+	done   chan struct{}
+}
+
+// startFilterRelay dials the server (so that dial errors are the usual
+// ones) and listens on a loopback port for the library to connect to.
+func startFilterRelay(address string, timeout time.Duration) (*filterRelay, error) {
+	server, err := net.DialTimeout("tcp", address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		server.Close()
+		return nil, fmt.Errorf("relay listener: %w", err)
+	}
+	r := &filterRelay{ln: ln, server: server, done: make(chan struct{})}
+	go r.run(timeout)
+	return r, nil
+}
+
+// Addr is the address for the library to dial.
+func (r *filterRelay) Addr() string { return r.ln.Addr().String() }
+
+// run accepts the library's connection and relays until either side ends.
+func (r *filterRelay) run(timeout time.Duration) {
+	defer close(r.done)
+	defer r.Close()
+	if tl, ok := r.ln.(*net.TCPListener); ok && timeout > 0 {
+		_ = tl.SetDeadline(time.Now().Add(timeout))
+	}
+	client, err := r.ln.Accept()
+	r.ln.Close()
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		client.Close()
+		return
+	}
+	r.client = client
+	r.mu.Unlock()
+	go func() {
+		_, _ = io.Copy(r.server, client)
+		r.Close()
+	}()
+	_ = filterStream(client, r.server)
+}
+
+// Close ends both connections; it is safe to call more than once.
+func (r *filterRelay) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.ln.Close()
+	r.server.Close()
+	if r.client != nil {
+		r.client.Close()
+	}
+}
+
+const nsStreams = "http://etherx.jabber.org/streams"
+
+// tapReader keeps every byte read from r, addressed by stream offset, until
+// released.
+type tapReader struct {
+	r    io.Reader
+	buf  []byte
+	base int64 // stream offset of buf[0]
+}
+
+func (t *tapReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.buf = append(t.buf, p[:n]...)
+	return n, err
+}
+
+// bytes returns the bytes from stream offset from to to.
+func (t *tapReader) bytes(from, to int64) []byte { return t.buf[from-t.base : to-t.base] }
+
+// release forgets the bytes before stream offset off.
+func (t *tapReader) release(off int64) {
+	n := copy(t.buf, t.buf[off-t.base:])
+	t.buf = t.buf[:n]
+	t.base = off
+}
+
+// stanzaState collects one stanza while it is read.
+type stanzaState struct {
+	name     xml.Name // resolved
+	typ      string
+	start    int64 // offset of '<'
+	startEnd int64 // offset after the start tag
+	keep     [][2]int64
+	childAt  int64
+	child    xml.Name
+}
+
+// filterStream reads the server's stream from src and writes the filtered
+// stream to dst, until an error.
+func filterStream(dst io.Writer, src io.Reader) error {
+	tap := &tapReader{r: src}
+	d := xml.NewDecoder(tap)
+	var depth int
+	var st *stanzaState
+	for {
+		before := d.InputOffset()
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		after := d.InputOffset()
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			switch depth {
+			case 1: // the stream header and what precedes it
+				if _, err := dst.Write(tap.bytes(tap.base, after)); err != nil {
+					return err
+				}
+				tap.release(after)
+			case 2:
+				st = &stanzaState{name: t.Name, start: before, startEnd: after}
+				for _, a := range t.Attr {
+					if a.Name.Space == "" && a.Name.Local == "type" {
+						st.typ = a.Value
+					}
+				}
+			case 3:
+				st.childAt, st.child = before, t.Name
+			}
+		case xml.EndElement:
+			switch depth {
+			case 3:
+				if st.keepChild() {
+					st.keep = append(st.keep, [2]int64{st.childAt, after})
+				}
+			case 2:
+				if _, err := dst.Write(st.assemble(tap, after)); err != nil {
+					return err
+				}
+				tap.release(after)
+				st = nil
+			case 1: // </stream:stream>
+				if _, err := dst.Write(tap.bytes(tap.base, after)); err != nil {
+					return err
+				}
+				tap.release(after)
+			}
+			depth--
+		default:
+			if depth <= 1 { // XML declaration, whitespace between stanzas
+				if _, err := dst.Write(tap.bytes(tap.base, after)); err != nil {
+					return err
+				}
+				tap.release(after)
+			}
+		}
+	}
+}
+
+// keepChild decides whether the child just read is passed on.
+func (st *stanzaState) keepChild() bool {
+	switch st.name.Local {
+	case "message":
+		return st.child.Local == "privilege" && (st.child.Space == nsPrivilege1 || st.child.Space == nsPrivilege2)
+	case "iq":
+		switch st.typ {
+		case "result", "error":
+			return (st.child.Space == stanza.NSRoster && st.child.Local == "query") || st.child.Local == "error"
+		default:
+			return st.child.Space == nsPing && st.child.Local == "ping"
+		}
+	}
+	return false
+}
+
+// assemble returns the stanza to pass on (nil for none); end is the offset
+// after it.
+func (st *stanzaState) assemble(tap *tapReader, end int64) []byte {
+	switch {
+	case st.name.Space == nsStreams && st.name.Local == "error":
+		return tap.bytes(st.start, end)
+	case st.name.Space != stanza.NSComponent && st.name.Space != stanza.NSClient:
+		return nil // the library cannot decode it; servers send no such thing
+	case st.name.Local == "handshake":
+		return tap.bytes(st.start, end)
+	case st.name.Local != "presence" && st.name.Local != "message" && st.name.Local != "iq":
+		return nil
+	}
+	startTag := tap.bytes(st.start, st.startEnd)
+	if bytes.HasSuffix(startTag, []byte("/>")) { // no children at all
+		return startTag
+	}
+	out := make([]byte, 0, len(startTag)+64)
+	out = append(out, startTag...)
+	for _, k := range st.keep {
+		out = append(out, tap.bytes(k[0], k[1])...)
+	}
+	out = append(out, "</"...)
+	out = append(out, rawName(startTag)...)
+	return append(out, '>')
+}
+
+// rawName returns the qualified name of a start tag as written.
+func rawName(startTag []byte) []byte {
+	name := startTag[1:]
+	if i := bytes.IndexAny(name, " \t\r\n/>"); i >= 0 {
+		name = name[:i]
+	}
+	return name
+}

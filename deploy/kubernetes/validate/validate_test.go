@@ -1,0 +1,354 @@
+package validate
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/yaml"
+)
+
+// manifestDir holds the manifests, relative to this package.
+const manifestDir = ".."
+
+// kustomization is the part of kustomize's Kustomization used here.
+type kustomization struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Resources  []string `json:"resources"`
+}
+
+// manifests are the decoded objects, by kind.
+type manifests struct {
+	deployment *appsv1.Deployment
+	service    *corev1.Service
+	configMap  *corev1.ConfigMap
+	secret     *corev1.Secret
+}
+
+// decodeStrict decodes one YAML document into obj, failing on unknown
+// fields and duplicate keys.
+func decodeStrict(t *testing.T, file string, data []byte, obj any) {
+	t.Helper()
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+}
+
+func load(t *testing.T) manifests {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(manifestDir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kustomization
+	decodeStrict(t, "kustomization.yaml", raw, &k)
+	if k.APIVersion != "kustomize.config.k8s.io/v1beta1" || k.Kind != "Kustomization" {
+		t.Fatalf("kustomization.yaml: apiVersion/kind %s/%s", k.APIVersion, k.Kind)
+	}
+	files, err := filepath.Glob(filepath.Join(manifestDir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var onDisk []string
+	for _, f := range files {
+		if b := filepath.Base(f); b != "kustomization.yaml" {
+			onDisk = append(onDisk, b)
+		}
+	}
+	listed := slices.Clone(k.Resources)
+	sort.Strings(listed)
+	if !slices.Equal(onDisk, listed) {
+		t.Fatalf("kustomization.yaml resources %v differ from the manifests on disk %v", listed, onDisk)
+	}
+
+	var m manifests
+	for _, name := range k.Resources {
+		data, err := os.ReadFile(filepath.Join(manifestDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(data, []byte("\n---")) {
+			t.Fatalf("%s: keep one object per file", name)
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(data, &tm); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var meta *metav1.ObjectMeta
+		switch gvk := tm.APIVersion + "/" + tm.Kind; gvk {
+		case "apps/v1/Deployment":
+			m.deployment = new(appsv1.Deployment)
+			decodeStrict(t, name, data, m.deployment)
+			meta = &m.deployment.ObjectMeta
+		case "v1/Service":
+			m.service = new(corev1.Service)
+			decodeStrict(t, name, data, m.service)
+			meta = &m.service.ObjectMeta
+		case "v1/ConfigMap":
+			m.configMap = new(corev1.ConfigMap)
+			decodeStrict(t, name, data, m.configMap)
+			meta = &m.configMap.ObjectMeta
+		case "v1/Secret":
+			m.secret = new(corev1.Secret)
+			decodeStrict(t, name, data, m.secret)
+			meta = &m.secret.ObjectMeta
+		default:
+			t.Fatalf("%s: unexpected object %s", name, gvk)
+		}
+		checkMeta(t, name, meta)
+	}
+	if m.deployment == nil || m.service == nil || m.configMap == nil || m.secret == nil {
+		t.Fatalf("want a Deployment, a Service, a ConfigMap and a Secret, got %+v", m)
+	}
+	return m
+}
+
+// checkMeta validates the name and labels as the API server would.
+func checkMeta(t *testing.T, file string, meta *metav1.ObjectMeta) {
+	t.Helper()
+	for _, msg := range validation.IsDNS1123Subdomain(meta.Name) {
+		t.Errorf("%s: metadata.name %q: %s", file, meta.Name, msg)
+	}
+	if meta.Namespace != "" {
+		t.Errorf("%s: leave metadata.namespace to kubectl -n / kustomize", file)
+	}
+	if errs := metavalidation.ValidateLabels(meta.Labels, field.NewPath("metadata", "labels")); len(errs) > 0 {
+		t.Errorf("%s: %v", file, errs.ToAggregate())
+	}
+}
+
+func TestDeployment(t *testing.T) {
+	m := load(t)
+	d := m.deployment
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+		t.Errorf("replicas must be 1: the XMPP server allows one component connection")
+	}
+	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate != nil {
+		t.Errorf("strategy must be Recreate (the old pod stops before the new one connects), got %+v", d.Spec.Strategy)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		t.Fatalf("selector: %v", err)
+	}
+	if sel.Empty() || !sel.Matches(labelsOf(d.Spec.Template.Labels)) {
+		t.Errorf("the selector %s does not match the pod template labels %v", sel, d.Spec.Template.Labels)
+	}
+	if errs := metavalidation.ValidateLabels(d.Spec.Template.Labels, field.NewPath("template")); len(errs) > 0 {
+		t.Errorf("pod labels: %v", errs.ToAggregate())
+	}
+
+	pod := d.Spec.Template.Spec
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+		t.Errorf("the pod must run as a non-root user id: %+v", psc)
+	}
+	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("the pod needs seccompProfile RuntimeDefault")
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Errorf("the sidecar never calls the Kubernetes API: set automountServiceAccountToken: false")
+	}
+	if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 35 {
+		t.Errorf("terminationGracePeriodSeconds must leave the 30 s graceful stop room, got %v", g)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	for _, msg := range validation.IsDNS1123Label(c.Name) {
+		t.Errorf("container name: %s", msg)
+	}
+	if c.Image == "" {
+		t.Errorf("container image missing")
+	}
+	sc := c.SecurityContext
+	switch {
+	case sc == nil:
+		t.Fatalf("the container has no securityContext")
+	case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Errorf("readOnlyRootFilesystem must be true")
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Errorf("allowPrivilegeEscalation must be false")
+	case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0:
+		t.Errorf("capabilities: drop ALL, add none")
+	case sc.Privileged != nil && *sc.Privileged:
+		t.Errorf("must not be privileged")
+	}
+	if c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("set a memory limit")
+	}
+
+	// Ports and probes.
+	var admin *corev1.ContainerPort
+	for i, p := range c.Ports {
+		if p.Name == "admin" {
+			admin = &c.Ports[i]
+		}
+		for _, msg := range validation.IsValidPortName(p.Name) {
+			t.Errorf("port name %q: %s", p.Name, msg)
+		}
+	}
+	if admin == nil || admin.ContainerPort != 5380 {
+		t.Fatalf("want a container port named admin on 5380, got %+v", c.Ports)
+	}
+	checkProbe(t, "livenessProbe", c.LivenessProbe, "/healthz")
+	checkProbe(t, "readinessProbe", c.ReadinessProbe, "/readyz")
+
+	// Arguments: serve with the mounted config file.
+	cfgMount := mountFor(t, c, "config")
+	wantArgs := []string{"serve", "--config", cfgMount + "/config.yaml"}
+	if !slices.Equal(c.Args, wantArgs) {
+		t.Errorf("args %q, want %q", c.Args, wantArgs)
+	}
+
+	// Volumes refer to the ConfigMap and the Secret and to keys they have.
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		vols[v.Name] = v
+	}
+	cmVol := vols["config"]
+	if cmVol.ConfigMap == nil || cmVol.ConfigMap.Name != m.configMap.Name {
+		t.Fatalf("volume config must be the ConfigMap %s: %+v", m.configMap.Name, cmVol)
+	}
+	for _, it := range cmVol.ConfigMap.Items {
+		if _, ok := m.configMap.Data[it.Key]; !ok {
+			t.Errorf("ConfigMap %s has no key %s", m.configMap.Name, it.Key)
+		}
+	}
+	secVol := vols["secrets"]
+	if secVol.Secret == nil || secVol.Secret.SecretName != m.secret.Name {
+		t.Fatalf("volume secrets must be the Secret %s: %+v", m.secret.Name, secVol)
+	}
+	secretPaths := map[string]bool{}
+	for _, it := range secVol.Secret.Items {
+		_, inData := m.secret.Data[it.Key]
+		_, inString := m.secret.StringData[it.Key]
+		if !inData && !inString {
+			t.Errorf("Secret %s has no key %s", m.secret.Name, it.Key)
+		}
+		secretPaths[mountFor(t, c, "secrets")+"/"+it.Path] = true
+	}
+	if m := secVol.Secret.DefaultMode; m == nil || *m&0o007 != 0 {
+		t.Errorf("secret files must not be world-readable (defaultMode %v)", m)
+	}
+	for _, mnt := range c.VolumeMounts {
+		if !mnt.ReadOnly {
+			t.Errorf("mount %s must be readOnly", mnt.Name)
+		}
+	}
+
+	// The *_FILE variables point at the mounted secrets; secrets are never
+	// given as values.
+	wantFiles := map[string]bool{"ROSTER_SIDECAR_XMPP_SECRET_FILE": false, "ROSTER_SIDECAR_ADMIN_TOKEN_FILE": false}
+	for _, e := range c.Env {
+		for _, msg := range validation.IsEnvVarName(e.Name) {
+			t.Errorf("env %s: %s", e.Name, msg)
+		}
+		switch e.Name {
+		case "ROSTER_SIDECAR_XMPP_SECRET", "ROSTER_SIDECAR_ADMIN_TOKEN":
+			t.Errorf("%s: use the _FILE variant and the mounted Secret", e.Name)
+		}
+		if _, ok := wantFiles[e.Name]; ok {
+			wantFiles[e.Name] = true
+			if !secretPaths[e.Value] {
+				t.Errorf("%s=%s is not a mounted secret file %v", e.Name, e.Value, secretPaths)
+			}
+		}
+	}
+	for name, seen := range wantFiles {
+		if !seen {
+			t.Errorf("env %s missing", name)
+		}
+	}
+}
+
+// checkProbe checks an HTTP probe on the admin port.
+func checkProbe(t *testing.T, name string, p *corev1.Probe, path string) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Errorf("%s: want an httpGet probe on %s", name, path)
+		return
+	}
+	if p.HTTPGet.Path != path || p.HTTPGet.Port != intstr.FromString("admin") {
+		t.Errorf("%s: want GET %s on port admin, got %s on %s", name, path, p.HTTPGet.Path, p.HTTPGet.Port.String())
+	}
+}
+
+// mountFor returns the mount path of volume name in c.
+func mountFor(t *testing.T, c corev1.Container, name string) string {
+	t.Helper()
+	for _, m := range c.VolumeMounts {
+		if m.Name == name {
+			return strings.TrimSuffix(m.MountPath, "/")
+		}
+	}
+	t.Fatalf("volume %s is not mounted", name)
+	return ""
+}
+
+type labelsOf map[string]string
+
+func (l labelsOf) Has(k string) bool   { _, ok := l[k]; return ok }
+func (l labelsOf) Get(k string) string { return l[k] }
+func (l labelsOf) Lookup(k string) (string, bool) {
+	v, ok := l[k]
+	return v, ok
+}
+
+func TestService(t *testing.T) {
+	m := load(t)
+	s := m.service
+	if s.Spec.Type != corev1.ServiceTypeClusterIP {
+		t.Errorf("keep the admin API inside the cluster: type ClusterIP, got %s", s.Spec.Type)
+	}
+	pod := m.deployment.Spec.Template
+	for k, v := range s.Spec.Selector {
+		if pod.Labels[k] != v {
+			t.Errorf("service selector %s=%s does not match the pod labels %v", k, v, pod.Labels)
+		}
+	}
+	if len(s.Spec.Selector) == 0 {
+		t.Errorf("service has no selector")
+	}
+	if len(s.Spec.Ports) != 1 {
+		t.Fatalf("want one port, got %+v", s.Spec.Ports)
+	}
+	p := s.Spec.Ports[0]
+	if p.TargetPort != intstr.FromString("admin") {
+		t.Errorf("targetPort must be the named container port admin, got %s", p.TargetPort.String())
+	}
+	for _, msg := range validation.IsValidPortNum(int(p.Port)) {
+		t.Errorf("port: %s", msg)
+	}
+}
+
+func TestConfigMapHasNoSecrets(t *testing.T) {
+	m := load(t)
+	cfg, ok := m.configMap.Data["config.yaml"]
+	if !ok {
+		t.Fatal("ConfigMap has no config.yaml")
+	}
+	var doc map[string]any
+	if err := yaml.UnmarshalStrict([]byte(cfg), &doc); err != nil {
+		t.Fatalf("config.yaml in the ConfigMap: %v", err)
+	}
+	for _, path := range [][]string{{"xmpp", "secret"}, {"xmpp", "secret_file"}, {"admin", "token"}, {"admin", "token_file"}, {"backend", "headers"}} {
+		if sec, ok := doc[path[0]].(map[string]any); ok {
+			if _, ok := sec[path[1]]; ok {
+				t.Errorf("config.yaml sets %s: secrets belong in the Secret (the env *_FILE variables point there)", strings.Join(path, "."))
+			}
+		}
+	}
+}

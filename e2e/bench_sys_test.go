@@ -1,0 +1,192 @@
+//go:build e2e && bench
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of CPU times in /proc/PID/stat (100 on
+// every Linux this runs on).
+const clockTicks = 100
+
+// procStatus returns a field of /proc/PID/status in KiB (VmRSS, VmHWM).
+func procStatus(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name.
+func statFields(pid string) []string {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+// groupCPU returns the CPU time (user+system) used so far by every live
+// process of process group pgid, and by their waited-for children.
+func groupCPU(pgid int) time.Duration {
+	entries, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		f := statFields(e.Name())
+		// f[0] is state, f[2] pgrp, f[11..14] utime stime cutime cstime.
+		if len(f) < 15 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		for _, k := range []int{11, 12, 13, 14} {
+			v, _ := strconv.ParseInt(f[k], 10, 64)
+			ticks += v
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// selfCPU returns the CPU time used so far by this (the benchmark) process.
+func selfCPU() time.Duration {
+	f := statFields("self")
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, k := range []int{11, 12} {
+		v, _ := strconv.ParseInt(f[k], 10, 64)
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// cpuMeter measures the CPU used by the server, the sidecar and the
+// benchmark process itself over a phase.
+type cpuMeter struct {
+	procs []*Process
+	start []time.Duration
+	self  time.Duration
+	at    time.Time
+}
+
+func startCPU(procs ...*Process) *cpuMeter {
+	m := &cpuMeter{procs: procs, self: selfCPU(), at: time.Now()}
+	for _, p := range procs {
+		m.start = append(m.start, groupCPU(p.cmd.Process.Pid))
+	}
+	return m
+}
+
+// cpuUse is CPU time over wall time: 1.0 is one core busy.
+type cpuUse struct {
+	Procs []float64 // in the order given to startCPU
+	Self  float64
+}
+
+func (m *cpuMeter) stop() cpuUse {
+	wall := time.Since(m.at).Seconds()
+	u := cpuUse{Self: (selfCPU() - m.self).Seconds() / wall}
+	for i, p := range m.procs {
+		u.Procs = append(u.Procs, (groupCPU(p.cmd.Process.Pid)-m.start[i]).Seconds()/wall)
+	}
+	return u
+}
+
+// machine describes where the benchmark ran.
+type machine struct {
+	CPUs                 int
+	CPUModel, Memory     string
+	Kernel, Go           string
+	Prosody, Ejabberd    string
+	MellPrivilege, Start string
+}
+
+func describeMachine() machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Start: time.Now().UTC().Format("2006-01-02 15:04 MST")}
+	if out, err := exec.Command("nproc").Output(); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil {
+			m.CPUs = n
+		}
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if kb, err := memTotal(); err == nil {
+		m.Memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+	}
+	if out, err := exec.Command("uname", "-sr").Output(); err == nil {
+		m.Kernel = strings.TrimSpace(string(out))
+	}
+	m.Prosody = pkgVersion("prosody")
+	m.MellPrivilege = pkgVersion("prosody-modules")
+	m.Ejabberd = pkgVersion("ejabberd")
+	return m
+}
+
+func memTotal() (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no MemTotal")
+}
+
+// pkgVersion asks dpkg for an installed package's version.
+func pkgVersion(pkg string) string {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", pkg).Output()
+	if err != nil || len(out) == 0 {
+		return "unknown"
+	}
+	return string(out)
+}
+
+// buildProfilingSidecar builds roster-sidecar with the pprof build tag
+// (cmd/roster-sidecar/pprof.go), which serves net/http/pprof on
+// ROSTER_SIDECAR_PPROF_LISTEN when that variable is set.
+func buildProfilingSidecar(dir string) (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "roster-sidecar-pprof")
+	cmd := exec.Command("go", "build", "-tags", "pprof", "-o", bin, "./cmd/roster-sidecar")
+	cmd.Dir = filepath.Dir(wd)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build -tags pprof: %v\n%s", err, out)
+	}
+	return bin, nil
+}

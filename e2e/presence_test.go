@@ -1,0 +1,78 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// presenceWatch is how long testPresenceAfterBoth watches for presence that
+// the servers were measured not to send.
+const presenceWatch = 3 * time.Second
+
+// testPresenceAfterBoth measures, in XEP-0356 mode, what two online users
+// see once the backend makes them contacts with subscription both and one
+// refresh writes both rosters: the roster push arrives at once, but no
+// presence is exchanged. The component may not send presence for users,
+// and neither server sends any on a privileged roster write (Prosody's
+// mod_privilege saves the roster and pushes the item; ejabberd stores
+// subscription none). On Prosody, where "both" is stored, the contact's
+// next presence broadcast (a status change, a new login) gets through at
+// once; on ejabberd nothing ever does (use ejabberd_api.url). The README's
+// compatibility table states these results.
+func testPresenceAfterBoth(t *testing.T, e *Env) {
+	const a, b = "pres_amy", "pres_bo"
+	e.Users(t, a, b)
+	ca, cb := Login(t, e.Server, a), Login(t, e.Server, b)
+	aWants := []Contact{{JID: b + "@example.test", Name: "Bo"}}
+	bWants := []Contact{{JID: a + "@example.test", Name: "Amy"}}
+	e.Backend.SetRoster(a, aWants...)
+	e.Backend.SetRoster(b, bWants...)
+	na, nb := ca.PresenceCount(), cb.PresenceCount()
+	start := time.Now()
+	e.Admin.RefreshOK(t, a, b)
+	ca.WaitForRoster(t, aWants, pushWait)
+	cb.WaitForRoster(t, bWants, pushWait)
+	t.Logf("%s: both rosters pushed %v after the refresh started", e.Server.Name, time.Since(start).Round(time.Millisecond))
+
+	time.Sleep(presenceWatch)
+	t.Logf("%s: presences within %v of the refresh: %s got %v, %s got %v",
+		e.Server.Name, presenceWatch, a, ca.Presences(na), b, cb.Presences(nb))
+	if got := append(ca.PresencesFrom(na, cb.JID, ""), cb.PresencesFrom(nb, ca.JID, "")...); len(got) != 0 {
+		t.Errorf("%s: a contact's presence arrived after a privileged roster write (%v): the README says it does not, update it", e.Server.Name, got)
+	}
+
+	// The contact's next presence broadcast: a status change.
+	na = ca.PresenceCount()
+	sent := time.Now()
+	cb.SendPresence(t, jid.JID{}, "")
+	if e.Server.HonoursSubscription {
+		p := ca.WaitForPresence(t, na, cb.JID, "", pushWait)
+		t.Logf("%s: %s's status change reached %s after %v", e.Server.Name, b, a, p.At.Sub(sent).Round(time.Millisecond))
+	} else {
+		time.Sleep(quiet)
+		if got := ca.PresencesFrom(na, cb.JID, ""); len(got) != 0 {
+			t.Errorf("%s: %s's status change reached %s although the item is stored with subscription none", e.Server.Name, b, a)
+		}
+	}
+
+	// The contact's next login.
+	cb.Close()
+	na = ca.PresenceCount()
+	sent = time.Now()
+	cb = Login(t, e.Server, b)
+	if e.Server.HonoursSubscription {
+		p := ca.WaitForPresence(t, na, cb.JID, "", pushWait)
+		t.Logf("%s: %s's new login reached %s after %v", e.Server.Name, b, a, p.At.Sub(sent).Round(time.Millisecond))
+		// And the new session probed a: it sees a at once.
+		cb.WaitForPresence(t, 0, ca.JID, "", pushWait)
+	} else {
+		time.Sleep(quiet)
+		if got := ca.PresencesFrom(na, cb.JID, ""); len(got) != 0 {
+			t.Errorf("%s: %s's login reached %s although the item is stored with subscription none", e.Server.Name, b, a)
+		}
+	}
+}

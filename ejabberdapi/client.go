@@ -1,0 +1,286 @@
+// Package ejabberdapi reads and writes users' rosters through ejabberd's
+// HTTP API (mod_http_api with mod_admin_extra's get_roster, add_rosteritem
+// and delete_rosteritem) instead of XEP-0356 privileged roster IQs. A
+// *Client is a component.RosterServer: the Syncer's diff engine is the same
+// in both modes.
+//
+// It exists because ejabberd ignores the subscription of a privileged
+// roster SET and stores every item with subscription "none", so contacts
+// written over XEP-0356 never see each other online. ejabberd's own admin
+// commands store the subscription they are given, push the item to the
+// user's online clients and send the presence the change allows: when
+// alice's item for bob gains "from", bob receives alice's presence at once;
+// when it loses it, bob sees alice go unavailable.
+//
+// delete_rosteritem has a side effect: like a client's roster remove, it
+// sends the contact unsubscribe and/or unsubscribed for the subscription
+// the item had, which rewrites the contact's own item for the user. A sync
+// of one user must not change another user's roster, or refreshing a pair
+// would depend on the order of the two syncs. So a removal is done in two
+// calls: add_rosteritem with subscription "none" first (no stanza is sent
+// to the contact; the user's clients get a push, and the contact sees the
+// user go unavailable if it had "from"), then delete_rosteritem of an item
+// that now has no subscription, which sends nothing. Every call therefore
+// changes exactly one user's roster, syncs of different users commute, and
+// after refreshing both users of a pair both rosters equal the backend's,
+// whatever the order or overlap of the two syncs.
+package ejabberdapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"gosrc.io/xmpp/stanza"
+	"mellium.im/xmpp/jid"
+)
+
+// DefaultTimeout bounds one API call when Config.Timeout is zero.
+const DefaultTimeout = 15 * time.Second
+
+// maxBody bounds an answer; a get_roster of 10,000 items is about 1.5 MB.
+const maxBody = 32 << 20
+
+// Config configures a Client.
+type Config struct {
+	// URL is the base of the API, e.g. http://127.0.0.1:5281/api; command
+	// names are appended to it.
+	URL string
+	// User and Password authenticate every call with HTTP Basic: the JID
+	// and password of the account an api_permissions rule allows the
+	// three commands (see deploy/ejabberd/ejabberd.yml). An empty User
+	// sends no credentials (for a rule that trusts an IP address).
+	User, Password string
+	// Timeout bounds each call; DefaultTimeout when zero.
+	Timeout time.Duration
+	// Ready says whether rosters of a domain may be synced now; nil means
+	// always. roster-sidecar passes the component link's state, so that
+	// readiness means the same in both modes.
+	Ready func(domain string) error
+	// HTTPClient replaces the default client (tests).
+	HTTPClient *http.Client
+}
+
+// Client is a component.RosterServer over ejabberd's HTTP API. It is safe
+// for concurrent use.
+type Client struct {
+	base    string
+	user    string
+	pass    string
+	timeout time.Duration
+	ready   func(string) error
+	hc      *http.Client
+}
+
+// New checks cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("the API URL must be an absolute http or https URL such as http://127.0.0.1:5281/api, got %q", cfg.URL)
+	}
+	if u.User != nil {
+		return nil, errors.New("put the API credentials in the user and password settings, not in the URL")
+	}
+	c := &Client{
+		base: strings.TrimRight(cfg.URL, "/") + "/", user: cfg.User, pass: cfg.Password,
+		timeout: cfg.Timeout, ready: cfg.Ready, hc: cfg.HTTPClient,
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.hc == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		c.hc = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	return c, nil
+}
+
+// Ready implements component.RosterServer.
+func (c *Client) Ready(domain string) error {
+	if c.ready == nil {
+		return nil
+	}
+	return c.ready(domain)
+}
+
+// SubscriptionHonoured implements component.RosterServer: the API stores
+// the subscription it is given.
+func (c *Client) SubscriptionHonoured(string) (honoured, known bool) { return true, true }
+
+// LearnSubscription implements component.RosterServer; there is nothing to
+// learn.
+func (c *Client) LearnSubscription(string, bool) {}
+
+// Error is a failed API call: the HTTP status and ejabberd's message.
+type Error struct {
+	Command string
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("ejabberd API %s: HTTP %d", e.Command, e.Status)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+		s += " (check ejabberd_api.user/password and the api_permissions rule for the sidecar)"
+	}
+	return s
+}
+
+// contact is one item of a get_roster answer. Before 23.10 groups were one
+// "group" string.
+type contact struct {
+	JID          string   `json:"jid"`
+	Nick         string   `json:"nick"`
+	Subscription string   `json:"subscription"`
+	Pending      string   `json:"pending"`
+	Groups       []string `json:"groups"`
+	Group        string   `json:"group"`
+}
+
+// GetRoster implements component.RosterServer with get_roster.
+func (c *Client) GetRoster(ctx context.Context, user string) ([]stanza.RosterItem, error) {
+	local, host, err := split(user)
+	if err != nil {
+		return nil, err
+	}
+	var contacts []contact
+	if err := c.call(ctx, "get_roster", map[string]string{"user": local, "host": host}, &contacts); err != nil {
+		return nil, fmt.Errorf("read roster of %s: %w", user, err)
+	}
+	items := make([]stanza.RosterItem, 0, len(contacts))
+	for _, ct := range contacts {
+		groups := ct.Groups
+		if groups == nil && ct.Group != "" {
+			groups = []string{ct.Group}
+		}
+		it := stanza.RosterItem{Jid: ct.JID, Name: ct.Nick, Subscription: ct.Subscription, Groups: groups}
+		if ct.Pending == "out" || ct.Pending == "both" {
+			it.Ask = "subscribe"
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// SetRosterItem implements component.RosterServer: add_rosteritem, or for
+// subscription "remove" add_rosteritem with subscription "none" and then
+// delete_rosteritem (see the package documentation).
+func (c *Client) SetRosterItem(ctx context.Context, user string, item stanza.RosterItem) error {
+	local, host, err := split(user)
+	if err != nil {
+		return err
+	}
+	cj, err := jid.Parse(item.Jid)
+	if err != nil || cj.Resourcepart() != "" {
+		return fmt.Errorf("contact %q is not a bare JID", item.Jid)
+	}
+	groups := item.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	add := map[string]any{
+		"localuser": local, "localhost": host, "user": cj.Localpart(), "host": cj.Domainpart(),
+		"nick": item.Name, "groups": groups, "subs": item.Subscription,
+	}
+	switch item.Subscription {
+	case "remove":
+		add["nick"], add["groups"], add["subs"] = "", []string{}, "none"
+		if err := c.rescode(ctx, "add_rosteritem", add); err != nil {
+			return fmt.Errorf("remove %s from roster of %s: clearing its subscription: %w", item.Jid, user, err)
+		}
+		del := map[string]string{"localuser": local, "localhost": host, "user": cj.Localpart(), "host": cj.Domainpart()}
+		if err := c.rescode(ctx, "delete_rosteritem", del); err != nil {
+			return fmt.Errorf("remove %s from roster of %s: %w", item.Jid, user, err)
+		}
+		return nil
+	case "":
+		add["subs"] = "none"
+	case "none", "to", "from", "both":
+	default:
+		return fmt.Errorf("set %s in roster of %s: invalid subscription %q", item.Jid, user, item.Subscription)
+	}
+	if err := c.rescode(ctx, "add_rosteritem", add); err != nil {
+		return fmt.Errorf("set %s in roster of %s: %w", item.Jid, user, err)
+	}
+	return nil
+}
+
+// split returns the localpart and domain of a bare user JID.
+func split(user string) (local, host string, err error) {
+	j, err := jid.Parse(user)
+	if err != nil || j.Localpart() == "" || j.Resourcepart() != "" {
+		return "", "", fmt.Errorf("user %q is not a bare JID with a localpart", user)
+	}
+	return j.Localpart(), j.Domainpart(), nil
+}
+
+// rescode calls a command whose answer is a result code: 0 is success.
+func (c *Client) rescode(ctx context.Context, command string, args any) error {
+	var code json.RawMessage
+	if err := c.call(ctx, command, args, &code); err != nil {
+		return err
+	}
+	if s := strings.TrimSpace(string(code)); s != "0" {
+		return &Error{Command: command, Status: http.StatusOK, Message: "result code " + s}
+	}
+	return nil
+}
+
+// call posts args as JSON to the command and decodes a 200 answer into out.
+func (c *Client) call(ctx context.Context, command string, args, out any) error {
+	body, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+command, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if c.user != "" {
+		req.SetBasicAuth(c.user, c.pass)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("ejabberd API %s: %w", command, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return fmt.Errorf("ejabberd API %s: reading the answer: %w", command, err)
+	}
+	if len(b) > maxBody {
+		return fmt.Errorf("ejabberd API %s: answer larger than %d bytes", command, maxBody)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Command: command, Status: resp.StatusCode}
+		var msg struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &msg) == nil {
+			e.Message = msg.Message
+		}
+		if e.Message == "" && len(b) < 200 {
+			e.Message = strings.TrimSpace(string(b))
+		}
+		return e
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("ejabberd API %s: unexpected answer: %w", command, err)
+	}
+	return nil
+}

@@ -1,0 +1,412 @@
+package ejabberdapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gosrc.io/xmpp/stanza"
+	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/component"
+	"roster-sidecar/rosterhttp"
+)
+
+const (
+	apiUser = "roster-sidecar@example.test"
+	apiPass = "api-secret"
+)
+
+// fakeItem is a roster item as the fake ejabberd stores it.
+type fakeItem struct {
+	Nick, Sub string
+	Groups    []string
+}
+
+// fakeEjabberd is an httptest fake of mod_http_api with mod_admin_extra's
+// three roster commands. It checks HTTP Basic credentials and models what
+// matters for roster-sidecar: add_rosteritem stores the subscription it is
+// given and changes nobody else's roster; delete_rosteritem, like ejabberd,
+// sends the contact unsubscribe (item had "to") and unsubscribed (item had
+// "from"), which a local contact's roster applies.
+type fakeEjabberd struct {
+	*httptest.Server
+	mu      sync.Mutex
+	rosters map[string]map[string]fakeItem // user JID -> contact JID -> item
+	calls   []string
+	// naiveDelete, when set on the client under test, is not used; the
+	// fake always behaves like ejabberd.
+	failNext map[string]int // command -> HTTP status to answer once
+}
+
+func newFake(t *testing.T) *fakeEjabberd {
+	f := &fakeEjabberd{rosters: map[string]map[string]fakeItem{}, failNext: map[string]int{}}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeEjabberd) client(t *testing.T) *Client {
+	c, err := New(Config{URL: f.URL + "/api", User: apiUser, Password: apiPass, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (f *fakeEjabberd) serve(w http.ResponseWriter, r *http.Request) {
+	command, ok := strings.CutPrefix(r.URL.Path, "/api/")
+	if u, p, okAuth := r.BasicAuth(); !okAuth || u != apiUser || p != apiPass {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"status":"error","code":10,"message":"You are not authorized to call this command."}`)
+		return
+	}
+	var args map[string]any
+	if !ok || r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&args) != nil {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	str := func(k string) string { s, _ := args[k].(string); return s }
+	bare := func(u, h string) string {
+		if u == "" {
+			return h
+		}
+		return u + "@" + h
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, command)
+	if code := f.failNext[command]; code != 0 {
+		delete(f.failNext, command)
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, `{"status":"error","code":32,"message":"scripted failure"}`)
+		return
+	}
+	switch command {
+	case "get_roster":
+		out := []map[string]any{}
+		for j, it := range f.rosters[bare(str("user"), str("host"))] {
+			out = append(out, map[string]any{"jid": j, "nick": it.Nick, "subscription": it.Sub, "pending": "undefined", "groups": it.Groups})
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	case "add_rosteritem":
+		owner := bare(str("localuser"), str("localhost"))
+		var groups []string
+		for _, g := range args["groups"].([]any) {
+			groups = append(groups, g.(string))
+		}
+		if f.rosters[owner] == nil {
+			f.rosters[owner] = map[string]fakeItem{}
+		}
+		f.rosters[owner][bare(str("user"), str("host"))] = fakeItem{Nick: str("nick"), Sub: str("subs"), Groups: groups}
+		_, _ = io.WriteString(w, "0")
+	case "delete_rosteritem":
+		owner, contact := bare(str("localuser"), str("localhost")), bare(str("user"), str("host"))
+		old, existed := f.rosters[owner][contact]
+		delete(f.rosters[owner], contact)
+		if existed {
+			if old.Sub == "to" || old.Sub == "both" {
+				f.inbound(contact, owner, "unsubscribe")
+			}
+			if old.Sub == "from" || old.Sub == "both" {
+				f.inbound(contact, owner, "unsubscribed")
+			}
+		}
+		_, _ = io.WriteString(w, "0")
+	default:
+		http.Error(w, "unknown command", http.StatusNotFound)
+	}
+}
+
+// inbound applies a subscription stanza from sender to the roster of user,
+// as RFC 6121 section 3 says ejabberd does. f.mu is held.
+func (f *fakeEjabberd) inbound(user, sender, typ string) {
+	it, ok := f.rosters[user][sender]
+	if !ok {
+		return
+	}
+	switch {
+	case typ == "unsubscribe" && it.Sub == "from":
+		it.Sub = "none"
+	case typ == "unsubscribe" && it.Sub == "both":
+		it.Sub = "to"
+	case typ == "unsubscribed" && it.Sub == "to":
+		it.Sub = "none"
+	case typ == "unsubscribed" && it.Sub == "both":
+		it.Sub = "from"
+	}
+	f.rosters[user][sender] = it
+}
+
+func (f *fakeEjabberd) set(user, contact, sub string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rosters[user] == nil {
+		f.rosters[user] = map[string]fakeItem{}
+	}
+	f.rosters[user][contact] = fakeItem{Sub: sub}
+}
+
+// roster returns "contact|nick|sub|groups" lines, sorted.
+func (f *fakeEjabberd) roster(user string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for j, it := range f.rosters[user] {
+		g := slices.Clone(it.Groups)
+		sort.Strings(g)
+		out = append(out, j+"|"+it.Nick+"|"+it.Sub+"|"+strings.Join(g, ","))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f *fakeEjabberd) takeCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.calls
+	f.calls = nil
+	return c
+}
+
+func TestGetAndSetThroughTheAPI(t *testing.T) {
+	f := newFake(t)
+	c := f.client(t)
+	ctx := context.Background()
+	err := c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Name: "Bob", Groups: []string{"Friends", "Work"}, Subscription: "both"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "elsewhere.test", Subscription: "to"}); err != nil {
+		t.Fatal(err)
+	}
+	items, err := c.GetRoster(ctx, "alice@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].Jid < items[j].Jid })
+	if len(items) != 2 || items[0].Jid != "bob@example.test" || items[0].Name != "Bob" || items[0].Subscription != "both" ||
+		!slices.Equal(items[0].Groups, []string{"Friends", "Work"}) || items[1].Jid != "elsewhere.test" || items[1].Subscription != "to" {
+		t.Fatalf("roster = %+v", items)
+	}
+	if honoured, known := c.SubscriptionHonoured("example.test"); !honoured || !known {
+		t.Fatal("the API honours subscriptions")
+	}
+}
+
+// A removal first clears the item's subscription, then deletes it: the
+// contact's roster is untouched (a plain delete_rosteritem would send it
+// unsubscribe and unsubscribed).
+func TestRemoveLeavesTheContactAlone(t *testing.T) {
+	f := newFake(t)
+	c := f.client(t)
+	f.set("alice@example.test", "bob@example.test", "both")
+	f.set("bob@example.test", "alice@example.test", "both")
+	f.takeCalls()
+	if err := c.SetRosterItem(context.Background(), "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Subscription: "remove"}); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.takeCalls(); !slices.Equal(calls, []string{"add_rosteritem", "delete_rosteritem"}) {
+		t.Fatalf("calls = %v", calls)
+	}
+	if got := f.roster("alice@example.test"); len(got) != 0 {
+		t.Fatalf("alice = %v", got)
+	}
+	if got := f.roster("bob@example.test"); !slices.Equal(got, []string{"alice@example.test||both|"}) {
+		t.Fatalf("bob's roster changed: %v", got)
+	}
+}
+
+type mapFetcher map[string][]rosterhttp.Item
+
+func (m mapFetcher) Fetch(_ context.Context, owner jid.JID) (rosterhttp.Roster, error) {
+	items, ok := m[owner.Localpart()]
+	if !ok {
+		return rosterhttp.Roster{}, errors.New("no such user")
+	}
+	return rosterhttp.Roster{Items: items}, nil
+}
+
+func both(j string) rosterhttp.Item {
+	return rosterhttp.Item{JID: j, Subscription: rosterhttp.SubscriptionBoth}
+}
+
+// After refreshing both users of a pair, both rosters equal the backend,
+// whatever the order of the two syncs and even when they overlap: every
+// API call the sync makes changes only the synced user's roster.
+func TestPairRefreshConvergesInAnyOrder(t *testing.T) {
+	cases := []struct {
+		name    string
+		server  map[string]map[string]string // user -> contact -> subscription
+		backend mapFetcher
+	}{
+		{"unfriend on one side only",
+			map[string]map[string]string{"alice": {"bob": "both"}, "bob": {"alice": "both"}},
+			mapFetcher{"alice": nil, "bob": {both("alice@example.test")}}},
+		{"unfriend both",
+			map[string]map[string]string{"alice": {"bob": "both"}, "bob": {"alice": "both"}},
+			mapFetcher{"alice": nil, "bob": nil}},
+		{"one-way subscriptions",
+			map[string]map[string]string{"alice": {"bob": "to"}, "bob": {"alice": "from"}},
+			mapFetcher{"alice": nil, "bob": {{JID: "alice@example.test", Subscription: "from"}}}},
+		{"befriend",
+			map[string]map[string]string{},
+			mapFetcher{"alice": {both("bob@example.test")}, "bob": {both("alice@example.test")}}},
+	}
+	orders := map[string]func(s *component.Syncer){
+		"alice then bob": func(s *component.Syncer) { s.Sync(context.Background(), "alice"); s.Sync(context.Background(), "bob") },
+		"bob then alice": func(s *component.Syncer) { s.Sync(context.Background(), "bob"); s.Sync(context.Background(), "alice") },
+		"concurrently": func(s *component.Syncer) {
+			var wg sync.WaitGroup
+			for _, u := range []string{"alice", "bob"} {
+				wg.Add(1)
+				go func() { defer wg.Done(); s.Sync(context.Background(), u) }()
+			}
+			wg.Wait()
+		},
+	}
+	for _, tc := range cases {
+		for name, run := range orders {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				f := newFake(t)
+				for u, contacts := range tc.server {
+					for ct, sub := range contacts {
+						f.set(u+"@example.test", ct+"@example.test", sub)
+					}
+				}
+				s := component.NewSyncer(component.SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second, Concurrency: 2},
+					f.client(t), tc.backend, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				defer s.Close()
+				run(s)
+				for _, u := range []string{"alice", "bob"} {
+					var want []string
+					for _, it := range tc.backend[u] {
+						want = append(want, it.JID+"||"+it.Subscription+"|")
+					}
+					if got := f.roster(u + "@example.test"); !slices.Equal(got, want) {
+						t.Errorf("%s: roster %v, backend %v", u, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A second sync of an unchanged roster calls only get_roster: subscriptions
+// are compared, and they match.
+func TestUnchangedRosterIsNotRewritten(t *testing.T) {
+	f := newFake(t)
+	s := component.NewSyncer(component.SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second},
+		f.client(t), mapFetcher{"alice": {both("bob@example.test"), {JID: "carol@example.test", Name: "C", Groups: []string{"G"}, Subscription: "to"}}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer s.Close()
+	if res := s.Sync(context.Background(), "alice"); res.Err != nil || res.Added != 2 {
+		t.Fatalf("first sync = %+v", res)
+	}
+	f.takeCalls()
+	if res := s.Sync(context.Background(), "alice"); res.Err != nil || res.Added+res.Updated+res.Removed != 0 {
+		t.Fatalf("second sync = %+v", res)
+	}
+	if calls := f.takeCalls(); !slices.Equal(calls, []string{"get_roster"}) {
+		t.Fatalf("calls = %v", calls)
+	}
+	// A subscription changed behind the sidecar's back is put back.
+	f.set("alice@example.test", "bob@example.test", "from")
+	if res := s.Sync(context.Background(), "alice"); res.Err != nil || res.Updated != 1 {
+		t.Fatalf("sync after a change = %+v", res)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	f := newFake(t)
+	ctx := context.Background()
+	bad, err := New(Config{URL: f.URL + "/api", User: apiUser, Password: "wrong"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bad.GetRoster(ctx, "alice@example.test")
+	var apiErr *Error
+	if !errors.As(err, &apiErr) || apiErr.Status != 401 || !strings.Contains(err.Error(), "ejabberd_api.user") || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	c := f.client(t)
+	f.mu.Lock()
+	f.failNext["add_rosteritem"] = 403
+	f.mu.Unlock()
+	err = c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Subscription: "both"})
+	if !errors.As(err, &apiErr) || apiErr.Status != 403 || !strings.Contains(err.Error(), "scripted failure") {
+		t.Fatalf("403: %v", err)
+	}
+	// A failed first step of a removal stops it: the delete is not sent.
+	f.set("alice@example.test", "bob@example.test", "both")
+	f.takeCalls()
+	f.mu.Lock()
+	f.failNext["add_rosteritem"] = 500
+	f.mu.Unlock()
+	if err := c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Subscription: "remove"}); err == nil {
+		t.Fatal("removal succeeded despite a failure")
+	}
+	if calls := f.takeCalls(); !slices.Equal(calls, []string{"add_rosteritem"}) {
+		t.Fatalf("calls = %v", calls)
+	}
+	for _, tc := range []struct{ user, contact, sub string }{
+		{"alice", "bob@example.test", "both"},                // no domain
+		{"alice@example.test/r", "bob@example.test", "both"}, // resource
+		{"alice@example.test", "bob@example.test/r", "both"},
+		{"alice@example.test", "bob@example.test", "bogus"}, // ejabberd would store it
+	} {
+		if err := c.SetRosterItem(ctx, tc.user, stanza.RosterItem{Jid: tc.contact, Subscription: tc.sub}); err == nil {
+			t.Errorf("SetRosterItem(%q, %q, %q) succeeded", tc.user, tc.contact, tc.sub)
+		}
+	}
+	for _, u := range []string{"", "ftp://x/api", "http:///api", "http://u:p@host/api"} {
+		if _, err := New(Config{URL: u}); err == nil {
+			t.Errorf("New(%q) accepted", u)
+		}
+	}
+	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "<html>") }))
+	defer garbage.Close()
+	g, _ := New(Config{URL: garbage.URL})
+	if _, err := g.GetRoster(ctx, "alice@example.test"); err == nil || !strings.Contains(err.Error(), "unexpected answer") {
+		t.Fatalf("garbage answer: %v", err)
+	}
+	if err := g.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "b@example.test", Subscription: "both"}); err == nil {
+		t.Fatal("a non-zero result code succeeded")
+	}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	sc, _ := New(Config{URL: slow.URL, Timeout: 50 * time.Millisecond})
+	start := time.Now()
+	if _, err := sc.GetRoster(ctx, "alice@example.test"); err == nil || time.Since(start) > time.Second {
+		t.Fatalf("timeout: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestReadyDelegates(t *testing.T) {
+	c, _ := New(Config{URL: "http://127.0.0.1:1/api", Ready: func(d string) error { return fmt.Errorf("down for %s", d) }})
+	if err := c.Ready("example.test"); err == nil || !strings.Contains(err.Error(), "example.test") {
+		t.Fatalf("Ready = %v", err)
+	}
+	c, _ = New(Config{URL: "http://127.0.0.1:1/api"})
+	if err := c.Ready("example.test"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var _ component.RosterServer = (*Client)(nil)
