@@ -166,6 +166,7 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 	}, c.router, func(err error) { sess.fail(err) })
 	if err != nil {
 		relay.Close()
+		relay.Wait()
 		return fmt.Errorf("create component: %w", err)
 	}
 	sess.comp = comp
@@ -236,6 +237,7 @@ func (c *Conn) drop(sess *session, closers *sync.WaitGroup, wait bool) {
 			c.log.Debug("closing XMPP stream", "error", err)
 		}
 		sess.relay.Close()
+		sess.relay.Wait()
 		return
 	}
 	closers.Add(1)
@@ -243,6 +245,7 @@ func (c *Conn) drop(sess *session, closers *sync.WaitGroup, wait bool) {
 		defer closers.Done()
 		_ = sess.comp.Disconnect()
 		sess.relay.Close()
+		sess.relay.Wait()
 	}()
 }
 

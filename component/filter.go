@@ -40,10 +40,11 @@ type filterRelay struct {
 	ln     net.Listener
 	server net.Conn
 
+	wg sync.WaitGroup // the relay's goroutines
+
 	mu     sync.Mutex
 	client net.Conn
 	closed bool
-	done   chan struct{}
 }
 
 // startFilterRelay dials the server (so that dial errors are the usual
@@ -58,8 +59,8 @@ func startFilterRelay(address string, timeout time.Duration) (*filterRelay, erro
 		server.Close()
 		return nil, fmt.Errorf("relay listener: %w", err)
 	}
-	r := &filterRelay{ln: ln, server: server, done: make(chan struct{})}
-	go r.run(timeout)
+	r := &filterRelay{ln: ln, server: server}
+	r.wg.Go(func() { r.run(timeout) })
 	return r, nil
 }
 
@@ -68,7 +69,6 @@ func (r *filterRelay) Addr() string { return r.ln.Addr().String() }
 
 // run accepts the library's connection and relays until either side ends.
 func (r *filterRelay) run(timeout time.Duration) {
-	defer close(r.done)
 	defer r.Close()
 	if tl, ok := r.ln.(*net.TCPListener); ok && timeout > 0 {
 		_ = tl.SetDeadline(time.Now().Add(timeout))
@@ -86,12 +86,15 @@ func (r *filterRelay) run(timeout time.Duration) {
 	}
 	r.client = client
 	r.mu.Unlock()
-	go func() {
+	r.wg.Go(func() {
 		_, _ = io.Copy(r.server, client)
 		r.Close()
-	}()
+	})
 	_ = filterStream(client, r.server)
 }
+
+// Wait waits for the relay's goroutines to end, after Close.
+func (r *filterRelay) Wait() { r.wg.Wait() }
 
 // Close ends both connections; it is safe to call more than once.
 func (r *filterRelay) Close() {
