@@ -293,21 +293,30 @@ func (c *Conn) SendIQ(ctx context.Context, iq *stanza.IQ) (*stanza.IQ, error) {
 	return c.sendIQ(ctx, sess, iq)
 }
 
-func (c *Conn) sendIQ(ctx context.Context, sess *session, iq *stanza.IQ) (reply *stanza.IQ, err error) {
+func (c *Conn) sendIQ(ctx context.Context, sess *session, iq *stanza.IQ) (*stanza.IQ, error) {
+	return c.roundTrip(ctx, sess, iqKind(iq), func(id string) error {
+		iq.Id = id
+		iq.From = c.cfg.Domain
+		return sess.comp.Send(iq)
+	})
+}
+
+// roundTrip registers a waiter for a new IQ id, has send write the IQ with
+// that id (from the component JID) on sess, and waits for the reply. kind
+// names the IQ for the observer ("get", "set", "ping").
+func (c *Conn) roundTrip(ctx context.Context, sess *session, kind string, send func(id string) error) (reply *stanza.IQ, err error) {
 	if obs := c.cfg.Observer; obs != nil {
 		start := time.Now()
-		defer func() { obs.IQDone(iqKind(iq), iqOutcome(err), time.Since(start)) }()
+		defer func() { obs.IQDone(kind, iqOutcome(err), time.Since(start)) }()
 	}
 	id, ch := c.iqs.register()
-	iq.Id = id
-	iq.From = c.cfg.Domain
 	// Registered before this check: if the session is dropped later, the
 	// drop's failAll reaches this waiter.
 	if c.session() != sess {
 		c.iqs.forget(id)
 		return nil, ErrDisconnected
 	}
-	if err := sess.comp.Send(iq); err != nil {
+	if err := send(id); err != nil {
 		c.iqs.forget(id)
 		sess.fail(err)
 		return nil, fmt.Errorf("send iq: %w", err)

@@ -320,26 +320,40 @@ func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *SyncRe
 	var added, updated, removed, failed atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
-	sem := make(chan struct{}, max(1, s.cfg.Window))
-	var wg sync.WaitGroup
-	send := func(items []stanza.RosterItem, ok *atomic.Int64) {
-		for _, item := range items {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				if err := s.server.SetRosterItem(ctx, owner, item); err != nil {
-					failed.Add(1)
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
-				ok.Add(1)
-			}()
+	// Removals first, then updates, then additions; Window workers take
+	// the next change as soon as one of theirs is answered.
+	type change struct {
+		item stanza.RosterItem
+		ok   *atomic.Int64
+	}
+	changes := make([]change, 0, plan.Len())
+	for _, part := range []struct {
+		items []stanza.RosterItem
+		ok    *atomic.Int64
+	}{{plan.Remove, &removed}, {plan.Update, &updated}, {plan.Add, &added}} {
+		for _, it := range part.items {
+			changes = append(changes, change{it, part.ok})
 		}
 	}
-	send(plan.Remove, &removed)
-	send(plan.Update, &updated)
-	send(plan.Add, &added)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(max(1, s.cfg.Window), len(changes)) {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(changes)) {
+					return
+				}
+				c := changes[i]
+				if err := s.server.SetRosterItem(ctx, owner, c.item); err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				c.ok.Add(1)
+			}
+		})
+	}
 	wg.Wait()
 	res.Added, res.Updated, res.Removed = int(added.Load()), int(updated.Load()), int(removed.Load())
 	if n := failed.Load(); n > 0 {

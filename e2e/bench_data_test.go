@@ -127,6 +127,16 @@ func (s *benchSet) populateStanzas(from string, ids *int) [][]byte {
 	return out
 }
 
+// getStanzas are one roster GET per user.
+func (s *benchSet) getStanzas(from string, ids *int) [][]byte {
+	out := make([][]byte, 0, len(s.users))
+	for _, u := range s.users {
+		*ids++
+		out = append(out, getStanza(blastID(*ids), from, u+"@"+userDomain))
+	}
+	return out
+}
+
 // updateStanzas are the SETs of the plans.
 func (s *benchSet) updateStanzas(plans []updatePlan, from string, ids *int) [][]byte {
 	var out [][]byte

@@ -69,21 +69,54 @@ func (r *serverReport) markdown() string {
 	fmt.Fprintf(&b, "### %s: %s users × %d contacts\n\n", title, num(float64(r.Users)), r.Contacts)
 	fmt.Fprintf(&b, "Sidecar: admin.concurrency %s, xmpp.window %s; refreshes of %d users per request, %d requests in flight.\n\n",
 		r.Concurrency, r.Window, *benchBatch, *benchParallel)
+	if len(r.SidecarRounds) > 0 {
+		r.mainTable(&b)
+	}
+	for _, a := range r.API {
+		fmt.Fprintf(&b, "| ejabberd HTTP API (`add_rosteritem`) vs sidecar, %d writes in flight | **%s items/s** (admin.concurrency %d, xmpp.window 1) | API: %s items/s | **%.2f** × the API | faster than the API |\n",
+			a.Concurrency, num(a.Sidecar.itemsPerSec()), a.Concurrency, num(a.API.itemsPerSec()), a.Sidecar.itemsPerSec()/a.API.itemsPerSec())
+	}
+	b.WriteString("\n")
+	r.cpuTable(&b)
+	return b.String()
+}
+
+// mainTable writes the rows of the main phases.
+func (r *serverReport) mainTable(b *strings.Builder) {
 	b.WriteString("| measure | sidecar | server limit (raw blaster) | ratio | target |\n|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| populate from empty (%s items) | **%s items/s**, %s users/s, %s | %s items/s (window %d, %s) | **%.2f** | ≥ 0.9 |\n",
-		num(float64(r.Populate.Items)), num(r.Populate.itemsPerSec()), num(r.Populate.usersPerSec()), dur(r.Populate.Wall),
-		num(r.Limit.Rate()), r.Limit.Window, dur(r.Limit.Wall), r.Populate.itemsPerSec()/r.Limit.Rate())
-	fmt.Fprintf(&b, "| update: 10%% renamed, 10%% removed, 10%% added (%s items) | **%s items/s**, %s | %s items/s (%s) | **%.2f** | ≥ 0.9 |\n",
-		num(float64(r.Update.Items)), num(r.Update.itemsPerSec()), dur(r.Update.Wall),
-		num(r.LimitUpdate.Rate()), dur(r.LimitUpdate.Wall), r.Update.itemsPerSec()/r.LimitUpdate.Rate())
+	var spop, supd, bpop, bupd []string
+	for _, sr := range r.SidecarRounds {
+		spop, supd = append(spop, num(sr.Populate.itemsPerSec())), append(supd, num(sr.Update.itemsPerSec()))
+	}
+	for _, br := range r.LimitRounds {
+		bpop, bupd = append(bpop, num(br.Populate.Rate())), append(bupd, num(br.Update.Rate()))
+	}
+	fmt.Fprintf(b, "| populate from empty (%s items) | **%s items/s**, %s users/s, %s (rounds: %s) | %s items/s, %s (window %d; rounds: %s) | **%.2f** | ≥ 0.9 |\n",
+		num(float64(r.Populate.Items)), num(r.Populate.itemsPerSec()), num(r.Populate.usersPerSec()), dur(r.Populate.Wall), strings.Join(spop, ", "),
+		num(r.Limit.Rate()), dur(r.Limit.Wall), r.Limit.Window, strings.Join(bpop, ", "), r.Populate.itemsPerSec()/r.Limit.Rate())
+	fmt.Fprintf(b, "| update: 10%% renamed, 10%% removed, 10%% added (%s items) | **%s items/s**, %s (rounds: %s) | %s items/s, %s (rounds: %s) | **%.2f** | ≥ 0.9 |\n",
+		num(float64(r.Update.Items)), num(r.Update.itemsPerSec()), dur(r.Update.Wall), strings.Join(supd, ", "),
+		num(r.LimitUpdate.Rate()), dur(r.LimitUpdate.Wall), strings.Join(bupd, ", "), r.Update.itemsPerSec()/r.LimitUpdate.Rate())
+	if g := r.LimitGet.Rate(); g > 0 && r.Users > 0 {
+		// The best an update can do when, as the diff requires, it also
+		// reads each user's roster once.
+		items := float64(r.Update.Items)
+		ceiling := items / (items/r.LimitUpdate.Rate() + float64(r.Users)/g)
+		fmt.Fprintf(b, "| … update against the limit *including* the one roster GET per user that the diff needs | %s items/s | %s items/s (blaster: %s SETs/s and %s GETs/s of %d-item rosters) | **%.2f** | |\n",
+			num(r.Update.itemsPerSec()), num(ceiling), num(r.LimitUpdate.Rate()), num(g), r.Contacts, r.Update.itemsPerSec()/ceiling)
+	}
 	verdict := "yes"
 	if r.NoOp.Sent.RosterSet != 0 || r.NoOp.Sent.RosterGet != int64(r.Users) || r.NoOpPerUser != "" {
 		verdict = "**no**"
 	}
-	fmt.Fprintf(&b, "| no-op refresh of all users | **%s users/s**, %s | — | — | 1 fetch + 1 GET per user, 0 SET: %s (counted: %d fetches, %d roster GETs, %d SETs) |\n",
-		num(r.NoOp.usersPerSec()), dur(r.NoOp.Wall), verdict, r.NoOp.Fetches, r.NoOp.Sent.RosterGet, r.NoOp.Sent.RosterSet)
+	getLimit, getRatio := "—", "—"
+	if g := r.LimitGet.Rate(); g > 0 {
+		getLimit, getRatio = num(g)+" roster GETs/s", fmt.Sprintf("%.2f", r.NoOp.usersPerSec()/g)
+	}
+	fmt.Fprintf(b, "| no-op refresh of all users | **%s users/s**, %s | %s | %s | 1 fetch + 1 GET per user, 0 SET: %s (counted: %d fetches, %d roster GETs, %d SETs) |\n",
+		num(r.NoOp.usersPerSec()), dur(r.NoOp.Wall), getLimit, getRatio, verdict, r.NoOp.Fetches, r.NoOp.Sent.RosterGet, r.NoOp.Sent.RosterSet)
 	if r.Latency.N > 0 {
-		fmt.Fprintf(&b, "| latency: one user, %d contacts changed (%d requests) | p50 **%s**, p90 %s, p99 **%s**, max %s | — | — | |\n",
+		fmt.Fprintf(b, "| latency: one user, %d contacts changed (%d requests) | p50 **%s**, p90 %s, p99 **%s**, max %s | — | — | |\n",
 			r.Latency.Changed, r.Latency.N, ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max))
 	}
 	if r.Mem.Users > 0 {
@@ -91,33 +124,50 @@ func (r *serverReport) markdown() string {
 		for _, v := range r.Mem.RSSAfter {
 			after = append(after, mib(v))
 		}
-		fmt.Fprintf(&b, "| memory: peak RSS (VmHWM) of the sidecar | %s after the runs above; **%s** after %s users (%d contacts each) in ONE request (%s); VmRSS after that run and %d no-op repeats: %s | — | — | < 64 MiB, flat |\n",
+		fmt.Fprintf(b, "| memory: peak RSS (VmHWM) of the sidecar | %s after the runs above; **%s** after %s users (%d contacts each) in ONE request (%s); VmRSS after that run and %d no-op repeats: %s | — | — | < 64 MiB, flat |\n",
 			mib(r.Mem.HWMBefore), mib(r.Mem.HWMFirst), num(float64(r.Mem.Users)), r.Mem.Contacts, dur(r.Mem.First.Wall),
 			len(r.Mem.Repeats), strings.Join(after, " → "))
 	}
-	for _, a := range r.API {
-		fmt.Fprintf(&b, "| ejabberd HTTP API (`add_rosteritem`) vs sidecar, %d writes in flight | **%s items/s** (admin.concurrency %d, xmpp.window 1) | API: %s items/s | **%.2f** × the API | faster than the API |\n",
-			a.Concurrency, num(a.Sidecar.itemsPerSec()), a.Concurrency, num(a.API.itemsPerSec()), a.Sidecar.itemsPerSec()/a.API.itemsPerSec())
-	}
-	b.WriteString("\n")
+}
 
+// cpuTable writes where the time went in every run.
+func (r *serverReport) cpuTable(b *strings.Builder) {
 	b.WriteString("Where the time goes (CPU time / wall time; 1.00 = one core busy):\n\n")
-	b.WriteString("| run | wall | items/s | server CPU | sidecar CPU | bench process CPU | IQs sent (roster GET / SET / other) |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| run | wall | items/s | server CPU | sidecar CPU | sidecar CPU per item | bench process CPU | other processes | IQs sent (roster GET / SET / other) |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, w := range r.Windows {
-		fmt.Fprintf(&b, "| blaster window %d, %s fresh users | %s | %s | %.2f | — | %.2f | 0 / %d / 0 |\n",
-			w.Window, num(float64(r.ScanUsers)), dur(w.Wall), num(w.Rate()), w.CPU.Procs[0], w.CPU.Self, w.Items)
+		fmt.Fprintf(b, "| blaster window %d, %s fresh users | %s | %s | %.2f | — | — | %.2f | %.2f | 0 / %d / 0 |\n",
+			w.Window, num(float64(r.ScanUsers)), dur(w.Wall), num(w.Rate()), w.CPU.Procs[0], w.CPU.Self, w.CPU.Other, w.Items)
 	}
-	fmt.Fprintf(&b, "| blaster populate (limit) | %s | %s | %.2f | — | %.2f | 0 / %d / 0 |\n", dur(r.Limit.Wall), num(r.Limit.Rate()), r.Limit.CPU.Procs[0], r.Limit.CPU.Self, r.Limit.Items)
-	fmt.Fprintf(&b, "| blaster update (limit) | %s | %s | %.2f | — | %.2f | 0 / %d / 0 |\n", dur(r.LimitUpdate.Wall), num(r.LimitUpdate.Rate()), r.LimitUpdate.CPU.Procs[0], r.LimitUpdate.CPU.Self, r.LimitUpdate.Items)
+	brow := func(name string, p blastPhase, gets bool) {
+		ios := fmt.Sprintf("0 / %d / 0", p.Items)
+		if gets {
+			ios = fmt.Sprintf("%d / 0 / 0", p.Items)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f | — | — | %.2f | %.2f | %s |\n", name, dur(p.Wall), num(p.Rate()), p.CPU.Procs[0], p.CPU.Self, p.CPU.Other, ios)
+	}
 	row := func(name string, p phase) {
 		if len(p.CPU.Procs) < 2 {
 			return
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %.2f | %.2f | %d / %d / %d |\n", name, dur(p.Wall), num(p.itemsPerSec()),
-			p.CPU.Procs[0], p.CPU.Procs[1], p.CPU.Self, p.Sent.RosterGet, p.Sent.RosterSet, p.Sent.OtherIQ)
+		perItem := "—"
+		if p.Items > 0 && p.CPU.Procs[1] > 0 {
+			perItem = fmt.Sprintf("%.0f µs", p.CPU.Procs[1]*p.Wall.Seconds()/float64(p.Items)*1e6)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f | %.2f | %s | %.2f | %.2f | %d / %d / %d |\n", name, dur(p.Wall), num(p.itemsPerSec()),
+			p.CPU.Procs[0], p.CPU.Procs[1], perItem, p.CPU.Self, p.CPU.Other, p.Sent.RosterGet, p.Sent.RosterSet, p.Sent.OtherIQ)
 	}
-	row("sidecar populate", r.Populate)
-	row("sidecar update", r.Update)
+	for i := range max(len(r.LimitRounds), len(r.SidecarRounds)) {
+		if i < len(r.LimitRounds) {
+			br := r.LimitRounds[i]
+			brow(fmt.Sprintf("round %d: blaster populate, window %d", i+1, br.Populate.Window), br.Populate, false)
+			brow(fmt.Sprintf("round %d: blaster update", i+1), br.Update, false)
+			brow(fmt.Sprintf("round %d: blaster roster GET per user", i+1), br.Get, true)
+		}
+		if i < len(r.SidecarRounds) {
+			row(fmt.Sprintf("round %d: sidecar populate", i+1), r.SidecarRounds[i].Populate)
+			row(fmt.Sprintf("round %d: sidecar update", i+1), r.SidecarRounds[i].Update)
+		}
+	}
 	row("sidecar no-op", r.NoOp)
 	if r.Mem.Users > 0 {
 		row(fmt.Sprintf("sidecar, %s users in one request", num(float64(r.Mem.Users))), r.Mem.First)
@@ -125,11 +175,20 @@ func (r *serverReport) markdown() string {
 			row(fmt.Sprintf("… no-op repeat %d", i+1), p)
 		}
 	}
+	for _, tu := range r.Tune {
+		name := fmt.Sprintf("tuning: sidecar, admin.concurrency %d × xmpp.window %d, %s users", tu.Concurrency, tu.Window, num(float64(tu.Run.Users)))
+		if tu.Direct {
+			name += ", no proxy"
+		}
+		if tu.Blaster {
+			name = fmt.Sprintf("tuning: blaster, window %d, %s users", tu.Window, num(float64(tu.Run.Users)))
+		}
+		row(name, tu.Run)
+	}
 	for _, a := range r.API {
-		fmt.Fprintf(&b, "| ejabberd API, %d calls in flight, %s users | %s | %s | %.2f | — | %.2f | (HTTP) |\n", a.Concurrency, num(float64(a.API.Users)), dur(a.API.Wall), num(a.API.itemsPerSec()), a.API.CPU.Procs[0], a.API.CPU.Self)
+		fmt.Fprintf(b, "| ejabberd API, %d calls in flight, %s users | %s | %s | %.2f | — | — | %.2f | %.2f | (HTTP) |\n", a.Concurrency, num(float64(a.API.Users)), dur(a.API.Wall), num(a.API.itemsPerSec()), a.API.CPU.Procs[0], a.API.CPU.Self, a.API.CPU.Other)
 		row(fmt.Sprintf("sidecar, %d SETs in flight, %s users", a.Concurrency, num(float64(a.Sidecar.Users))), a.Sidecar)
 	}
-	return b.String()
 }
 
 // num formats a count or rate with thousands separators.

@@ -84,17 +84,38 @@ func selfCPU() time.Duration {
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 
+// machineBusy returns the CPU time all processes of the machine used so far
+// (every /proc/stat "cpu" column but idle and iowait).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var ticks int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
 // cpuMeter measures the CPU used by the server, the sidecar and the
 // benchmark process itself over a phase.
 type cpuMeter struct {
 	procs []*Process
 	start []time.Duration
 	self  time.Duration
+	all   time.Duration
 	at    time.Time
 }
 
 func startCPU(procs ...*Process) *cpuMeter {
-	m := &cpuMeter{procs: procs, self: selfCPU(), at: time.Now()}
+	m := &cpuMeter{procs: procs, self: selfCPU(), all: machineBusy(), at: time.Now()}
 	for _, p := range procs {
 		m.start = append(m.start, groupCPU(p.cmd.Process.Pid))
 	}
@@ -105,14 +126,20 @@ func startCPU(procs ...*Process) *cpuMeter {
 type cpuUse struct {
 	Procs []float64 // in the order given to startCPU
 	Self  float64
+	// Other is what every other process of the machine used: near 0 on
+	// a quiet machine, else the figures are disturbed.
+	Other float64
 }
 
 func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at).Seconds()
 	u := cpuUse{Self: (selfCPU() - m.self).Seconds() / wall}
+	u.Other = (machineBusy()-m.all).Seconds()/wall - u.Self
 	for i, p := range m.procs {
 		u.Procs = append(u.Procs, (groupCPU(p.cmd.Process.Pid)-m.start[i]).Seconds()/wall)
+		u.Other -= u.Procs[i]
 	}
+	u.Other = max(0, u.Other)
 	return u
 }
 

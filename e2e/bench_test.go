@@ -27,7 +27,7 @@ var (
 	benchOut      = flag.String("bench.out", "", "write the report (Markdown) into this file, keeping text outside its markers")
 	benchBatch    = flag.Int("bench.batch", 100, "users per refresh request")
 	benchParallel = flag.Int("bench.parallel", 2, "refresh requests in flight")
-	benchWindows  = flag.String("bench.windows", "1,16,64", "blaster windows (IQs in flight) tried; the best one is the server limit")
+	benchWindows  = flag.String("bench.windows", "1,4,8,16,32,64", "blaster windows (IQs in flight) tried; the best one is the server limit")
 	benchScan     = flag.Int("bench.scanusers", 200, "users (fresh, -bench.contacts each) per blaster window trial; the best window then runs on -bench.users")
 	benchLatency  = flag.Int("bench.latency", 200, "single-user refreshes timed for the latency row")
 	benchBig      = flag.Int("bench.bigusers", 10000, "users refreshed in ONE request for the memory row (0 skips it)")
@@ -37,6 +37,9 @@ var (
 	benchWindow   = flag.Int("bench.window", 0, "the sidecar's xmpp.window (0: its default)")
 	benchAPIConc  = flag.String("bench.apiconcurrency", "8,32", "ejabberd: add_rosteritem calls in flight, each compared with the sidecar at as many SETs in flight (admin.concurrency=C, xmpp.window=1); empty skips")
 	benchAPIUsers = flag.Int("bench.apiusers", 250, "ejabberd: users (-bench.contacts each) per HTTP API or equal-concurrency trial")
+	benchRounds   = flag.Int("bench.rounds", 3, "populate+update rounds of the blaster and of the sidecar, alternated, each on a fresh server; the median is reported")
+	benchTune     = flag.String("bench.tune", "", "extra populate runs of -bench.tuneusers users, each on a fresh server, to choose defaults: CxW is the sidecar with admin.concurrency C and xmpp.window W (CxWd: without the counting proxy), bW the blaster with window W; e.g. b16,8x16,16x4d")
+	benchTuneN    = flag.Int("bench.tuneusers", 500, "users (-bench.contacts each) per -bench.tune run")
 	benchPprof    = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate (builds it with -tags pprof)")
 )
 
@@ -72,6 +75,27 @@ type apiTrial struct {
 	APIErr, SCErr string
 }
 
+// blastRound is one blaster populate, update and read on a fresh server.
+type blastRound struct {
+	Populate, Update, Get blastPhase
+}
+
+// sidecarRound is one sidecar populate and update on a fresh server.
+type sidecarRound struct {
+	Populate, Update phase
+}
+
+// tuneRun is a populate with other sidecar settings, or by the blaster.
+type tuneRun struct {
+	Spec                string
+	Blaster, Direct     bool
+	Concurrency, Window int
+	Burn                float64  // blaster: cores burnt by a busy loop meanwhile
+	Env                 []string // sidecar: extra environment
+	Binary              string   // sidecar: another roster-sidecar binary
+	Run                 phase
+}
+
 // memRun is the sidecar's memory in the big run.
 type memRun struct {
 	Users, Contacts int
@@ -96,13 +120,17 @@ type serverReport struct {
 	Users, Contacts     int
 	Windows             []blastPhase
 	ScanUsers           int
-	Limit, LimitUpdate  blastPhase
-	Populate, Update    phase
+	Limit, LimitUpdate  blastPhase // the median rounds
+	LimitGet            blastPhase // one roster GET per user after the update
+	Populate, Update    phase      // the median rounds
+	LimitRounds         []blastRound
+	SidecarRounds       []sidecarRound
 	NoOp                phase
 	NoOpPerUser         string // "" when exactly one fetch per user, else what differed
 	Latency             latency
 	Mem                 memRun
 	API                 []apiTrial
+	Tune                []tuneRun
 	Concurrency, Window string
 	Notes               []string
 }
@@ -153,81 +181,107 @@ func TestBench(t *testing.T) {
 	}
 }
 
-// runBench runs every phase against a fresh server of kind r.
+// runBench runs every phase of one server. Each measured run starts on a
+// fresh server (new process, empty data) that holds exactly its users, so
+// that the blaster and the sidecar meet the same server state.
 func runBench(t *testing.T, r Runner) *serverReport {
 	n, k := *benchUsers, *benchContacts
 	rep := &serverReport{Name: r.Name, Users: n, Contacts: k, ScanUsers: *benchScan}
 	ctx := context.Background()
-	srv := r.Start(t)
 
-	// Every user of every phase is created up front: the server must know
-	// users before their rosters are written (Prosody refuses otherwise).
-	windows := parseInts(t, *benchWindows)
-	var sets []*benchSet
-	newSet := func(prefix string, n, k int) *benchSet {
-		s := newBenchSet(prefix, n, k)
-		sets = append(sets, s)
-		return s
+	backend := NewBackend(t)
+	if *benchRounds > 0 {
+		mainPhases(t, ctx, r, rep, backend)
 	}
+
+	// 4. Other sidecar settings, each on a fresh server.
+	for _, tu := range parseTune(t, *benchTune) {
+		set := newBenchSet("tune", *benchTuneN, k)
+		if tu.Blaster {
+			srv := freshServer(t, r, set)
+			comp := dialBlaster(t, ctx, srv)
+			ids := 0
+			stopBurn := burn(tu.Burn)
+			b := blastRunFlush(t, ctx, comp, srv, set.populateStanzas(srv.ComponentDomain, &ids), tu.Window, tu.Direct)
+			stopBurn()
+			comp.close()
+			srv.Process.Stop(time.Minute)
+			tu.Run = phase{Users: len(set.users), Items: b.Items, Wall: b.Wall, CPU: cpuUse{Procs: []float64{b.CPU.Procs[0], 0}, Self: b.CPU.Self, Other: b.CPU.Other}}
+			tu.Run.Sent.RosterSet = int64(b.Items)
+		} else {
+			srv := freshServer(t, r, set)
+			set.serve(backend)
+			o := benchSidecarOptions(tu.Concurrency, tu.Window)
+			o.Env = append(o.Env, tu.Env...)
+			defaultBinary := sidecarBinary
+			if tu.Binary != "" {
+				sidecarBinary = tu.Binary
+			}
+			var sc *Sidecar
+			var ref *refresher
+			proxy, err := startIQProxy(srv.ComponentAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tu.Direct {
+				sc = StartSidecar(t, srv, backend, o)
+				ref = newRefresher(sc.Admin.BaseURL, o.Token)
+			} else {
+				sc, proxy, ref = startBenchSidecar(t, srv, backend, o)
+			}
+			sidecarBinary = defaultBinary
+			tu.Run = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
+			tu.Run.Items = tu.Run.Totals.Added
+			expectTotals(t, "tuning populate", tu.Run, set.items(), 0, 0)
+			sc.Stop(30 * time.Second)
+			proxy.Close()
+			srv.Process.Stop(time.Minute)
+		}
+		rep.Tune = append(rep.Tune, tu)
+		t.Logf("%s: tuning %s: %.0f items/s (server CPU %.2f)", r.Name, tu.Spec, tu.Run.itemsPerSec(), tu.Run.CPU.Procs[0])
+	}
+
+	// 5. ejabberd's own HTTP API against the sidecar at equal concurrency,
+	// each on a fresh server.
+	if r.Name == "ejabberd" {
+		for _, c := range parseInts(t, *benchAPIConc) {
+			rep.API = append(rep.API, apiTrialRun(t, ctx, r, backend, c))
+		}
+	}
+	return rep
+}
+
+// mainPhases measures the server limit and the sidecar (rounds, no-op,
+// latency, memory).
+func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, backend *Backend) {
+	n, k := rep.Users, rep.Contacts
+	// 1. The server limit, with no sidecar connected: Prosody refuses a
+	// second connection for the same component JID, and on ejabberd closing
+	// the blaster's connection would take the sidecar's privileges away.
+	windows := parseInts(t, *benchWindows)
 	scan := make([]*benchSet, len(windows))
 	for i, w := range windows {
-		scan[i] = newSet("w"+strconv.Itoa(w)+"u", *benchScan, k)
+		scan[i] = newBenchSet("w"+strconv.Itoa(w)+"u", *benchScan, k)
 	}
-	limitSet := newSet("lim", n, k)
-	popSet := newSet("pop", n, k)
-	var bigSet *benchSet
-	if *benchBig > 0 {
-		bigSet = newSet("big", *benchBig, *benchBigK)
-	}
-	apiConc := parseInts(t, *benchAPIConc)
-	var apiSets, scSets []*benchSet
-	if r.Name == "ejabberd" {
-		for _, c := range apiConc {
-			apiSets = append(apiSets, newSet("api"+strconv.Itoa(c)+"u", *benchAPIUsers, k))
-			scSets = append(scSets, newSet("eq"+strconv.Itoa(c)+"u", *benchAPIUsers, k))
-		}
-	}
-	var all []string
-	for _, s := range sets {
-		all = append(all, s.users...)
-	}
-	srv.CreateUsers(t, all...)
-
-	// 1. The server limit, before any sidecar connects: a second connection
-	// with the same component JID is refused by Prosody, and on ejabberd
-	// closing it would take the sidecar's privileges away.
-	comp, err := dialComponent(ctx, srv.ComponentAddr, srv.ComponentDomain, srv.ComponentSecret)
-	if err != nil {
-		t.Fatalf("blaster: %v", err)
-	}
+	srv := freshServer(t, r, scan...)
+	comp := dialBlaster(t, ctx, srv)
 	ids := 0
-	best := blastPhase{}
+	var ranked []blastPhase
 	for i, w := range windows {
-		st := scan[i].populateStanzas(srv.ComponentDomain, &ids)
-		res := blastRun(t, ctx, comp, srv, st, w)
+		res := blastRun(t, ctx, comp, srv, scan[i].populateStanzas(srv.ComponentDomain, &ids), w)
 		rep.Windows = append(rep.Windows, res)
+		ranked = append(ranked, res)
 		t.Logf("%s: blaster window %d: %d items in %v: %.0f items/s (errors %d)", r.Name, w, res.Items, res.Wall.Round(time.Millisecond), res.Rate(), res.Errors)
-		if res.Rate() > best.Rate() {
-			best = res
-		}
 	}
-	rep.Limit = blastRun(t, ctx, comp, srv, limitSet.populateStanzas(srv.ComponentDomain, &ids), best.Window)
-	t.Logf("%s: server limit (populate, window %d): %.0f items/s", r.Name, best.Window, rep.Limit.Rate())
-	limitPlans := limitSet.mutate()
-	rep.LimitUpdate = blastRun(t, ctx, comp, srv, limitSet.updateStanzas(limitPlans, srv.ComponentDomain, &ids), best.Window)
-	t.Logf("%s: server limit (update, window %d): %.0f items/s", r.Name, best.Window, rep.LimitUpdate.Rate())
 	comp.close()
+	srv.Process.Stop(time.Minute)
+	slices.SortFunc(ranked, func(a, b blastPhase) int { return cmpFloat(b.Rate(), a.Rate()) })
 
-	// 2. The sidecar, through a proxy that counts the IQs it sends.
-	proxy, err := startIQProxy(srv.ComponentAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	backend := NewBackend(t)
-	for _, s := range sets {
-		s.serve(backend)
-	}
+	// 2. Rounds: the blaster and the sidecar alternately populate and
+	// update N users on a fresh server each time. In the first round the
+	// two best windows of the scan both run on N users; the faster one is
+	// used from then on.
+	window := ranked[0].Window
 	opts := benchSidecarOptions(*benchConc, *benchWindow)
 	var pprofAddr string
 	if *benchPprof != "" {
@@ -235,47 +289,81 @@ func runBench(t *testing.T, r Runner) *serverReport {
 		opts.Env = append(opts.Env, "ROSTER_SIDECAR_PPROF_LISTEN="+pprofAddr)
 	}
 	rep.Concurrency, rep.Window = settingOrDefault(*benchConc), settingOrDefault(*benchWindow)
-	via := *srv
-	via.ComponentAddr = proxy.Addr()
-	sc := StartSidecar(t, &via, backend, opts)
-	ref := newRefresher(sc.Admin.BaseURL, opts.Token)
-
-	// populate
-	var profDone chan error
-	if pprofAddr != "" {
-		secs := max(1, int(0.8*float64(popSet.items())/rep.Limit.Rate()))
-		profDone = make(chan error, 1)
-		go func() {
-			profDone <- fetchProfile(ctx, "http://"+pprofAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(secs),
-				filepath.Join(*benchPprof, r.Name+"-populate-cpu.pprof"))
-		}()
-	}
-	rep.Populate = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, popSet.users, *benchBatch, *benchParallel)
-	rep.Populate.Items = rep.Populate.Totals.Added
-	expectTotals(t, "populate", rep.Populate, popSet.items(), 0, 0)
-	if profDone != nil {
-		if err := <-profDone; err != nil {
-			t.Errorf("cpu profile: %v", err)
+	var (
+		popSet *benchSet
+		sc     *Sidecar
+		proxy  *iqProxy
+		ref    *refresher
+	)
+	rounds := max(1, *benchRounds)
+	for round := range rounds {
+		candidates := []int{window}
+		if round == 0 && len(ranked) > 1 {
+			candidates = append(candidates, ranked[1].Window)
 		}
-		if err := fetchProfile(ctx, "http://"+pprofAddr+"/debug/pprof/allocs", filepath.Join(*benchPprof, r.Name+"-populate-allocs.pprof")); err != nil {
-			t.Errorf("allocs profile: %v", err)
+		var best blastRound
+		for i, w := range candidates {
+			br := blasterRound(t, ctx, r, n, k, w)
+			t.Logf("%s: round %d: blaster window %d: populate %.0f items/s, update %.0f items/s, %.0f roster GETs/s",
+				r.Name, round+1, w, br.Populate.Rate(), br.Update.Rate(), br.Get.Rate())
+			if i == 0 || br.Populate.Rate() > best.Populate.Rate() {
+				best, window = br, w
+			}
+		}
+		rep.LimitRounds = append(rep.LimitRounds, best)
+
+		popSet = newBenchSet("pop", n, k)
+		srv = freshServer(t, r, popSet)
+		popSet.serve(backend)
+		sc, proxy, ref = startBenchSidecar(t, srv, backend, opts)
+		var sr sidecarRound
+		// populate, profiled in the last round
+		var profDone chan error
+		if pprofAddr != "" && round == rounds-1 {
+			secs := max(1, int(0.8*float64(popSet.items())/best.Populate.Rate()))
+			profDone = make(chan error, 1)
+			go func() {
+				profDone <- fetchProfile(ctx, "http://"+pprofAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(secs),
+					filepath.Join(*benchPprof, r.Name+"-populate-cpu.pprof"))
+			}()
+		}
+		sr.Populate = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, popSet.users, *benchBatch, *benchParallel)
+		sr.Populate.Items = sr.Populate.Totals.Added
+		expectTotals(t, "populate", sr.Populate, popSet.items(), 0, 0)
+		if profDone != nil {
+			if err := <-profDone; err != nil {
+				t.Errorf("cpu profile: %v", err)
+			}
+			if err := fetchProfile(ctx, "http://"+pprofAddr+"/debug/pprof/allocs", filepath.Join(*benchPprof, r.Name+"-populate-allocs.pprof")); err != nil {
+				t.Errorf("allocs profile: %v", err)
+			}
+		}
+		// update
+		plans := popSet.mutate()
+		popSet.serve(backend)
+		var adds, renames, removes int
+		for _, p := range plans {
+			adds, renames, removes = adds+len(p.added), renames+len(p.renamed), removes+len(p.removed)
+		}
+		sr.Update = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, popSet.users, *benchBatch, *benchParallel)
+		sr.Update.Items = sr.Update.Totals.Added + sr.Update.Totals.Updated + sr.Update.Totals.Removed
+		expectTotals(t, "update", sr.Update, adds, renames, removes)
+		rep.SidecarRounds = append(rep.SidecarRounds, sr)
+		t.Logf("%s: round %d: sidecar: populate %.0f items/s (%.0f users/s), update %.0f items/s", r.Name, round+1,
+			sr.Populate.itemsPerSec(), sr.Populate.usersPerSec(), sr.Update.itemsPerSec())
+		if round < rounds-1 { // the last round's sidecar and server stay for the rest
+			sc.Stop(30 * time.Second)
+			srv.Process.Stop(time.Minute)
 		}
 	}
-	t.Logf("%s: populate: %.0f users/s, %.0f items/s, ratio %.2f", r.Name, rep.Populate.usersPerSec(), rep.Populate.itemsPerSec(), rep.Populate.itemsPerSec()/rep.Limit.Rate())
+	rep.Limit = medianBy(rep.LimitRounds, func(b blastRound) float64 { return b.Populate.Rate() }).Populate
+	rep.LimitUpdate = medianBy(rep.LimitRounds, func(b blastRound) float64 { return b.Update.Rate() }).Update
+	rep.LimitGet = medianBy(rep.LimitRounds, func(b blastRound) float64 { return b.Get.Rate() }).Get
+	rep.Populate = medianBy(rep.SidecarRounds, func(s sidecarRound) float64 { return s.Populate.itemsPerSec() }).Populate
+	rep.Update = medianBy(rep.SidecarRounds, func(s sidecarRound) float64 { return s.Update.itemsPerSec() }).Update
+	t.Logf("%s: medians: populate %.2f of the limit, update %.2f", r.Name, rep.Populate.itemsPerSec()/rep.Limit.Rate(), rep.Update.itemsPerSec()/rep.LimitUpdate.Rate())
 
-	// update
-	plans := popSet.mutate()
-	popSet.serve(backend)
-	var adds, renames, removes int
-	for _, p := range plans {
-		adds, renames, removes = adds+len(p.added), renames+len(p.renamed), removes+len(p.removed)
-	}
-	rep.Update = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, popSet.users, *benchBatch, *benchParallel)
-	rep.Update.Items = rep.Update.Totals.Added + rep.Update.Totals.Updated + rep.Update.Totals.Removed
-	expectTotals(t, "update", rep.Update, adds, renames, removes)
-	t.Logf("%s: update: %.0f items/s, ratio %.2f", r.Name, rep.Update.itemsPerSec(), rep.Update.itemsPerSec()/rep.LimitUpdate.Rate())
-
-	// no-op
+	// 3. On the last round's server and sidecar: no-op, latency, memory.
 	before := len(backend.Requests(""))
 	rep.NoOp = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, popSet.users, *benchBatch, *benchParallel)
 	expectTotals(t, "no-op", rep.NoOp, 0, 0, 0)
@@ -292,7 +380,14 @@ func runBench(t *testing.T, r Runner) *serverReport {
 	// memory
 	pid := sc.cmd.Process.Pid
 	rep.Mem.HWMBefore, _ = procStatus(pid, "VmHWM")
-	if bigSet != nil {
+	if *benchBig > 0 {
+		bigSet := newBenchSet("big", *benchBig, *benchBigK)
+		if r.Name == "prosody" {
+			// ejabberd stores rosters of users that do not exist, and
+			// creating 10,000 accounts there takes a minute of hashing.
+			srv.CreateUsers(t, bigSet.users...)
+		}
+		bigSet.serve(backend)
 		rep.Mem.Users, rep.Mem.Contacts = len(bigSet.users), *benchBigK
 		rep.Mem.First = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, bigSet.users, len(bigSet.users), 1)
 		rep.Mem.First.Items = rep.Mem.First.Totals.Added
@@ -315,15 +410,82 @@ func runBench(t *testing.T, r Runner) *serverReport {
 			r.Name, rep.Mem.HWMBefore, rep.Mem.HWMFirst, len(bigSet.users), rep.Mem.RSSAfter)
 	}
 	sc.Alive(t)
+	sc.Stop(30 * time.Second)
+	srv.Process.Stop(time.Minute)
 
-	// 3. ejabberd's own HTTP API against the sidecar at equal concurrency.
-	if r.Name == "ejabberd" && len(apiConc) > 0 {
-		sc.Stop(30 * time.Second)
-		for i, c := range apiConc {
-			rep.API = append(rep.API, apiTrialRun(t, ctx, srv, &via, backend, proxy, apiSets[i], scSets[i], c))
-		}
+}
+
+// blasterRound populates n users with k contacts each on a fresh server,
+// applies the update, then reads every roster once.
+func blasterRound(t *testing.T, ctx context.Context, r Runner, n, k, window int) blastRound {
+	t.Helper()
+	set := newBenchSet("lim", n, k)
+	srv := freshServer(t, r, set)
+	defer srv.Process.Stop(time.Minute)
+	comp := dialBlaster(t, ctx, srv)
+	defer comp.close()
+	ids := 0
+	var br blastRound
+	br.Populate = blastRun(t, ctx, comp, srv, set.populateStanzas(srv.ComponentDomain, &ids), window)
+	plans := set.mutate()
+	br.Update = blastRun(t, ctx, comp, srv, set.updateStanzas(plans, srv.ComponentDomain, &ids), window)
+	br.Get = blastRun(t, ctx, comp, srv, set.getStanzas(srv.ComponentDomain, &ids), window)
+	return br
+}
+
+// medianBy returns the element of xs with the median value of f (the
+// lower middle one for an even count).
+func medianBy[T any](xs []T, f func(T) float64) T {
+	s := slices.Clone(xs)
+	slices.SortFunc(s, func(a, b T) int { return cmpFloat(f(a), f(b)) })
+	return s[(len(s)-1)/2]
+}
+
+// freshServer starts a server of kind r and creates the users of sets.
+func freshServer(t *testing.T, r Runner, sets ...*benchSet) *Server {
+	t.Helper()
+	srv := r.Start(t)
+	var users []string
+	for _, s := range sets {
+		users = append(users, s.users...)
 	}
-	return rep
+	srv.CreateUsers(t, users...)
+	return srv
+}
+
+// dialBlaster connects the blaster to srv's component port.
+func dialBlaster(t *testing.T, ctx context.Context, srv *Server) *rawComponent {
+	t.Helper()
+	comp, err := dialComponent(ctx, srv.ComponentAddr, srv.ComponentDomain, srv.ComponentSecret)
+	if err != nil {
+		t.Fatalf("blaster: %v", err)
+	}
+	return comp
+}
+
+// startBenchSidecar starts a sidecar connected to srv through a new
+// counting proxy, and a client of its admin API.
+func startBenchSidecar(t *testing.T, srv *Server, backend *Backend, opts SidecarOptions) (*Sidecar, *iqProxy, *refresher) {
+	t.Helper()
+	proxy, err := startIQProxy(srv.ComponentAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	via := *srv
+	via.ComponentAddr = proxy.Addr()
+	sc := StartSidecar(t, &via, backend, opts)
+	return sc, proxy, newRefresher(sc.Admin.BaseURL, opts.Token)
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func settingOrDefault(v int) string {
@@ -359,8 +521,16 @@ func benchSidecarOptions(concurrency, window int) SidecarOptions {
 // blastRun runs one blast and fails the test on errors.
 func blastRun(t *testing.T, ctx context.Context, comp *rawComponent, srv *Server, stanzas [][]byte, window int) blastPhase {
 	t.Helper()
+	return blastRunFlush(t, ctx, comp, srv, stanzas, window, false)
+}
+
+// blastRunFlush is blastRun; with each every stanza has its own write.
+func blastRunFlush(t *testing.T, ctx context.Context, comp *rawComponent, srv *Server, stanzas [][]byte, window int, each bool) blastPhase {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
 	m := startCPU(srv.Process)
-	res, err := comp.blast(ctx, stanzas, window)
+	res, err := comp.blastFlush(ctx, stanzas, window, each)
 	cpu := m.stop()
 	if err != nil {
 		t.Fatalf("blaster (window %d): %v", window, err)
@@ -451,28 +621,34 @@ func measureLatency(t *testing.T, ctx context.Context, ref *refresher, backend *
 	return latency{N: n, Changed: changed, P50: q(0.50), P90: q(0.90), P99: q(0.99), Max: times[len(times)-1]}
 }
 
-// apiTrialRun writes apiSet through ejabberd's add_rosteritem with c calls
-// in flight, then scSet through a sidecar with c SETs in flight.
-func apiTrialRun(t *testing.T, ctx context.Context, srv, via *Server, backend *Backend, proxy *iqProxy, apiSet, scSet *benchSet, c int) apiTrial {
+// apiTrialRun writes a set through ejabberd's add_rosteritem with c calls
+// in flight, and the same set through a sidecar with c SETs in flight
+// (admin.concurrency c, xmpp.window 1), each on a fresh server.
+func apiTrialRun(t *testing.T, ctx context.Context, r Runner, backend *Backend, c int) apiTrial {
 	t.Helper()
 	tr := apiTrial{Concurrency: c}
+	set := newBenchSet("api", *benchAPIUsers, *benchContacts)
+	srv := freshServer(t, r, set)
 	api := newEjabberdAPI(srv)
 	m := startCPU(srv.Process)
 	start := time.Now()
-	n, err := api.addRosterItems(ctx, apiSet, c)
-	tr.API = phase{Users: len(apiSet.users), Items: n, Wall: time.Since(start), CPU: m.stop()}
+	n, err := api.addRosterItems(ctx, set, c)
+	tr.API = phase{Users: len(set.users), Items: n, Wall: time.Since(start), CPU: m.stop()}
+	srv.Process.Stop(time.Minute)
 	if err != nil {
 		tr.APIErr = err.Error()
 		t.Errorf("ejabberd API at %d in flight: %v", c, err)
 	}
 	t.Logf("ejabberd API, %d calls in flight: %d items in %v: %.0f items/s", c, n, tr.API.Wall.Round(time.Millisecond), tr.API.itemsPerSec())
 
-	sc := StartSidecar(t, via, backend, benchSidecarOptions(c, 1))
-	ref := newRefresher(sc.Admin.BaseURL, adminToken)
-	tr.Sidecar = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, scSet.users, *benchBatch, *benchParallel)
+	srv = freshServer(t, r, set)
+	set.serve(backend)
+	sc, proxy, ref := startBenchSidecar(t, srv, backend, benchSidecarOptions(c, 1))
+	tr.Sidecar = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
 	tr.Sidecar.Items = tr.Sidecar.Totals.Added
-	expectTotals(t, "equal-concurrency populate", tr.Sidecar, scSet.items(), 0, 0)
+	expectTotals(t, "equal-concurrency populate", tr.Sidecar, set.items(), 0, 0)
 	sc.Stop(30 * time.Second)
+	srv.Process.Stop(time.Minute)
 	t.Logf("sidecar, %d SETs in flight: %.0f items/s", c, tr.Sidecar.itemsPerSec())
 	return tr
 }
@@ -500,6 +676,73 @@ func fetchProfile(ctx context.Context, url, file string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// burn keeps a goroutine busy for the given share of one core (in 10 ms
+// slices) until the returned function is called.
+func burn(cores float64) (stop func()) {
+	if cores <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			busyUntil := time.Now().Add(time.Duration(cores * float64(10*time.Millisecond)))
+			for time.Now().Before(busyUntil) {
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Duration((1 - cores) * float64(10*time.Millisecond))):
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// parseTune parses the -bench.tune list.
+func parseTune(t *testing.T, s string) []tuneRun {
+	t.Helper()
+	var out []tuneRun
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		tu := tuneRun{Spec: f}
+		f, tu.Binary, _ = strings.Cut(f, "@")
+		f, extra, _ := strings.Cut(f, "+")
+		if w, ok := strings.CutPrefix(f, "b"); ok {
+			// bW, or buW: every stanza in its own write
+			w, each := strings.CutPrefix(w, "u")
+			wi, err := strconv.Atoi(w)
+			if err != nil || wi < 1 {
+				t.Fatalf("-bench.tune: %q is not bWINDOW or buWINDOW", f)
+			}
+			tu.Blaster, tu.Window, tu.Direct = true, wi, each
+			if extra != "" {
+				if tu.Burn, err = strconv.ParseFloat(extra, 64); err != nil {
+					t.Fatalf("-bench.tune: %q: +%s is not a number of cores", f, extra)
+				}
+			}
+			out = append(out, tu)
+			continue
+		}
+		spec, direct := strings.CutSuffix(f, "d")
+		c, w, ok := strings.Cut(spec, "x")
+		ci, err1 := strconv.Atoi(c)
+		wi, err2 := strconv.Atoi(w)
+		if !ok || err1 != nil || err2 != nil || ci < 1 || wi < 1 {
+			t.Fatalf("-bench.tune: %q is not CONCURRENCYxWINDOW", f)
+		}
+		tu.Direct, tu.Concurrency, tu.Window = direct, ci, wi
+		if extra != "" {
+			tu.Env = strings.Split(extra, "+")
+		}
+		out = append(out, tu)
+	}
+	return out
 }
 
 func parseInts(t *testing.T, s string) []int {

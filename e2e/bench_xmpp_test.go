@@ -173,6 +173,12 @@ func (r blastResult) Rate() float64 { return float64(r.Items) / r.Wall.Seconds()
 // blast writes stanzas keeping at most window without reply, and returns
 // when every one was answered.
 func (c *rawComponent) blast(ctx context.Context, stanzas [][]byte, window int) (blastResult, error) {
+	return c.blastFlush(ctx, stanzas, window, false)
+}
+
+// blastFlush is blast; with each it writes every stanza with its own
+// write, as a client without write coalescing does.
+func (c *rawComponent) blastFlush(ctx context.Context, stanzas [][]byte, window int, each bool) (blastResult, error) {
 	res := blastResult{Window: window, Items: len(stanzas)}
 	sem := make(chan struct{}, window)
 	w := bufio.NewWriterSize(c.conn, 64<<10)
@@ -219,6 +225,11 @@ func (c *rawComponent) blast(ctx context.Context, stanzas [][]byte, window int) 
 		if _, err := w.Write(s); err != nil {
 			return res, fmt.Errorf("write: %w", err)
 		}
+		if each {
+			if err := w.Flush(); err != nil {
+				return res, fmt.Errorf("write: %w", err)
+			}
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return res, fmt.Errorf("write: %w", err)
@@ -261,6 +272,17 @@ func setStanza(id, from, owner string, c Contact, remove bool) []byte {
 		b.WriteString("</group>")
 	}
 	b.WriteString("</item></query></iq>")
+	return b.Bytes()
+}
+
+// getStanza encodes a privileged roster GET, as the sidecar sends it.
+func getStanza(id, from, owner string) []byte {
+	var b bytes.Buffer
+	b.WriteString(`<iq type="get" id="` + id + `" from="`)
+	xmlEscape(&b, from)
+	b.WriteString(`" to="`)
+	xmlEscape(&b, owner)
+	b.WriteString(`"><query xmlns="jabber:iq:roster"></query></iq>`)
 	return b.Bytes()
 }
 
