@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= roster-sidecar
 FUZZTIME ?= 10s
 
-.PHONY: all build test lint unit e2e fuzz demo servers clean check-deploy browser-test
+.PHONY: all build test lint unit e2e fuzz demo servers clean check-deploy browser-test bench
 
 all: build
 
@@ -47,6 +47,11 @@ check-deploy:
 browser-test:
 	bash e2e/browser/install.sh
 	$(GO) test -tags 'e2e browser' -count=1 -timeout 10m -v -run '^TestBrowser' ./e2e/
+
+## bench: the benchmark against real servers (docs/BENCHMARKS.md); BENCH_ARGS for other sizes.
+BENCH_ARGS ?= -bench.users=1000 -bench.contacts=20 -bench.servers=prosody,ejabberd
+bench:
+	$(GO) test -tags 'e2e bench' -run '^TestBench$$' -v -timeout 60m ./e2e/ -args $(BENCH_ARGS) -bench.out=$(CURDIR)/docs/BENCHMARKS.md
 
 ## servers: install Prosody 13 + mod_privilege and ejabberd 24.12 from Debian packages (root).
 servers:
