@@ -2,6 +2,7 @@ package component
 
 import (
 	"slices"
+	"strings"
 
 	"gosrc.io/xmpp/stanza"
 	"mellium.im/xmpp/jid"
@@ -82,11 +83,31 @@ func differences(got stanza.RosterItem, want rosterhttp.Item, compareSub bool) [
 // normaliseJID returns the PRECIS form of s, or s itself when it does not
 // parse (such an item can only be removed, under its own spelling).
 func normaliseJID(s string) string {
+	if alreadyNormal(s) {
+		return s
+	}
 	j, err := jid.Parse(s)
 	if err != nil {
 		return s
 	}
 	return j.Bare().String()
+}
+
+// alreadyNormal reports whether normalising s cannot change it, without
+// the cost of PRECIS (most of Diff's time): s holds only lowercase ASCII
+// letters, digits, '.', '-', '_' and '@', which PRECIS and IDNA leave
+// alone, no "xn--" (an A-label becomes a U-label) and no final '.' (it is
+// stripped). Such an s either parses to itself or does not parse, and
+// normaliseJID returns s both ways. Servers send JIDs normalised, so this
+// is the common case.
+func alreadyNormal(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_' || c == '@') {
+			return false
+		}
+	}
+	return !strings.HasSuffix(s, ".") && !strings.Contains(s, "xn--")
 }
 
 func subscriptionOf(it stanza.RosterItem) string {

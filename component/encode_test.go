@@ -3,9 +3,11 @@ package component
 import (
 	"bytes"
 	"encoding/xml"
+	"strings"
 	"testing"
 
 	"gosrc.io/xmpp/stanza"
+	"mellium.im/xmpp/jid"
 )
 
 // marshalRosterSet encodes a roster SET the way the library's Send does.
@@ -59,6 +61,38 @@ func FuzzAppendRosterSet(f *testing.F) {
 		want := marshalRosterSet(t, "rs1-2", "roster.example.test", to, it)
 		if !bytes.Equal(got, want) {
 			t.Errorf("item %+v to %q:\n got %s\nwant %s", it, to, got, want)
+		}
+	})
+}
+
+// normaliseJIDSlow is normaliseJID without the fast path.
+func normaliseJIDSlow(s string) string {
+	j, err := jid.Parse(s)
+	if err != nil {
+		return s
+	}
+	return j.Bare().String()
+}
+
+func TestNormaliseJIDFastPath(t *testing.T) {
+	for _, s := range []string{
+		"a@b", "contact12@example.test", "example.test", "a.b-c_d@e-f.g", "1.2.3.4", "a@1.2.3.4",
+		"a@example.test.", "a@xn--caf-dma.test", "xn--a@b", "@b", "a@", "a@@b", "a@b@c", "", ".", "..", "a@.b", "a@b..c",
+		"-a@-b-", "a@" + strings.Repeat("x", 1100), strings.Repeat("y", 1100) + "@b", "a@b.c/", "UPPER@Example.TEST",
+	} {
+		if got, want := normaliseJID(s), normaliseJIDSlow(s); got != want {
+			t.Errorf("normaliseJID(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+func FuzzNormaliseJID(f *testing.F) {
+	for _, s := range []string{"a@b", "a@example.test.", "a@xn--caf-dma.test", "a@b..c", "1.2.3.4", "-@-"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := normaliseJID(s), normaliseJIDSlow(s); got != want {
+			t.Errorf("normaliseJID(%q) = %q, want %q", s, got, want)
 		}
 	})
 }

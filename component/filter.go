@@ -1,6 +1,7 @@
 package component
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/xml"
 	"fmt"
@@ -119,9 +120,17 @@ type tapReader struct {
 	r    io.Reader
 	buf  []byte
 	base int64 // stream offset of buf[0]
+	// flush, when set, runs before each read of r, which may block: the
+	// output buffered so far goes out before the relay waits for input.
+	flush func() error
 }
 
 func (t *tapReader) Read(p []byte) (int, error) {
+	if t.flush != nil {
+		if err := t.flush(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := t.r.Read(p)
 	t.buf = append(t.buf, p[:n]...)
 	return n, err
@@ -149,9 +158,17 @@ type stanzaState struct {
 }
 
 // filterStream reads the server's stream from src and writes the filtered
-// stream to dst, until an error.
-func filterStream(dst io.Writer, src io.Reader) error {
-	tap := &tapReader{r: src}
+// stream to dst, until an error. What one read of src brings is written to
+// dst at once, before the next read: one write for many stanzas when the
+// server answers many IQs in a row.
+func filterStream(out io.Writer, src io.Reader) (err error) {
+	dst := bufio.NewWriterSize(out, 64<<10)
+	defer func() { // what was read before the end
+		if ferr := dst.Flush(); err == nil {
+			err = ferr
+		}
+	}()
+	tap := &tapReader{r: src, flush: dst.Flush}
 	d := xml.NewDecoder(tap)
 	var depth int
 	var st *stanzaState

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -28,7 +30,7 @@ func benchCommand() string {
 	return "go test -tags 'e2e bench' -run '^TestBench$' -v -timeout 60m ./e2e/ -args " + strings.Join(args, " ")
 }
 
-func benchDocument(m machine, reps []*serverReport) string {
+func benchDocument(m machine, reps []*serverReport, micro string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run %s on %d CPUs (`nproc`), %s, %s RAM, %s; %s; Prosody %s (prosody-modules %s); ejabberd %s.\n\n",
 		m.Start, m.CPUs, m.CPUModel, m.Memory, m.Kernel, m.Go, m.Prosody, m.MellPrivilege, m.Ejabberd)
@@ -37,7 +39,35 @@ func benchDocument(m machine, reps []*serverReport) string {
 		b.WriteString(r.markdown())
 		b.WriteString("\n")
 	}
+	if micro != "" {
+		fmt.Fprintf(&b, "### Go micro-benchmarks\n\n`%s`:\n\n```\n%s```\n\n", microCommand, micro)
+	}
 	return b.String()
+}
+
+// microCommand runs the Go benchmarks of the sidecar's hot paths.
+const microCommand = "go test -run '^$' -bench . -benchmem -count=1 ./component/ ./rosterhttp/"
+
+// runMicroBenchmarks runs microCommand from the module root and returns
+// its benchmark lines.
+func runMicroBenchmarks() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-count=1", "./component/", "./rosterhttp/")
+	cmd.Dir = filepath.Dir(wd)
+	out, err := cmd.CombinedOutput()
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "Benchmark") || strings.HasPrefix(l, "cpu:") && len(keep) == 0 {
+			keep = append(keep, l)
+		}
+	}
+	if err != nil {
+		return string(out), err
+	}
+	return strings.Join(keep, "\n") + "\n", nil
 }
 
 // writeReport writes doc between the markers of file, creating it (with a
@@ -72,6 +102,14 @@ func (r *serverReport) markdown() string {
 	if len(r.SidecarRounds) > 0 {
 		r.mainTable(&b)
 	}
+	if len(r.Cycles) > 0 {
+		fmt.Fprintf(&b, "Settings compared in turn on one server (%s users × %d contacts per run; median over the cycles, then every cycle):\n\n", num(float64(*benchTuneN)), r.Contacts)
+		b.WriteString("| run | populate items/s | update items/s | server CPU (populate) |\n|---|---|---|---|\n")
+		for _, c := range r.Cycles {
+			fmt.Fprintf(&b, "| %s | **%s** (%s) | **%s** (%s) | %.2f |\n", c.Spec, num(median(c.Populate)), nums(c.Populate), num(median(c.Update)), nums(c.Update), median(c.ServerCPU))
+		}
+		b.WriteString("\n")
+	}
 	for _, a := range r.API {
 		fmt.Fprintf(&b, "| ejabberd HTTP API (`add_rosteritem`) vs sidecar, %d writes in flight | **%s items/s** (admin.concurrency %d, xmpp.window 1) | API: %s items/s | **%.2f** × the API | faster than the API |\n",
 			a.Concurrency, num(a.Sidecar.itemsPerSec()), a.Concurrency, num(a.API.itemsPerSec()), a.Sidecar.itemsPerSec()/a.API.itemsPerSec())
@@ -94,6 +132,10 @@ func (r *serverReport) mainTable(b *strings.Builder) {
 	fmt.Fprintf(b, "| populate from empty (%s items) | **%s items/s**, %s users/s, %s (rounds: %s) | %s items/s, %s (window %d; rounds: %s) | **%.2f** | ≥ 0.9 |\n",
 		num(float64(r.Populate.Items)), num(r.Populate.itemsPerSec()), num(r.Populate.usersPerSec()), dur(r.Populate.Wall), strings.Join(spop, ", "),
 		num(r.Limit.Rate()), dur(r.Limit.Wall), r.Limit.Window, strings.Join(bpop, ", "), r.Populate.itemsPerSec()/r.Limit.Rate())
+	if r.BurnCores > 0 && r.LimitBurn.Items > 0 {
+		fmt.Fprintf(b, "| … populate against the limit measured while a busy loop takes the %.2f cores the sidecar and the benchmark's backend used | %s items/s | %s items/s (once) | **%.2f** | |\n",
+			r.BurnCores, num(r.Populate.itemsPerSec()), num(r.LimitBurn.Rate()), r.Populate.itemsPerSec()/r.LimitBurn.Rate())
+	}
 	fmt.Fprintf(b, "| update: 10%% renamed, 10%% removed, 10%% added (%s items) | **%s items/s**, %s (rounds: %s) | %s items/s, %s (rounds: %s) | **%.2f** | ≥ 0.9 |\n",
 		num(float64(r.Update.Items)), num(r.Update.itemsPerSec()), dur(r.Update.Wall), strings.Join(supd, ", "),
 		num(r.LimitUpdate.Rate()), dur(r.LimitUpdate.Wall), strings.Join(bupd, ", "), r.Update.itemsPerSec()/r.LimitUpdate.Rate())
@@ -168,6 +210,9 @@ func (r *serverReport) cpuTable(b *strings.Builder) {
 			row(fmt.Sprintf("round %d: sidecar update", i+1), r.SidecarRounds[i].Update)
 		}
 	}
+	if r.LimitBurn.Items > 0 {
+		brow(fmt.Sprintf("blaster populate, window %d, with a busy loop taking %.2f cores", r.LimitBurn.Window, r.BurnCores), r.LimitBurn, false)
+	}
 	row("sidecar no-op", r.NoOp)
 	if r.Mem.Users > 0 {
 		row(fmt.Sprintf("sidecar, %s users in one request", num(float64(r.Mem.Users))), r.Mem.First)
@@ -183,12 +228,25 @@ func (r *serverReport) cpuTable(b *strings.Builder) {
 		if tu.Blaster {
 			name = fmt.Sprintf("tuning: blaster, window %d, %s users", tu.Window, num(float64(tu.Run.Users)))
 		}
-		row(name, tu.Run)
+		row(name+": populate", tu.Run)
+		row(name+": update", tu.Update)
 	}
 	for _, a := range r.API {
 		fmt.Fprintf(b, "| ejabberd API, %d calls in flight, %s users | %s | %s | %.2f | — | — | %.2f | %.2f | (HTTP) |\n", a.Concurrency, num(float64(a.API.Users)), dur(a.API.Wall), num(a.API.itemsPerSec()), a.API.CPU.Procs[0], a.API.CPU.Self, a.API.CPU.Other)
 		row(fmt.Sprintf("sidecar, %d SETs in flight, %s users", a.Concurrency, num(float64(a.Sidecar.Users))), a.Sidecar)
 	}
+}
+
+func median(xs []float64) float64 {
+	return medianBy(xs, func(x float64) float64 { return x })
+}
+
+func nums(xs []float64) string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, num(x))
+	}
+	return strings.Join(out, ", ")
 }
 
 // num formats a count or rate with thousands separators.

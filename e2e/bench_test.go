@@ -39,7 +39,10 @@ var (
 	benchAPIUsers = flag.Int("bench.apiusers", 250, "ejabberd: users (-bench.contacts each) per HTTP API or equal-concurrency trial")
 	benchRounds   = flag.Int("bench.rounds", 3, "populate+update rounds of the blaster and of the sidecar, alternated, each on a fresh server; the median is reported")
 	benchTune     = flag.String("bench.tune", "", "extra populate runs of -bench.tuneusers users, each on a fresh server, to choose defaults: CxW is the sidecar with admin.concurrency C and xmpp.window W (CxWd: without the counting proxy), bW the blaster with window W; e.g. b16,8x16,16x4d")
+	benchCycles   = flag.Int("bench.tunecycles", 0, "with -bench.tune: run the whole list this many times in turn on ONE server (a fresh user set per run) and report medians, instead of one fresh server per run: finer comparisons")
 	benchTuneN    = flag.Int("bench.tuneusers", 500, "users (-bench.contacts each) per -bench.tune run")
+	benchBurn     = flag.Bool("bench.burn", true, "run the blaster populate once more while a busy loop takes as much CPU as the sidecar and the benchmark's backend took during populate")
+	benchMicro    = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
 	benchPprof    = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate (builds it with -tags pprof)")
 )
 
@@ -57,6 +60,7 @@ type phase struct {
 	Sent, Got    iqCounts      // IQs through the proxy: sidecar->server, server->sidecar
 	Fetches      int           // backend requests
 	Totals       refreshTotals // what the admin API answered
+	InFlight     float64       // IQs sent and not yet answered, averaged over the run
 }
 
 func (p phase) usersPerSec() float64 { return float64(p.Users) / p.Wall.Seconds() }
@@ -93,7 +97,7 @@ type tuneRun struct {
 	Burn                float64  // blaster: cores burnt by a busy loop meanwhile
 	Env                 []string // sidecar: extra environment
 	Binary              string   // sidecar: another roster-sidecar binary
-	Run                 phase
+	Run, Update         phase    // populate, then the 10/10/10% update
 }
 
 // memRun is the sidecar's memory in the big run.
@@ -124,6 +128,8 @@ type serverReport struct {
 	LimitGet            blastPhase // one roster GET per user after the update
 	Populate, Update    phase      // the median rounds
 	LimitRounds         []blastRound
+	LimitBurn           blastPhase // populate with BurnCores taken by a busy loop
+	BurnCores           float64
 	SidecarRounds       []sidecarRound
 	NoOp                phase
 	NoOpPerUser         string // "" when exactly one fetch per user, else what differed
@@ -131,6 +137,7 @@ type serverReport struct {
 	Mem                 memRun
 	API                 []apiTrial
 	Tune                []tuneRun
+	Cycles              []cycleResult
 	Concurrency, Window string
 	Notes               []string
 }
@@ -172,7 +179,16 @@ func TestBench(t *testing.T) {
 	if len(reports) == 0 {
 		return
 	}
-	doc := benchDocument(mach, reports)
+	var micro string
+	if *benchMicro {
+		out, err := runMicroBenchmarks()
+		if err != nil {
+			t.Errorf("micro-benchmarks: %v\n%s", err, out)
+		}
+		micro = out
+		fmt.Print("\n" + micro)
+	}
+	doc := benchDocument(mach, reports, micro)
 	if *benchOut != "" {
 		if err := writeReport(*benchOut, doc); err != nil {
 			t.Fatal(err)
@@ -194,6 +210,11 @@ func runBench(t *testing.T, r Runner) *serverReport {
 		mainPhases(t, ctx, r, rep, backend)
 	}
 
+	if *benchCycles > 0 {
+		rep.Cycles = tuneCycles(t, ctx, r, backend, parseTune(t, *benchTune), *benchCycles)
+		return rep
+	}
+
 	// 4. Other sidecar settings, each on a fresh server.
 	for _, tu := range parseTune(t, *benchTune) {
 		set := newBenchSet("tune", *benchTuneN, k)
@@ -204,10 +225,15 @@ func runBench(t *testing.T, r Runner) *serverReport {
 			stopBurn := burn(tu.Burn)
 			b := blastRunFlush(t, ctx, comp, srv, set.populateStanzas(srv.ComponentDomain, &ids), tu.Window, tu.Direct)
 			stopBurn()
+			u := blastRunFlush(t, ctx, comp, srv, set.updateStanzas(set.mutate(), srv.ComponentDomain, &ids), tu.Window, tu.Direct)
 			comp.close()
 			srv.Process.Stop(time.Minute)
-			tu.Run = phase{Users: len(set.users), Items: b.Items, Wall: b.Wall, CPU: cpuUse{Procs: []float64{b.CPU.Procs[0], 0}, Self: b.CPU.Self, Other: b.CPU.Other}}
-			tu.Run.Sent.RosterSet = int64(b.Items)
+			asPhase := func(b blastPhase) phase {
+				p := phase{Users: len(set.users), Items: b.Items, Wall: b.Wall, CPU: cpuUse{Procs: []float64{b.CPU.Procs[0], 0}, Self: b.CPU.Self, Other: b.CPU.Other}}
+				p.Sent.RosterSet = int64(b.Items)
+				return p
+			}
+			tu.Run, tu.Update = asPhase(b), asPhase(u)
 		} else {
 			srv := freshServer(t, r, set)
 			set.serve(backend)
@@ -233,12 +259,17 @@ func runBench(t *testing.T, r Runner) *serverReport {
 			tu.Run = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
 			tu.Run.Items = tu.Run.Totals.Added
 			expectTotals(t, "tuning populate", tu.Run, set.items(), 0, 0)
+			set.mutate()
+			set.serve(backend)
+			tu.Update = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
+			tu.Update.Items = tu.Update.Totals.Added + tu.Update.Totals.Updated + tu.Update.Totals.Removed
 			sc.Stop(30 * time.Second)
 			proxy.Close()
 			srv.Process.Stop(time.Minute)
 		}
 		rep.Tune = append(rep.Tune, tu)
-		t.Logf("%s: tuning %s: %.0f items/s (server CPU %.2f)", r.Name, tu.Spec, tu.Run.itemsPerSec(), tu.Run.CPU.Procs[0])
+		t.Logf("%s: tuning %s: populate %.0f items/s (server CPU %.2f), update %.0f items/s (server CPU %.2f)", r.Name, tu.Spec,
+			tu.Run.itemsPerSec(), tu.Run.CPU.Procs[0], tu.Update.itemsPerSec(), tu.Update.CPU.Procs[0])
 	}
 
 	// 5. ejabberd's own HTTP API against the sidecar at equal concurrency,
@@ -249,6 +280,73 @@ func runBench(t *testing.T, r Runner) *serverReport {
 		}
 	}
 	return rep
+}
+
+// cycleResult is what one -bench.tune entry did over the cycles.
+type cycleResult struct {
+	Spec             string
+	Populate, Update []float64 // items/s per cycle
+	ServerCPU        []float64 // during populate
+}
+
+// tuneCycles runs every entry of tunes, in turn, cycles times on one
+// server, each run populating and updating a fresh set of users.
+func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, tunes []tuneRun, cycles int) []cycleResult {
+	t.Helper()
+	k := *benchContacts
+	sets := make([][]*benchSet, cycles)
+	var all []*benchSet
+	for c := range cycles {
+		for i := range tunes {
+			s := newBenchSet("c"+strconv.Itoa(c)+"t"+strconv.Itoa(i)+"u", *benchTuneN, k)
+			s.serve(backend)
+			sets[c] = append(sets[c], s)
+			all = append(all, s)
+		}
+	}
+	srv := freshServer(t, r, all...)
+	defer srv.Process.Stop(time.Minute)
+	res := make([]cycleResult, len(tunes))
+	for c := range cycles {
+		for i, tu := range tunes {
+			set := sets[c][i]
+			var pop, upd phase
+			if tu.Blaster {
+				comp := dialBlaster(t, ctx, srv)
+				ids := 0
+				b := blastRun(t, ctx, comp, srv, set.populateStanzas(srv.ComponentDomain, &ids), tu.Window)
+				u := blastRun(t, ctx, comp, srv, set.updateStanzas(set.mutate(), srv.ComponentDomain, &ids), tu.Window)
+				comp.close()
+				pop = phase{Items: b.Items, Wall: b.Wall, CPU: cpuUse{Procs: []float64{b.CPU.Procs[0], 0}}}
+				upd = phase{Items: u.Items, Wall: u.Wall}
+			} else {
+				o := benchSidecarOptions(tu.Concurrency, tu.Window)
+				o.Env = append(o.Env, tu.Env...)
+				defaultBinary := sidecarBinary
+				if tu.Binary != "" {
+					sidecarBinary = tu.Binary
+				}
+				sc, proxy, ref := startBenchSidecar(t, srv, backend, o)
+				sidecarBinary = defaultBinary
+				pop = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
+				pop.Items = pop.Totals.Added
+				expectTotals(t, "tuning populate", pop, set.items(), 0, 0)
+				set.mutate()
+				set.serve(backend)
+				upd = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
+				upd.Items = upd.Totals.Added + upd.Totals.Updated + upd.Totals.Removed
+				sc.Stop(30 * time.Second)
+				proxy.Close()
+			}
+			res[i].Spec = tu.Spec
+			res[i].Populate = append(res[i].Populate, pop.itemsPerSec())
+			res[i].Update = append(res[i].Update, upd.itemsPerSec())
+			res[i].ServerCPU = append(res[i].ServerCPU, pop.CPU.Procs[0])
+			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, %.1f IQs in flight), update %.0f items/s", r.Name, c+1, tu.Spec,
+				pop.itemsPerSec(), pop.CPU.Procs[0], pop.InFlight, upd.itemsPerSec())
+		}
+	}
+	return res
 }
 
 // mainPhases measures the server limit and the sidecar (rounds, no-op,
@@ -413,11 +511,28 @@ func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, 
 	sc.Stop(30 * time.Second)
 	srv.Process.Stop(time.Minute)
 
+	// The limit again, with the CPU the sidecar (and the benchmark's
+	// backend and proxy) used during populate taken by a busy loop: on a
+	// small machine the sidecar competes with the server for the cores.
+	if *benchBurn {
+		share := rep.Populate.CPU.Procs[1] + rep.Populate.CPU.Self
+		br := blasterRoundBurn(t, ctx, r, n, k, window, share)
+		rep.LimitBurn, rep.BurnCores = br.Populate, share
+		t.Logf("%s: blaster populate with %.2f cores busy elsewhere: %.0f items/s", r.Name, share, br.Populate.Rate())
+	}
+
 }
 
 // blasterRound populates n users with k contacts each on a fresh server,
 // applies the update, then reads every roster once.
 func blasterRound(t *testing.T, ctx context.Context, r Runner, n, k, window int) blastRound {
+	t.Helper()
+	return blasterRoundBurn(t, ctx, r, n, k, window, 0)
+}
+
+// blasterRoundBurn is blasterRound with a busy loop using burnCores of CPU
+// in the benchmark process during the populate.
+func blasterRoundBurn(t *testing.T, ctx context.Context, r Runner, n, k, window int, burnCores float64) blastRound {
 	t.Helper()
 	set := newBenchSet("lim", n, k)
 	srv := freshServer(t, r, set)
@@ -426,7 +541,9 @@ func blasterRound(t *testing.T, ctx context.Context, r Runner, n, k, window int)
 	defer comp.close()
 	ids := 0
 	var br blastRound
+	stop := burn(burnCores)
 	br.Populate = blastRun(t, ctx, comp, srv, set.populateStanzas(srv.ComponentDomain, &ids), window)
+	stop()
 	plans := set.mutate()
 	br.Update = blastRun(t, ctx, comp, srv, set.updateStanzas(plans, srv.ComponentDomain, &ids), window)
 	br.Get = blastRun(t, ctx, comp, srv, set.getStanzas(srv.ComponentDomain, &ids), window)
@@ -453,14 +570,28 @@ func freshServer(t *testing.T, r Runner, sets ...*benchSet) *Server {
 	return srv
 }
 
-// dialBlaster connects the blaster to srv's component port.
+// dialBlaster connects the blaster to srv's component port, and checks
+// with a roster GET that the server answers it (see rawComponent.probe).
 func dialBlaster(t *testing.T, ctx context.Context, srv *Server) *rawComponent {
 	t.Helper()
-	comp, err := dialComponent(ctx, srv.ComponentAddr, srv.ComponentDomain, srv.ComponentSecret)
-	if err != nil {
-		t.Fatalf("blaster: %v", err)
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(time.Second)
+		}
+		var comp *rawComponent
+		comp, err = dialComponent(ctx, srv.ComponentAddr, srv.ComponentDomain, srv.ComponentSecret)
+		if err != nil {
+			continue
+		}
+		if err = comp.probe(ctx, srv.ComponentDomain, "probe@"+srv.Domain); err == nil {
+			return comp
+		}
+		t.Logf("blaster: no answer to a probe, reconnecting: %v", err)
+		comp.close()
 	}
-	return comp
+	t.Fatalf("blaster: %v", err)
+	return nil
 }
 
 // startBenchSidecar starts a sidecar connected to srv through a new
@@ -548,15 +679,36 @@ func sidecarRun(t *testing.T, ctx context.Context, ref *refresher, proxy *iqProx
 	fetch0 := len(backend.Requests(""))
 	m := startCPU(srv.Process, sc.Process)
 	start := time.Now()
+	stopSampling := make(chan struct{})
+	sampled := make(chan float64, 1)
+	go func() { // average of the IQs in flight, sampled every 2 ms
+		var sum float64
+		var n int
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				sampled <- sum / float64(max(1, n))
+				return
+			case <-tick.C:
+				out, in := proxy.Counts()
+				sum += float64(out.RosterGet + out.RosterSet + out.OtherIQ - in.Result - in.Error)
+				n++
+			}
+		}
+	}()
 	tot, err := ref.all(ctx, users, batch, parallel)
 	wall := time.Since(start)
 	cpu := m.stop()
+	close(stopSampling)
+	inFlight := <-sampled
 	if err != nil {
 		t.Fatal(err)
 	}
 	sent, got := proxy.Counts()
 	return phase{Users: len(users), Wall: wall, CPU: cpu, Sent: sent.sub(sent0), Got: got.sub(got0),
-		Fetches: len(backend.Requests("")) - fetch0, Totals: *tot}
+		Fetches: len(backend.Requests("")) - fetch0, Totals: *tot, InFlight: inFlight}
 }
 
 // expectTotals fails the test unless every user succeeded with exactly

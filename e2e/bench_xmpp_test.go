@@ -30,8 +30,10 @@ type rawComponent struct {
 	// replies receives one value per IQ reply: "" for a result, else the
 	// error condition.
 	replies chan string
-	done    chan struct{}
-	err     error // why the read loop ended; read after done
+	// privileged is closed when the server's <privilege/> message came.
+	privileged chan struct{}
+	done       chan struct{}
+	err        error // why the read loop ended; read after done
 }
 
 // dialComponent connects and authenticates as domain.
@@ -42,13 +44,22 @@ func dialComponent(ctx context.Context, addr, domain, secret string) (*rawCompon
 		return nil, fmt.Errorf("dial component port: %w", err)
 	}
 	c := &rawComponent{conn: conn, dec: xml.NewDecoder(bufio.NewReaderSize(conn, 64<<10)),
-		replies: make(chan string, 1024), done: make(chan struct{})}
+		replies: make(chan string, 1024), privileged: make(chan struct{}), done: make(chan struct{})}
 	if err := c.handshake(domain, secret); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
 	go c.readLoop()
-	return c, nil
+	// Like the sidecar, wait for the privileges before sending anything.
+	select {
+	case <-c.privileged:
+		return c, nil
+	case <-c.done:
+		return nil, fmt.Errorf("stream ended before the privilege message: %w", c.err)
+	case <-time.After(10 * time.Second):
+		c.close()
+		return nil, errors.New("no privilege message within 10 s")
+	}
 }
 
 func (c *rawComponent) handshake(domain, secret string) error {
@@ -124,6 +135,12 @@ func (c *rawComponent) readLoop() {
 			case depth == 2 && t.Name.Space == "stream" && t.Name.Local == "error":
 				c.err = errors.New("stream error from the server")
 				return
+			case depth == 3 && t.Name.Local == "privilege":
+				select {
+				case <-c.privileged:
+				default:
+					close(c.privileged)
+				}
 			case inIQ && isError && depth == 3 && t.Name.Local == "error":
 				inError = true
 			case inError && depth == 4 && cond == "" && t.Name.Local != "text":
@@ -180,14 +197,23 @@ func (c *rawComponent) blast(ctx context.Context, stanzas [][]byte, window int) 
 // write, as a client without write coalescing does.
 func (c *rawComponent) blastFlush(ctx context.Context, stanzas [][]byte, window int, each bool) (blastResult, error) {
 	res := blastResult{Window: window, Items: len(stanzas)}
+	if len(stanzas) == 0 {
+		return res, nil
+	}
 	sem := make(chan struct{}, window)
 	w := bufio.NewWriterSize(c.conn, 64<<10)
 	var got atomic.Int64
 	readDone := make(chan error, 1)
 	go func() {
+		stall := time.NewTimer(blastStall)
+		defer stall.Stop()
 		for range stanzas {
 			select {
+			case <-stall.C:
+				readDone <- fmt.Errorf("after %d replies: no reply for %v", got.Load(), blastStall)
+				return
 			case cond := <-c.replies:
+				stall.Reset(blastStall)
 				if cond != "" {
 					res.Errors++
 					if res.FirstEr == "" {
@@ -237,6 +263,21 @@ func (c *rawComponent) blastFlush(ctx context.Context, stanzas [][]byte, window 
 	err := <-readDone
 	res.Wall = time.Since(start)
 	return res, err
+}
+
+// blastStall is how long the blaster waits for any reply before it gives up.
+const blastStall = 30 * time.Second
+
+// probe sends one roster GET and waits for an answer: ejabberd sometimes
+// takes a fresh component's privileges away again when another connection
+// to its component port (such as a readiness check) closes at the same
+// time, and then silently drops every IQ ("IQ not forwarded: Component
+// seems disconnected").
+func (c *rawComponent) probe(ctx context.Context, from, owner string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := c.blast(ctx, [][]byte{getStanza("probe", from, owner)}, 1) // any answer will do
+	return err
 }
 
 // setStanza encodes a privileged roster SET of one item, as the sidecar

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -23,6 +24,14 @@ func TestHarness(t *testing.T) {
 			}
 			c.WaitForRoster(t, nil, 0)
 			Login(t, srv, "harness_bob")
+
+			// Enough users for the bulk path (Prosody: its admin shell).
+			var bulk []string
+			for i := range prosodyBulkMin + 5 {
+				bulk = append(bulk, fmt.Sprintf("harness_bulk%02d", i))
+			}
+			srv.CreateUsers(t, bulk...)
+			Login(t, srv, bulk[len(bulk)-1])
 		})
 	}
 }
