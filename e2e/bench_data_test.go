@@ -114,11 +114,19 @@ func (s *benchSet) serve(b *Backend) {
 	}
 }
 
+// blastReadFirst makes populateStanzas read each user's roster (GET)
+// before writing it, as the sidecar's diff does.
+var blastReadFirst bool
+
 // populateStanzas are the SETs that write the whole set from empty.
 func (s *benchSet) populateStanzas(from string, ids *int) [][]byte {
 	var out [][]byte
 	for i, u := range s.users {
 		owner := u + "@" + userDomain
+		if blastReadFirst {
+			*ids++
+			out = append(out, getStanza(blastID(*ids), from, owner))
+		}
 		for _, c := range s.rosters[i] {
 			*ids++
 			out = append(out, setStanza(blastID(*ids), from, owner, c, false))
@@ -133,6 +141,25 @@ func (s *benchSet) getStanzas(from string, ids *int) [][]byte {
 	for _, u := range s.users {
 		*ids++
 		out = append(out, getStanza(blastID(*ids), from, u+"@"+userDomain))
+	}
+	return out
+}
+
+// interleave reorders stanzas written user by user (each user's items
+// together) so that groups of g users take turns item by item, as g
+// concurrent per-user syncs would send them.
+func interleave(stanzas [][]byte, perUser, g int) [][]byte {
+	if g <= 1 || perUser <= 0 {
+		return stanzas
+	}
+	out := make([][]byte, 0, len(stanzas))
+	for base := 0; base < len(stanzas); base += g * perUser {
+		end := min(len(stanzas), base+g*perUser)
+		for j := range perUser {
+			for u := base; u+j < end; u += perUser {
+				out = append(out, stanzas[u+j])
+			}
+		}
 	}
 	return out
 }

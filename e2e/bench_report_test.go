@@ -136,6 +136,10 @@ func (r *serverReport) mainTable(b *strings.Builder) {
 		fmt.Fprintf(b, "| … populate against the limit measured while a busy loop takes the %.2f cores the sidecar and the benchmark's backend used | %s items/s | %s items/s (once) | **%.2f** | |\n",
 			r.BurnCores, num(r.Populate.itemsPerSec()), num(r.LimitBurn.Rate()), r.Populate.itemsPerSec()/r.LimitBurn.Rate())
 	}
+	if r.LimitInterleaved.Items > 0 {
+		fmt.Fprintf(b, "| … populate against a blaster sending in the order of %d concurrent syncs (users take turns item by item) with the sidecar's mean %d IQs in flight | %s items/s | %s items/s (once) | **%.2f** | |\n",
+			r.Interleave, r.LimitInterleaved.Window, num(r.Populate.itemsPerSec()), num(r.LimitInterleaved.Rate()), r.Populate.itemsPerSec()/r.LimitInterleaved.Rate())
+	}
 	fmt.Fprintf(b, "| update: 10%% renamed, 10%% removed, 10%% added (%s items) | **%s items/s**, %s (rounds: %s) | %s items/s, %s (rounds: %s) | **%.2f** | ≥ 0.9 |\n",
 		num(float64(r.Update.Items)), num(r.Update.itemsPerSec()), dur(r.Update.Wall), strings.Join(supd, ", "),
 		num(r.LimitUpdate.Rate()), dur(r.LimitUpdate.Wall), strings.Join(bupd, ", "), r.Update.itemsPerSec()/r.LimitUpdate.Rate())
@@ -175,17 +179,17 @@ func (r *serverReport) mainTable(b *strings.Builder) {
 // cpuTable writes where the time went in every run.
 func (r *serverReport) cpuTable(b *strings.Builder) {
 	b.WriteString("Where the time goes (CPU time / wall time; 1.00 = one core busy):\n\n")
-	b.WriteString("| run | wall | items/s | server CPU | sidecar CPU | sidecar CPU per item | bench process CPU | other processes | IQs sent (roster GET / SET / other) |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| run | wall | items/s | server CPU | sidecar CPU | sidecar CPU per item | bench process CPU | other processes | IQs sent (roster GET / SET / other) | IQs in flight (mean) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, w := range r.Windows {
-		fmt.Fprintf(b, "| blaster window %d, %s fresh users | %s | %s | %.2f | — | — | %.2f | %.2f | 0 / %d / 0 |\n",
-			w.Window, num(float64(r.ScanUsers)), dur(w.Wall), num(w.Rate()), w.CPU.Procs[0], w.CPU.Self, w.CPU.Other, w.Items)
+		fmt.Fprintf(b, "| blaster window %d, %s fresh users | %s | %s | %.2f | — | — | %.2f | %.2f | 0 / %d / 0 | ≤ %d |\n",
+			w.Window, num(float64(r.ScanUsers)), dur(w.Wall), num(w.Rate()), w.CPU.Procs[0], w.CPU.Self, w.CPU.Other, w.Items, w.Window)
 	}
 	brow := func(name string, p blastPhase, gets bool) {
 		ios := fmt.Sprintf("0 / %d / 0", p.Items)
 		if gets {
 			ios = fmt.Sprintf("%d / 0 / 0", p.Items)
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %.2f | — | — | %.2f | %.2f | %s |\n", name, dur(p.Wall), num(p.Rate()), p.CPU.Procs[0], p.CPU.Self, p.CPU.Other, ios)
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f | — | — | %.2f | %.2f | %s | ≤ %d |\n", name, dur(p.Wall), num(p.Rate()), p.CPU.Procs[0], p.CPU.Self, p.CPU.Other, ios, p.Window)
 	}
 	row := func(name string, p phase) {
 		if len(p.CPU.Procs) < 2 {
@@ -195,8 +199,12 @@ func (r *serverReport) cpuTable(b *strings.Builder) {
 		if p.Items > 0 && p.CPU.Procs[1] > 0 {
 			perItem = fmt.Sprintf("%.0f µs", p.CPU.Procs[1]*p.Wall.Seconds()/float64(p.Items)*1e6)
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %.2f | %.2f | %s | %.2f | %.2f | %d / %d / %d |\n", name, dur(p.Wall), num(p.itemsPerSec()),
-			p.CPU.Procs[0], p.CPU.Procs[1], perItem, p.CPU.Self, p.CPU.Other, p.Sent.RosterGet, p.Sent.RosterSet, p.Sent.OtherIQ)
+		inFlight := "—"
+		if p.InFlight > 0 {
+			inFlight = fmt.Sprintf("%.1f", p.InFlight)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f | %.2f | %s | %.2f | %.2f | %d / %d / %d | %s |\n", name, dur(p.Wall), num(p.itemsPerSec()),
+			p.CPU.Procs[0], p.CPU.Procs[1], perItem, p.CPU.Self, p.CPU.Other, p.Sent.RosterGet, p.Sent.RosterSet, p.Sent.OtherIQ, inFlight)
 	}
 	for i := range max(len(r.LimitRounds), len(r.SidecarRounds)) {
 		if i < len(r.LimitRounds) {
@@ -209,6 +217,9 @@ func (r *serverReport) cpuTable(b *strings.Builder) {
 			row(fmt.Sprintf("round %d: sidecar populate", i+1), r.SidecarRounds[i].Populate)
 			row(fmt.Sprintf("round %d: sidecar update", i+1), r.SidecarRounds[i].Update)
 		}
+	}
+	if r.LimitInterleaved.Items > 0 {
+		brow(fmt.Sprintf("blaster populate, window %d, %d users taking turns", r.LimitInterleaved.Window, r.Interleave), r.LimitInterleaved, false)
 	}
 	if r.LimitBurn.Items > 0 {
 		brow(fmt.Sprintf("blaster populate, window %d, with a busy loop taking %.2f cores", r.LimitBurn.Window, r.BurnCores), r.LimitBurn, false)
@@ -232,7 +243,7 @@ func (r *serverReport) cpuTable(b *strings.Builder) {
 		row(name+": update", tu.Update)
 	}
 	for _, a := range r.API {
-		fmt.Fprintf(b, "| ejabberd API, %d calls in flight, %s users | %s | %s | %.2f | — | — | %.2f | %.2f | (HTTP) |\n", a.Concurrency, num(float64(a.API.Users)), dur(a.API.Wall), num(a.API.itemsPerSec()), a.API.CPU.Procs[0], a.API.CPU.Self, a.API.CPU.Other)
+		fmt.Fprintf(b, "| ejabberd API, %d calls in flight, %s users | %s | %s | %.2f | — | — | %.2f | %.2f | (HTTP) | ≤ %d |\n", a.Concurrency, num(float64(a.API.Users)), dur(a.API.Wall), num(a.API.itemsPerSec()), a.API.CPU.Procs[0], a.API.CPU.Self, a.API.CPU.Other, a.Concurrency)
 		row(fmt.Sprintf("sidecar, %d SETs in flight, %s users", a.Concurrency, num(float64(a.Sidecar.Users))), a.Sidecar)
 	}
 }

@@ -70,6 +70,39 @@ func groupCPU(pgid int) time.Duration {
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 
+// groupSwitches returns the context switches so far of every thread of
+// every live process of process group pgid: voluntary (the thread waited)
+// and involuntary (it was preempted, with work to do).
+func groupSwitches(pgid int) (voluntary, involuntary int64) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		f := statFields(e.Name())
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		tasks, _ := os.ReadDir("/proc/" + e.Name() + "/task")
+		for _, tk := range tasks {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/task/" + tk.Name() + "/status")
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					voluntary += n
+				} else if v, ok := strings.CutPrefix(l, "nonvoluntary_ctxt_switches:"); ok {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					involuntary += n
+				}
+			}
+		}
+	}
+	return voluntary, involuntary
+}
+
 // selfCPU returns the CPU time used so far by this (the benchmark) process.
 func selfCPU() time.Duration {
 	f := statFields("self")
@@ -112,10 +145,15 @@ type cpuMeter struct {
 	self  time.Duration
 	all   time.Duration
 	at    time.Time
+	// server context switches at the start (procs[0])
+	vol, invol int64
 }
 
 func startCPU(procs ...*Process) *cpuMeter {
 	m := &cpuMeter{procs: procs, self: selfCPU(), all: machineBusy(), at: time.Now()}
+	if len(procs) > 0 {
+		m.vol, m.invol = groupSwitches(procs[0].cmd.Process.Pid)
+	}
 	for _, p := range procs {
 		m.start = append(m.start, groupCPU(p.cmd.Process.Pid))
 	}
@@ -129,11 +167,18 @@ type cpuUse struct {
 	// Other is what every other process of the machine used: near 0 on
 	// a quiet machine, else the figures are disturbed.
 	Other float64
+	// ServerPreempted and ServerWaited are the server's involuntary and
+	// voluntary context switches per second.
+	ServerPreempted, ServerWaited float64
 }
 
 func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at).Seconds()
 	u := cpuUse{Self: (selfCPU() - m.self).Seconds() / wall}
+	if len(m.procs) > 0 {
+		vol, invol := groupSwitches(m.procs[0].cmd.Process.Pid)
+		u.ServerWaited, u.ServerPreempted = float64(vol-m.vol)/wall, float64(invol-m.invol)/wall
+	}
 	u.Other = (machineBusy()-m.all).Seconds()/wall - u.Self
 	for i, p := range m.procs {
 		u.Procs = append(u.Procs, (groupCPU(p.cmd.Process.Pid)-m.start[i]).Seconds()/wall)

@@ -21,29 +21,30 @@ import (
 //
 //	go test -tags 'e2e bench' -run '^TestBench$' -v -timeout 60m ./e2e/ -args -bench.users=1000 ...
 var (
-	benchUsers    = flag.Int("bench.users", 1000, "users populated through the sidecar, and again (fresh users) by the blaster")
-	benchContacts = flag.Int("bench.contacts", 20, "contacts per user")
-	benchServers  = flag.String("bench.servers", "prosody,ejabberd", "servers to measure, comma separated")
-	benchOut      = flag.String("bench.out", "", "write the report (Markdown) into this file, keeping text outside its markers")
-	benchBatch    = flag.Int("bench.batch", 100, "users per refresh request")
-	benchParallel = flag.Int("bench.parallel", 2, "refresh requests in flight")
-	benchWindows  = flag.String("bench.windows", "1,4,8,16,32,64", "blaster windows (IQs in flight) tried; the best one is the server limit")
-	benchScan     = flag.Int("bench.scanusers", 200, "users (fresh, -bench.contacts each) per blaster window trial; the best window then runs on -bench.users")
-	benchLatency  = flag.Int("bench.latency", 200, "single-user refreshes timed for the latency row")
-	benchBig      = flag.Int("bench.bigusers", 10000, "users refreshed in ONE request for the memory row (0 skips it)")
-	benchBigK     = flag.Int("bench.bigcontacts", 2, "contacts per user of the memory run")
-	benchRepeats  = flag.Int("bench.repeats", 3, "no-op repeats of the memory run, to see that memory stays flat")
-	benchConc     = flag.Int("bench.concurrency", 0, "the sidecar's admin.concurrency (0: its default)")
-	benchWindow   = flag.Int("bench.window", 0, "the sidecar's xmpp.window (0: its default)")
-	benchAPIConc  = flag.String("bench.apiconcurrency", "8,32", "ejabberd: add_rosteritem calls in flight, each compared with the sidecar at as many SETs in flight (admin.concurrency=C, xmpp.window=1); empty skips")
-	benchAPIUsers = flag.Int("bench.apiusers", 250, "ejabberd: users (-bench.contacts each) per HTTP API or equal-concurrency trial")
-	benchRounds   = flag.Int("bench.rounds", 3, "populate+update rounds of the blaster and of the sidecar, alternated, each on a fresh server; the median is reported")
-	benchTune     = flag.String("bench.tune", "", "extra populate runs of -bench.tuneusers users, each on a fresh server, to choose defaults: CxW is the sidecar with admin.concurrency C and xmpp.window W (CxWd: without the counting proxy), bW the blaster with window W; e.g. b16,8x16,16x4d")
-	benchCycles   = flag.Int("bench.tunecycles", 0, "with -bench.tune: run the whole list this many times in turn on ONE server (a fresh user set per run) and report medians, instead of one fresh server per run: finer comparisons")
-	benchTuneN    = flag.Int("bench.tuneusers", 500, "users (-bench.contacts each) per -bench.tune run")
-	benchBurn     = flag.Bool("bench.burn", true, "run the blaster populate once more while a busy loop takes as much CPU as the sidecar and the benchmark's backend took during populate")
-	benchMicro    = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
-	benchPprof    = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate (builds it with -tags pprof)")
+	benchUsers      = flag.Int("bench.users", 1000, "users populated through the sidecar, and again (fresh users) by the blaster")
+	benchContacts   = flag.Int("bench.contacts", 20, "contacts per user")
+	benchServers    = flag.String("bench.servers", "prosody,ejabberd", "servers to measure, comma separated")
+	benchOut        = flag.String("bench.out", "", "write the report (Markdown) into this file, keeping text outside its markers")
+	benchBatch      = flag.Int("bench.batch", 100, "users per refresh request")
+	benchParallel   = flag.Int("bench.parallel", 2, "refresh requests in flight")
+	benchWindows    = flag.String("bench.windows", "1,4,8,16,32,64", "blaster windows (IQs in flight) tried; the best one is the server limit")
+	benchScan       = flag.Int("bench.scanusers", 200, "users (fresh, -bench.contacts each) per blaster window trial; the best window then runs on -bench.users")
+	benchLatency    = flag.Int("bench.latency", 200, "single-user refreshes timed for the latency row")
+	benchBig        = flag.Int("bench.bigusers", 10000, "users refreshed in ONE request for the memory row (0 skips it)")
+	benchBigK       = flag.Int("bench.bigcontacts", 2, "contacts per user of the memory run")
+	benchRepeats    = flag.Int("bench.repeats", 3, "no-op repeats of the memory run, to see that memory stays flat")
+	benchConc       = flag.Int("bench.concurrency", 0, "the sidecar's admin.concurrency (0: its default)")
+	benchWindow     = flag.Int("bench.window", 0, "the sidecar's xmpp.window (0: its default)")
+	benchAPIConc    = flag.String("bench.apiconcurrency", "8,32", "ejabberd: add_rosteritem calls in flight, each compared with the sidecar at as many SETs in flight (admin.concurrency=C, xmpp.window=1); empty skips")
+	benchAPIUsers   = flag.Int("bench.apiusers", 250, "ejabberd: users (-bench.contacts each) per HTTP API or equal-concurrency trial")
+	benchRounds     = flag.Int("bench.rounds", 3, "populate+update rounds of the blaster and of the sidecar, alternated, each on a fresh server; the median is reported")
+	benchTune       = flag.String("bench.tune", "", "extra populate runs of -bench.tuneusers users, each on a fresh server, to choose defaults: CxW is the sidecar with admin.concurrency C and xmpp.window W (CxWd: without the counting proxy), bW the blaster with window W; e.g. b16,8x16,16x4d")
+	benchCycles     = flag.Int("bench.tunecycles", 0, "with -bench.tune: run the whole list this many times in turn on ONE server (a fresh user set per run) and report medians, instead of one fresh server per run: finer comparisons")
+	benchTuneN      = flag.Int("bench.tuneusers", 500, "users (-bench.contacts each) per -bench.tune run")
+	benchBurn       = flag.Bool("bench.burn", true, "run the blaster populate once more while a busy loop takes as much CPU as the sidecar and the benchmark's backend took during populate")
+	benchInterleave = flag.Int("bench.interleave", 8, "run the blaster populate once more with this many users taking turns item by item (the order of that many concurrent syncs) and as many IQs in flight as the sidecar had on average; 0 skips it")
+	benchMicro      = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
+	benchPprof      = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate (builds it with -tags pprof)")
 )
 
 // Sidecar settings of the benchmark that are not under test.
@@ -97,6 +98,11 @@ type tuneRun struct {
 	Burn                float64  // blaster: cores burnt by a busy loop meanwhile
 	Env                 []string // sidecar: extra environment
 	Binary              string   // sidecar: another roster-sidecar binary
+	Hops                int      // blaster (with -bench.tunecycles): through this many proxies
+	Interleave          int      // blaster (with -bench.tunecycles): users taking turns item by item
+	ItemNS              bool     // blaster (with -bench.tunecycles): xmlns repeated on <item/>
+	ReadFirst           bool     // blaster (with -bench.tunecycles): a roster GET before each user's SETs
+	Pad                 int      // blaster (with -bench.tunecycles): bytes added to every contact name
 	Run, Update         phase    // populate, then the 10/10/10% update
 }
 
@@ -130,6 +136,8 @@ type serverReport struct {
 	LimitRounds         []blastRound
 	LimitBurn           blastPhase // populate with BurnCores taken by a busy loop
 	BurnCores           float64
+	LimitInterleaved    blastPhase // populate with Interleave users taking turns
+	Interleave          int
 	SidecarRounds       []sidecarRound
 	NoOp                phase
 	NoOpPerUser         string // "" when exactly one fetch per user, else what differed
@@ -312,12 +320,25 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 			set := sets[c][i]
 			var pop, upd phase
 			if tu.Blaster {
-				comp := dialBlaster(t, ctx, srv)
+				target := *srv
+				for range tu.Hops { // through proxies, as the sidecar's traffic goes
+					p, err := startIQProxy(target.ComponentAddr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer p.Close()
+					target.ComponentAddr = p.Addr()
+				}
+				comp := dialBlaster(t, ctx, &target)
 				ids := 0
-				b := blastRun(t, ctx, comp, srv, set.populateStanzas(srv.ComponentDomain, &ids), tu.Window)
+				blastItemNS, blastReadFirst, blastPad = tu.ItemNS, tu.ReadFirst, strings.Repeat("x", tu.Pad)
+				st := interleave(set.populateStanzas(srv.ComponentDomain, &ids), k, tu.Interleave)
+				blastItemNS, blastReadFirst, blastPad = false, false, ""
+				b := blastRun(t, ctx, comp, srv, st, tu.Window)
 				u := blastRun(t, ctx, comp, srv, set.updateStanzas(set.mutate(), srv.ComponentDomain, &ids), tu.Window)
 				comp.close()
-				pop = phase{Items: b.Items, Wall: b.Wall, CPU: cpuUse{Procs: []float64{b.CPU.Procs[0], 0}}}
+				pop = phase{Items: b.Items, Wall: b.Wall, CPU: b.CPU}
+				pop.CPU.Procs = []float64{b.CPU.Procs[0], 0}
 				upd = phase{Items: u.Items, Wall: u.Wall}
 			} else {
 				o := benchSidecarOptions(tu.Concurrency, tu.Window)
@@ -342,8 +363,8 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 			res[i].Populate = append(res[i].Populate, pop.itemsPerSec())
 			res[i].Update = append(res[i].Update, upd.itemsPerSec())
 			res[i].ServerCPU = append(res[i].ServerCPU, pop.CPU.Procs[0])
-			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, %.1f IQs in flight), update %.0f items/s", r.Name, c+1, tu.Spec,
-				pop.itemsPerSec(), pop.CPU.Procs[0], pop.InFlight, upd.itemsPerSec())
+			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, preempted %.0f/s, waited %.0f/s; %.1f IQs in flight), update %.0f items/s", r.Name, c+1, tu.Spec,
+				pop.itemsPerSec(), pop.CPU.Procs[0], pop.CPU.ServerPreempted, pop.CPU.ServerWaited, pop.InFlight, upd.itemsPerSec())
 		}
 	}
 	return res
@@ -516,9 +537,17 @@ func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, 
 	// small machine the sidecar competes with the server for the cores.
 	if *benchBurn {
 		share := rep.Populate.CPU.Procs[1] + rep.Populate.CPU.Self
-		br := blasterRoundBurn(t, ctx, r, n, k, window, share)
+		br := blasterRoundWith(t, ctx, r, n, k, window, share, 0)
 		rep.LimitBurn, rep.BurnCores = br.Populate, share
 		t.Logf("%s: blaster populate with %.2f cores busy elsewhere: %.0f items/s", r.Name, share, br.Populate.Rate())
+	}
+	// The limit again, with the order of concurrent syncs: users taking
+	// turns item by item, about as many IQs in flight as the sidecar had.
+	if g := *benchInterleave; g > 1 {
+		w := max(1, int(rep.Populate.InFlight+0.5))
+		br := blasterRoundWith(t, ctx, r, n, k, w, 0, g)
+		rep.LimitInterleaved, rep.Interleave = br.Populate, g
+		t.Logf("%s: blaster populate, %d users taking turns, window %d: %.0f items/s", r.Name, g, w, br.Populate.Rate())
 	}
 
 }
@@ -527,12 +556,13 @@ func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, 
 // applies the update, then reads every roster once.
 func blasterRound(t *testing.T, ctx context.Context, r Runner, n, k, window int) blastRound {
 	t.Helper()
-	return blasterRoundBurn(t, ctx, r, n, k, window, 0)
+	return blasterRoundWith(t, ctx, r, n, k, window, 0, 0)
 }
 
-// blasterRoundBurn is blasterRound with a busy loop using burnCores of CPU
-// in the benchmark process during the populate.
-func blasterRoundBurn(t *testing.T, ctx context.Context, r Runner, n, k, window int, burnCores float64) blastRound {
+// blasterRoundWith is blasterRound with, during the populate, a busy loop
+// using burnCores of CPU in the benchmark process, and users taking turns
+// item by item in groups of interleave (see interleave).
+func blasterRoundWith(t *testing.T, ctx context.Context, r Runner, n, k, window int, burnCores float64, interleaved int) blastRound {
 	t.Helper()
 	set := newBenchSet("lim", n, k)
 	srv := freshServer(t, r, set)
@@ -542,7 +572,7 @@ func blasterRoundBurn(t *testing.T, ctx context.Context, r Runner, n, k, window 
 	ids := 0
 	var br blastRound
 	stop := burn(burnCores)
-	br.Populate = blastRun(t, ctx, comp, srv, set.populateStanzas(srv.ComponentDomain, &ids), window)
+	br.Populate = blastRun(t, ctx, comp, srv, interleave(set.populateStanzas(srv.ComponentDomain, &ids), k, interleaved), window)
 	stop()
 	plans := set.mutate()
 	br.Update = blastRun(t, ctx, comp, srv, set.updateStanzas(plans, srv.ComponentDomain, &ids), window)
@@ -681,10 +711,10 @@ func sidecarRun(t *testing.T, ctx context.Context, ref *refresher, proxy *iqProx
 	start := time.Now()
 	stopSampling := make(chan struct{})
 	sampled := make(chan float64, 1)
-	go func() { // average of the IQs in flight, sampled every 2 ms
+	go func() { // average of the IQs in flight, sampled every 10 ms
 		var sum float64
 		var n int
-		tick := time.NewTicker(2 * time.Millisecond)
+		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
@@ -866,8 +896,31 @@ func parseTune(t *testing.T, s string) []tuneRun {
 		f, tu.Binary, _ = strings.Cut(f, "@")
 		f, extra, _ := strings.Cut(f, "+")
 		if w, ok := strings.CutPrefix(f, "b"); ok {
-			// bW, or buW: every stanza in its own write
+			// bW, or buW: every stanza in its own write; bWpN: through N proxies
+			w, tu.ItemNS = strings.CutPrefix(w, "x")
+			w, tu.ReadFirst = strings.CutPrefix(w, "g")
+			if w2, pad, ok := strings.Cut(w, "l"); ok { // bWlN: N bytes more per name
+				n, err := strconv.Atoi(pad)
+				if err != nil {
+					t.Fatalf("-bench.tune: %q: bad padding", f)
+				}
+				w, tu.Pad = w2, n
+			}
 			w, each := strings.CutPrefix(w, "u")
+			if w2, g, ok := strings.Cut(w, "i"); ok { // bWiG: G users take turns
+				gi, err := strconv.Atoi(g)
+				if err != nil {
+					t.Fatalf("-bench.tune: %q: bad interleave", f)
+				}
+				w, tu.Interleave = w2, gi
+			}
+			if w2, hops, ok := strings.Cut(w, "p"); ok {
+				h, err := strconv.Atoi(hops)
+				if err != nil {
+					t.Fatalf("-bench.tune: %q: bad proxy count", f)
+				}
+				w, tu.Hops = w2, h
+			}
 			wi, err := strconv.Atoi(w)
 			if err != nil || wi < 1 {
 				t.Fatalf("-bench.tune: %q is not bWINDOW or buWINDOW", f)

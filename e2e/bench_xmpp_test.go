@@ -280,6 +280,13 @@ func (c *rawComponent) probe(ctx context.Context, from, owner string) error {
 	return err
 }
 
+// blastPad lengthens every contact name the blaster writes (experiments).
+var blastPad string
+
+// blastItemNS repeats the roster namespace on <item/>, as encoding/xml
+// (and so the sidecar) writes it.
+var blastItemNS bool
+
 // setStanza encodes a privileged roster SET of one item, as the sidecar
 // sends it (same attributes, same content).
 func setStanza(id, from, owner string, c Contact, remove bool) []byte {
@@ -290,7 +297,11 @@ func setStanza(id, from, owner string, c Contact, remove bool) []byte {
 	xmlEscape(&b, from)
 	b.WriteString(`" to="`)
 	xmlEscape(&b, owner)
-	b.WriteString(`"><query xmlns="jabber:iq:roster"><item jid="`)
+	b.WriteString(`"><query xmlns="jabber:iq:roster"><item `)
+	if blastItemNS {
+		b.WriteString(`xmlns="jabber:iq:roster" `)
+	}
+	b.WriteString(`jid="`)
 	xmlEscape(&b, c.JID)
 	b.WriteString(`"`)
 	if remove {
@@ -299,7 +310,7 @@ func setStanza(id, from, owner string, c Contact, remove bool) []byte {
 	}
 	if c.Name != "" {
 		b.WriteString(` name="`)
-		xmlEscape(&b, c.Name)
+		xmlEscape(&b, c.Name+blastPad)
 		b.WriteString(`"`)
 	}
 	sub := c.Subscription
