@@ -371,7 +371,6 @@ func acquire(ctx context.Context, sem chan struct{}) error {
 // syncOne calls Syncer.Sync, turning a panic into an error for that user so
 // that one bad roster cannot take the process down.
 func (s *Server) syncOne(ctx context.Context, user string) (res component.SyncResult) {
-	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("admin: panic in roster sync", "user", user, "panic", p, "stack", string(debug.Stack()))
@@ -379,9 +378,6 @@ func (s *Server) syncOne(ctx context.Context, user string) (res component.SyncRe
 		}
 		if res.Err != nil {
 			s.log.Warn("admin: roster refresh failed", "user", user, "error", res.Err)
-		}
-		if s.cfg.Observer != nil {
-			s.cfg.Observer.ObserveSync(res, time.Since(start))
 		}
 	}()
 	return s.syncer.Sync(ctx, user)

@@ -84,10 +84,6 @@ type Observer interface {
 	// "/roster_admin/refresh/:user"; empty or a catch-all when none matched),
 	// the status code and the time taken.
 	ObserveRequest(method, route string, code int, d time.Duration)
-	// ObserveSync is called once per Syncer.Sync call with its result and the
-	// time it took. Users cancelled before their Sync started are not
-	// reported here.
-	ObserveSync(res component.SyncResult, d time.Duration)
 }
 
 // Config configures the API server. Zero values take the defaults named on
@@ -279,15 +275,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		return fmt.Errorf("admin: serve: %w", err)
 	}
 	return nil
-}
-
-// ListenAndServe listens on Config.Listen and calls Serve.
-func (s *Server) ListenAndServe() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("admin: listen: %w", err)
-	}
-	return s.Serve(ln)
 }
 
 // Shutdown stops the server gracefully: it stops accepting connections and

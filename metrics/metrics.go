@@ -144,11 +144,6 @@ func (m *Metrics) ObserveRequest(_, route string, code int, d time.Duration) {
 	m.refreshDuration.WithLabelValues(route).Observe(d.Seconds())
 }
 
-// ObserveSync implements admin.Observer and does nothing: syncs are counted
-// by the Syncer (SyncEnded), where a sync shared by several requests counts
-// once.
-func (m *Metrics) ObserveSync(component.SyncResult, time.Duration) {}
-
 // SyncStarted implements component.SyncObserver.
 func (m *Metrics) SyncStarted() { m.syncsInFlight.Inc() }
 

@@ -107,9 +107,7 @@ func newAdmin(cfg Config, syncer admin.Syncer, log *slog.Logger, obs admin.Obser
 		RequestTimeout: cfg.AdminTimeout,
 		TLSCertFile:    cfg.AdminTLSCert,
 		TLSKeyFile:     cfg.AdminTLSKey,
-	}
-	if obs != nil {
-		acfg.Observer = obs
+		Observer:       obs,
 	}
 	api, err := admin.New(acfg, syncer, log)
 	if err != nil {
