@@ -115,6 +115,7 @@ func (r *serverReport) markdown() string {
 			a.Concurrency, num(a.Sidecar.itemsPerSec()), a.Concurrency, num(a.API.itemsPerSec()), a.Sidecar.itemsPerSec()/a.API.itemsPerSec())
 	}
 	b.WriteString("\n")
+	insideTable(&b, r.Inside, r.InsideUsers, r.Contacts)
 	r.cpuTable(&b)
 	return b.String()
 }

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -44,6 +45,7 @@ var (
 	benchBurn       = flag.Bool("bench.burn", true, "run the blaster populate once more while a busy loop takes as much CPU as the sidecar and the benchmark's backend took during populate")
 	benchInterleave = flag.Int("bench.interleave", 8, "run the blaster populate once more with this many users taking turns item by item (the order of that many concurrent syncs) and as many IQs in flight as the sidecar had on average; 0 skips it")
 	benchMicro      = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
+	benchInside     = flag.Int("bench.inside", 500, "ejabberd: users (-bench.contacts each) of the populates measured from inside the Erlang node, by the blaster and the sidecar, with the VM's default scheduler settings and without busy waiting; 0 skips them")
 	benchPprof      = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate (builds it with -tags pprof)")
 )
 
@@ -134,6 +136,8 @@ type serverReport struct {
 	LimitGet            blastPhase // one roster GET per user after the update
 	Populate, Update    phase      // the median rounds
 	LimitRounds         []blastRound
+	Inside              []insideRun // ejabberd: populates measured inside the Erlang node
+	InsideUsers         int
 	LimitBurn           blastPhase // populate with BurnCores taken by a busy loop
 	BurnCores           float64
 	LimitInterleaved    blastPhase // populate with Interleave users taking turns
@@ -216,6 +220,14 @@ func runBench(t *testing.T, r Runner) *serverReport {
 	backend := NewBackend(t)
 	if *benchRounds > 0 {
 		mainPhases(t, ctx, r, rep, backend)
+	}
+
+	// ejabberd: what its Erlang node does during populate, and the same
+	// populates with schedulers that do not busy-wait. The blaster uses the
+	// window found best above (32, the usual best, without -bench.rounds).
+	if *benchInside > 0 && r.Name == "ejabberd" {
+		rep.InsideUsers = *benchInside
+		rep.Inside = insideEjabberd(t, ctx, r, backend, *benchInside, k, cmp.Or(rep.Limit.Window, 32), benchSidecarOptions(*benchConc, *benchWindow))
 	}
 
 	if *benchCycles > 0 {
@@ -319,6 +331,8 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 		for i, tu := range tunes {
 			set := sets[c][i]
 			var pop, upd phase
+			segments := 0.0   // during populate, toward the server
+			var near *iqProxy // the proxy next to the server, if any
 			if tu.Blaster {
 				target := *srv
 				for range tu.Hops { // through proxies, as the sidecar's traffic goes
@@ -328,13 +342,20 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 					}
 					defer p.Close()
 					target.ComponentAddr = p.Addr()
+					if near == nil {
+						near = p
+					}
 				}
 				comp := dialBlaster(t, ctx, &target)
 				ids := 0
 				blastItemNS, blastReadFirst, blastPad = tu.ItemNS, tu.ReadFirst, strings.Repeat("x", tu.Pad)
 				st := interleave(set.populateStanzas(srv.ComponentDomain, &ids), k, tu.Interleave)
 				blastItemNS, blastReadFirst, blastPad = false, false, ""
-				b := blastRun(t, ctx, comp, srv, st, tu.Window)
+				stopBurn := burn(tu.Burn)
+				out0 := proxyOut(near)
+				b := blastRunFlush(t, ctx, comp, srv, st, tu.Window, tu.Direct)
+				stopBurn()
+				segments = perIQ(proxyOut(near).sub(out0))
 				u := blastRun(t, ctx, comp, srv, set.updateStanzas(set.mutate(), srv.ComponentDomain, &ids), tu.Window)
 				comp.close()
 				pop = phase{Items: b.Items, Wall: b.Wall, CPU: b.CPU}
@@ -349,7 +370,9 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 				}
 				sc, proxy, ref := startBenchSidecar(t, srv, backend, o)
 				sidecarBinary = defaultBinary
+				out0 := proxyOut(proxy)
 				pop = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
+				segments = perIQ(proxyOut(proxy).sub(out0))
 				pop.Items = pop.Totals.Added
 				expectTotals(t, "tuning populate", pop, set.items(), 0, 0)
 				set.mutate()
@@ -363,8 +386,8 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 			res[i].Populate = append(res[i].Populate, pop.itemsPerSec())
 			res[i].Update = append(res[i].Update, upd.itemsPerSec())
 			res[i].ServerCPU = append(res[i].ServerCPU, pop.CPU.Procs[0])
-			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, preempted %.0f/s, waited %.0f/s; %.1f IQs in flight), update %.0f items/s", r.Name, c+1, tu.Spec,
-				pop.itemsPerSec(), pop.CPU.Procs[0], pop.CPU.ServerPreempted, pop.CPU.ServerWaited, pop.InFlight, upd.itemsPerSec())
+			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, preempted %.0f/s, waited %.0f/s; %.1f IQs in flight; %.2f reads per IQ), update %.0f items/s", r.Name, c+1, tu.Spec,
+				pop.itemsPerSec(), pop.CPU.Procs[0], pop.CPU.ServerPreempted, pop.CPU.ServerWaited, pop.InFlight, segments, upd.itemsPerSec())
 		}
 	}
 	return res
@@ -882,6 +905,24 @@ func burn(cores float64) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// proxyOut is what p carried toward the server so far (nothing for nil).
+func proxyOut(p *iqProxy) iqCounts {
+	if p == nil {
+		return iqCounts{}
+	}
+	out, _ := p.Counts()
+	return out
+}
+
+// perIQ is the number of reads per IQ in c (0 without IQs).
+func perIQ(c iqCounts) float64 {
+	n := c.RosterGet + c.RosterSet + c.OtherIQ + c.Result + c.Error
+	if n == 0 {
+		return 0
+	}
+	return float64(c.Reads) / float64(n)
 }
 
 // parseTune parses the -bench.tune list.

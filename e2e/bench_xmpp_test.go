@@ -352,10 +352,11 @@ func attr(se xml.StartElement, name string) string {
 // iqCounts are the IQs one direction of a proxied component stream carried.
 type iqCounts struct {
 	RosterGet, RosterSet, OtherIQ, Result, Error int64
+	Reads                                        int64 // reads (TCP segments, roughly) that carried them
 }
 
 func (c iqCounts) sub(o iqCounts) iqCounts {
-	return iqCounts{c.RosterGet - o.RosterGet, c.RosterSet - o.RosterSet, c.OtherIQ - o.OtherIQ, c.Result - o.Result, c.Error - o.Error}
+	return iqCounts{c.RosterGet - o.RosterGet, c.RosterSet - o.RosterSet, c.OtherIQ - o.OtherIQ, c.Result - o.Result, c.Error - o.Error, c.Reads - o.Reads}
 }
 
 // iqProxy is a TCP proxy between the sidecar and the server's component
@@ -456,6 +457,7 @@ type iqScanner struct {
 const rosterQuery = `<query xmlns="jabber:iq:roster"`
 
 func (s *iqScanner) feed(chunk []byte) {
+	s.counts.Reads++
 	data := chunk
 	if len(s.tail) > 0 {
 		data = append(s.tail, chunk...)

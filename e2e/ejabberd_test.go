@@ -36,6 +36,13 @@ const ejabberdInetrc = `{lookup,["file","native"]}.
 // environment.
 func StartEjabberd(t *testing.T) *Server {
 	t.Helper()
+	return startEjabberd(t, "")
+}
+
+// startEjabberd is StartEjabberd with extra options for the Erlang VM
+// (erl flags such as "+sbwt none"), for the benchmark's experiments.
+func startEjabberd(t *testing.T, erlOptions string) *Server {
+	t.Helper()
 	dir := tempDir(t, "e2e-ejabberd-")
 	for _, d := range []string{"spool", "logs", "modules.d"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o750); err != nil {
@@ -54,12 +61,14 @@ func StartEjabberd(t *testing.T) *Server {
 	if debug() {
 		logLevel = "debug"
 	}
+	node := fmt.Sprintf("e2e%d_%d@localhost", os.Getpid(), dist)
 	env := append(os.Environ(),
 		// ejabberdctl.cfg
 		"E2E_EJABBERD_DIR="+dir,
-		"E2E_EJABBERD_NODE="+fmt.Sprintf("e2e%d_%d@localhost", os.Getpid(), dist),
+		"E2E_EJABBERD_NODE="+node,
 		"E2E_EJABBERD_DIST_PORT="+strconv.Itoa(dist),
 		"E2E_EJABBERD_COOKIE="+hex.EncodeToString(cookie),
+		"E2E_EJABBERD_ERL_OPTIONS="+erlOptions,
 		"E2E_EJABBERD_PID_PATH="+filepath.Join(dir, "ejabberd.pid"),
 		// macros of ejabberd.yml; values are YAML: quote strings that
 		// could read as something else.
@@ -97,6 +106,7 @@ func StartEjabberd(t *testing.T) *Server {
 		ComponentDomain: componentDomain,
 		ComponentSecret: componentSecret,
 		Process:         p,
+		Erlang:          &ErlangNode{Name: node, Cookie: hex.EncodeToString(cookie), DistPort: dist},
 		owner:           t,
 	}
 	apiURL := "http://127.0.0.1:" + strconv.Itoa(api) + "/api/"

@@ -42,6 +42,8 @@ type Server struct {
 	// APIURL is the base URL of ejabberd's mod_http_api on loopback
 	// (".../api/"); empty for Prosody.
 	APIURL string
+	// Erlang is ejabberd's Erlang node, for probes; nil for Prosody.
+	Erlang *ErlangNode
 
 	createUsers func(ctx context.Context, t testing.TB, password string, names []string) error
 	// waitReady waits until a freshly started process serves.
@@ -79,6 +81,13 @@ func (s *Server) CreateUsers(t testing.TB, names ...string) {
 		t.Fatalf("%s: creating users %q: %v", s.Name, names, err)
 	}
 	t.Logf("%s: created %d users in %v", s.Name, len(names), time.Since(start).Round(time.Millisecond))
+}
+
+// ErlangNode is how to reach a server's Erlang node from another one.
+type ErlangNode struct {
+	Name     string // e.g. e2e123_4567@localhost
+	Cookie   string
+	DistPort int // the node listens here (no epmd)
 }
 
 // Runner starts one kind of server.
