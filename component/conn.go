@@ -105,7 +105,7 @@ func (s *session) fail(err error) {
 // NewConn returns an unconnected Conn; call Run to connect.
 func NewConn(cfg Config, log *slog.Logger) *Conn {
 	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker(), subscription: map[string]bool{}}
-	c.router.HandleFunc("iq", c.handleIQ)
+	c.router.HandleFunc("iq", func(_ xmpp.Sender, p stanza.Packet) { c.handleIQ(sessionSender{c}, p) })
 	c.router.HandleFunc("message", c.handleMessage)
 	c.router.HandleFunc("presence", c.handlePresence)
 	c.router.NewRoute().HandlerFunc(func(xmpp.Sender, stanza.Packet) {}) // others: ignored
@@ -151,7 +151,7 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}}
 	// The library talks to the server through a relay that passes on only
 	// what it can always decode (see filter.go).
-	relay, err := startFilterRelay(c.cfg.Address, c.cfg.ConnectTimeout)
+	relay, err := startFilterRelay(c.cfg.Address, c.cfg.ConnectTimeout, c.deliverResult)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
 	}
@@ -297,8 +297,51 @@ func (c *Conn) sendIQ(ctx context.Context, sess *session, iq *stanza.IQ) (*stanz
 	return c.roundTrip(ctx, sess, iqKind(iq), func(id string) error {
 		iq.Id = id
 		iq.From = c.cfg.Domain
-		return sess.comp.Send(iq)
+		return sess.send(iq)
 	})
+}
+
+// send writes a stanza to the server, encoded as the library's Send
+// encodes it, past the library (see filter.go).
+func (s *session) send(p stanza.Packet) error {
+	b, err := xml.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode stanza: %w", err)
+	}
+	return s.relay.send(b)
+}
+
+// deliverResult hands an IQ result without payload, read by the relay, to
+// its waiter; it reports false when nobody waits for id.
+func (c *Conn) deliverResult(id, from, to string) bool {
+	return c.iqs.deliver(&stanza.IQ{
+		XMLName: xml.Name{Space: stanza.NSComponent, Local: "iq"},
+		Attrs:   stanza.Attrs{Type: stanza.IQTypeResult, Id: id, From: from, To: to},
+	})
+}
+
+// sessionSender is the xmpp.Sender handed to the component's handlers: it
+// writes on the current session past the library, like every other write.
+type sessionSender struct{ c *Conn }
+
+func (s sessionSender) Send(p stanza.Packet) error {
+	sess := s.c.session()
+	if sess == nil {
+		return ErrDisconnected
+	}
+	return sess.send(p)
+}
+
+func (s sessionSender) SendRaw(raw string) error {
+	sess := s.c.session()
+	if sess == nil {
+		return ErrDisconnected
+	}
+	return sess.relay.send([]byte(raw))
+}
+
+func (sessionSender) SendIQ(context.Context, *stanza.IQ) (chan stanza.IQ, error) {
+	return nil, errors.New("handlers do not wait for IQ replies")
 }
 
 // roundTrip registers a waiter for a new IQ id, has send write the IQ with

@@ -34,14 +34,32 @@ import (
 //   - the handshake and stream errors: unchanged; any other element (which
 //     servers do not send, and the library cannot decode): dropped.
 // What is kept decodes without error whatever its content: strings only.
+//
+// The relay is also the component's fast path: it hands IQ results without
+// payload (the answers to roster SETs and pings) straight to their waiters
+// (results), and the component writes its stanzas straight to the server
+// (send). The library then only does the handshake, decodes what needs
+// decoding (roster GET results, errors, messages, presence, requests) and
+// closes the stream; a roster SET and its answer never cross the loopback
+// connection, and no goroutine of the library handles them.
+
+// resultFunc takes an IQ result without payload; it reports false when
+// nobody waits for id, and the result is then passed on to the library.
+type resultFunc func(id, from, to string) bool
 
 // filterRelay relays one component connection between the library and the
 // server.
 type filterRelay struct {
-	ln     net.Listener
-	server net.Conn
+	ln      net.Listener
+	server  net.Conn
+	results resultFunc // may be nil
 
 	wg sync.WaitGroup // the relay's goroutines
+
+	// wmu serialises writes to the server: each write is whole stanzas,
+	// from send or from the library (which writes each stanza with one
+	// write, and after the handshake only the stream's end).
+	wmu sync.Mutex
 
 	mu     sync.Mutex
 	client net.Conn
@@ -50,7 +68,8 @@ type filterRelay struct {
 
 // startFilterRelay dials the server (so that dial errors are the usual
 // ones) and listens on a loopback port for the library to connect to.
-func startFilterRelay(address string, timeout time.Duration) (*filterRelay, error) {
+// results, when not nil, takes IQ results without payload.
+func startFilterRelay(address string, timeout time.Duration, results resultFunc) (*filterRelay, error) {
 	server, err := net.DialTimeout("tcp", address, timeout)
 	if err != nil {
 		return nil, err
@@ -60,7 +79,7 @@ func startFilterRelay(address string, timeout time.Duration) (*filterRelay, erro
 		server.Close()
 		return nil, fmt.Errorf("relay listener: %w", err)
 	}
-	r := &filterRelay{ln: ln, server: server}
+	r := &filterRelay{ln: ln, server: server, results: results}
 	r.wg.Go(func() { r.run(timeout) })
 	return r, nil
 }
@@ -88,10 +107,34 @@ func (r *filterRelay) run(timeout time.Duration) {
 	r.client = client
 	r.mu.Unlock()
 	r.wg.Go(func() {
-		_, _ = io.Copy(r.server, client)
+		_ = r.forward(client)
 		r.Close()
 	})
-	_ = filterStream(client, r.server)
+	_ = filterStream(client, r.server, r.results)
+}
+
+// send writes whole stanzas to the server.
+func (r *filterRelay) send(b []byte) error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	_, err := r.server.Write(b)
+	return err
+}
+
+// forward passes what the library writes on to the server.
+func (r *filterRelay) forward(client net.Conn) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			if werr := r.send(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Wait waits for the relay's goroutines to end, after Close.
@@ -150,6 +193,8 @@ func (t *tapReader) release(off int64) {
 type stanzaState struct {
 	name     xml.Name // resolved
 	typ      string
+	id       string
+	from, to string
 	start    int64 // offset of '<'
 	startEnd int64 // offset after the start tag
 	keep     [][2]int64
@@ -160,8 +205,9 @@ type stanzaState struct {
 // filterStream reads the server's stream from src and writes the filtered
 // stream to dst, until an error. What one read of src brings is written to
 // dst at once, before the next read: one write for many stanzas when the
-// server answers many IQs in a row.
-func filterStream(out io.Writer, src io.Reader) (err error) {
+// server answers many IQs in a row. IQ results without payload go to
+// results instead, when it takes them.
+func filterStream(out io.Writer, src io.Reader, results resultFunc) (err error) {
 	dst := bufio.NewWriterSize(out, 64<<10)
 	defer func() { // what was read before the end
 		if ferr := dst.Flush(); err == nil {
@@ -191,8 +237,18 @@ func filterStream(out io.Writer, src io.Reader) (err error) {
 			case 2:
 				st = &stanzaState{name: t.Name, start: before, startEnd: after}
 				for _, a := range t.Attr {
-					if a.Name.Space == "" && a.Name.Local == "type" {
+					if a.Name.Space != "" {
+						continue
+					}
+					switch a.Name.Local {
+					case "type":
 						st.typ = a.Value
+					case "id":
+						st.id = a.Value
+					case "from":
+						st.from = a.Value
+					case "to":
+						st.to = a.Value
 					}
 				}
 			case 3:
@@ -205,8 +261,11 @@ func filterStream(out io.Writer, src io.Reader) (err error) {
 					st.keep = append(st.keep, [2]int64{st.childAt, after})
 				}
 			case 2:
-				if _, err := dst.Write(st.assemble(tap, after)); err != nil {
-					return err
+				taken := results != nil && st.bareResult() && results(st.id, st.from, st.to)
+				if !taken {
+					if _, err := dst.Write(st.assemble(tap, after)); err != nil {
+						return err
+					}
 				}
 				tap.release(after)
 				st = nil
@@ -226,6 +285,13 @@ func filterStream(out io.Writer, src io.Reader) (err error) {
 			}
 		}
 	}
+}
+
+// bareResult reports whether the stanza is an IQ result with nothing the
+// component reads inside.
+func (st *stanzaState) bareResult() bool {
+	return st.name.Local == "iq" && st.typ == "result" && len(st.keep) == 0 &&
+		(st.name.Space == stanza.NSComponent || st.name.Space == stanza.NSClient)
 }
 
 // keepChild decides whether the child just read is passed on.

@@ -2,6 +2,8 @@ package component
 
 import (
 	"io"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,7 +22,7 @@ func TestFilterStreamCoalescesAndFlushes(t *testing.T) {
 	src, feed := io.Pipe()
 	out := make(chanWriter, 16)
 	done := make(chan error, 1)
-	go func() { done <- filterStream(out, src) }()
+	go func() { done <- filterStream(out, src, nil) }()
 
 	next := func() string {
 		t.Helper()
@@ -66,5 +68,52 @@ func TestFilterStreamCoalescesAndFlushes(t *testing.T) {
 	case s := <-out:
 		t.Errorf("unexpected output after the end: %q", s)
 	default:
+	}
+}
+
+// TestFilterStreamHandsOverBareResults checks the fast path: IQ results
+// without payload go to their waiter and not to the library, unless nobody
+// waits for them; everything else is passed on.
+func TestFilterStreamHandsOverBareResults(t *testing.T) {
+	type taken struct{ id, from, to string }
+	var got []taken
+	results := func(id, from, to string) bool {
+		if id == "unknown" {
+			return false
+		}
+		got = append(got, taken{id, from, to})
+		return true
+	}
+	body := `<iq type='result' id='set1' from='alice@example.test' to='roster.example.test'/>` +
+		`<iq type='result' id='set2' from='bob@example.test' to='roster.example.test'></iq>` +
+		`<iq type='result' id='get1' from='alice@example.test'><query xmlns='jabber:iq:roster'><item jid='b@example.test'/></query></iq>` +
+		`<iq type='result' id='ext'><x xmlns='urn:other'/></iq>` +
+		`<iq type='error' id='err1'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>` +
+		`<iq type='result' id='unknown'/>` +
+		`<message from='example.test'/>`
+	var out strings.Builder
+	_ = filterStream(&out, strings.NewReader(streamHead+body+streamTail), results)
+
+	want := []taken{
+		{"set1", "alice@example.test", "roster.example.test"},
+		{"set2", "bob@example.test", "roster.example.test"},
+		{"ext", "", ""}, // its payload is not for the component: dropped anyway
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("handed over %v, want %v", got, want)
+	}
+	passed := out.String()
+	for _, id := range []string{"get1", "err1", "unknown"} {
+		if !strings.Contains(passed, "id='"+id+"'") {
+			t.Errorf("%s not passed on to the library: %s", id, passed)
+		}
+	}
+	for _, id := range []string{"set1", "set2", "ext"} {
+		if strings.Contains(passed, "id='"+id+"'") {
+			t.Errorf("%s passed on although its waiter took it: %s", id, passed)
+		}
+	}
+	if !strings.Contains(passed, "<message from='example.test'></message>") && !strings.Contains(passed, "<message from='example.test'/>") {
+		t.Errorf("message not passed on: %s", passed)
 	}
 }

@@ -34,7 +34,7 @@ const (
 // result, and the first decode error.
 func filtered(body string) ([]stanza.Packet, error) {
 	var out bytes.Buffer
-	_ = filterStream(&out, strings.NewReader(streamHead+body+streamTail))
+	_ = filterStream(&out, strings.NewReader(streamHead+body+streamTail), nil)
 	d := xml.NewDecoder(&out)
 	for { // the stream header
 		tok, err := d.Token()

@@ -40,7 +40,7 @@ func (c *Conn) SetRosterItem(ctx context.Context, user string, item stanza.Roste
 	_, err := c.roundTrip(ctx, sess, string(stanza.IQTypeSet), func(id string) error {
 		bp := setBuffers.Get().(*[]byte)
 		b := appendRosterSet((*bp)[:0], id, c.cfg.Domain, user, item)
-		err := sess.comp.SendRaw(string(b)) // one write, as Send does
+		err := sess.relay.send(b) // one write, past the library
 		*bp = b
 		setBuffers.Put(bp)
 		return err

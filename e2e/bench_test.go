@@ -69,6 +69,14 @@ type phase struct {
 func (p phase) usersPerSec() float64 { return float64(p.Users) / p.Wall.Seconds() }
 func (p phase) itemsPerSec() float64 { return float64(p.Items) / p.Wall.Seconds() }
 
+// cpuPerItem is the sidecar's CPU seconds per item written (0 when unknown).
+func (p phase) cpuPerItem() float64 {
+	if p.Items == 0 || len(p.CPU.Procs) < 2 {
+		return 0
+	}
+	return p.CPU.Procs[1] * p.Wall.Seconds() / float64(p.Items)
+}
+
 // blastPhase is one measured blaster run.
 type blastPhase struct {
 	blastResult
@@ -386,8 +394,8 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 			res[i].Populate = append(res[i].Populate, pop.itemsPerSec())
 			res[i].Update = append(res[i].Update, upd.itemsPerSec())
 			res[i].ServerCPU = append(res[i].ServerCPU, pop.CPU.Procs[0])
-			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, preempted %.0f/s, waited %.0f/s; %.1f IQs in flight; %.2f reads per IQ), update %.0f items/s", r.Name, c+1, tu.Spec,
-				pop.itemsPerSec(), pop.CPU.Procs[0], pop.CPU.ServerPreempted, pop.CPU.ServerWaited, pop.InFlight, segments, upd.itemsPerSec())
+			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, preempted %.0f/s, waited %.0f/s; %.1f IQs in flight; %.2f reads per IQ; sidecar %.0f µs CPU per item), update %.0f items/s", r.Name, c+1, tu.Spec,
+				pop.itemsPerSec(), pop.CPU.Procs[0], pop.CPU.ServerPreempted, pop.CPU.ServerWaited, pop.InFlight, segments, pop.cpuPerItem()*1e6, upd.itemsPerSec())
 		}
 	}
 	return res
