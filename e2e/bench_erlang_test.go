@@ -144,21 +144,46 @@ func (p *erlangProbe) stop(t *testing.T) erlangUse {
 // insideRun is one populate measured from inside the server.
 type insideRun struct {
 	Name   string
-	VM     string // extra erl flags of the server
+	Where  string // CPU layout and VM settings
 	Rate   float64
 	OSCPU  float64 // the server's CPU time / wall time, as the OS counts it
 	Erlang erlangUse
 }
 
+// insideVariant is a CPU layout and VM setting the populates run with.
+type insideVariant struct {
+	Where  string
+	Layout cpuLayout
+	VM     string // extra erl flags of the server
+}
+
 // insideEjabberd populates n users (k contacts) by the blaster and by the
-// sidecar, each on a fresh server, once with the VM's default scheduler
-// settings and once with vmNoBusyWait, measuring each run from inside.
-func insideEjabberd(t *testing.T, ctx context.Context, r Runner, backend *Backend, n, k, window int, opts SidecarOptions) []insideRun {
+// sidecar, each on a fresh server, measuring each run from inside: with
+// the server on CPUs of its own (when layout gives it some), with every
+// process on every CPU, and so again with Erlang schedulers that do not
+// busy-wait. It puts layout back in place before it returns.
+func insideEjabberd(t *testing.T, ctx context.Context, r Runner, backend *Backend, n, k, window int, opts SidecarOptions, layout cpuLayout) []insideRun {
 	t.Helper()
 	beams := compileErlangProbe(t)
+	var variants []insideVariant
+	if len(layout.Server) > 0 {
+		variants = append(variants, insideVariant{Where: "server on CPU " + cpuList(layout.Server) + " alone", Layout: layout})
+	}
+	shared := layout.shared()
+	variants = append(variants,
+		insideVariant{Where: "every process on every CPU", Layout: shared},
+		insideVariant{Where: "every process on every CPU, schedulers without busy waiting (`" + vmNoBusyWait + "`)", Layout: shared, VM: vmNoBusyWait})
+	defer func() {
+		if err := layout.apply(); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	var out []insideRun
-	for _, vm := range []string{"", vmNoBusyWait} {
-		rv := Runner{Name: r.Name, Binaries: r.Binaries, Start: func(t *testing.T) *Server { return startEjabberd(t, vm) }}
+	for _, v := range variants {
+		if err := v.Layout.apply(); err != nil {
+			t.Fatal(err)
+		}
+		rv := Runner{Name: r.Name, Binaries: r.Binaries, Start: func(t *testing.T) *Server { return startEjabberd(t, v.VM) }}
 
 		set := newBenchSet("inb"+strconv.Itoa(len(out))+"u", n, k)
 		srv := freshServer(t, rv, set)
@@ -171,7 +196,7 @@ func insideEjabberd(t *testing.T, ctx context.Context, r Runner, backend *Backen
 		use := probe.stop(t)
 		comp.close()
 		srv.Process.Stop(time.Minute)
-		out = append(out, insideRun{Name: fmt.Sprintf("blaster, window %d", window), VM: vm, Rate: b.Rate(), OSCPU: b.CPU.Procs[0], Erlang: use})
+		out = append(out, insideRun{Name: fmt.Sprintf("blaster, window %d", window), Where: v.Where, Rate: b.Rate(), OSCPU: b.CPU.Procs[0], Erlang: use})
 
 		set = newBenchSet("ins"+strconv.Itoa(len(out))+"u", n, k)
 		set.serve(backend)
@@ -186,9 +211,9 @@ func insideEjabberd(t *testing.T, ctx context.Context, r Runner, backend *Backen
 		sc.Stop(30 * time.Second)
 		proxy.Close()
 		srv.Process.Stop(time.Minute)
-		out = append(out, insideRun{Name: "sidecar", VM: vm, Rate: pop.itemsPerSec(), OSCPU: pop.CPU.Procs[0], Erlang: use})
+		out = append(out, insideRun{Name: "sidecar", Where: v.Where, Rate: pop.itemsPerSec(), OSCPU: pop.CPU.Procs[0], Erlang: use})
 		for _, ir := range out[len(out)-2:] {
-			t.Logf("%s: inside (%q): %s: %.0f items/s, OS CPU %.2f, schedulers %v, dirty IO %.2f, top %v", r.Name, vm, ir.Name, ir.Rate, ir.OSCPU, ir.Erlang.Schedulers, ir.Erlang.DirtyIO, ir.Erlang.Top)
+			t.Logf("%s: inside (%s): %s: %.0f items/s, OS CPU %.2f, schedulers %v, dirty IO %.2f, top %v", r.Name, v.Where, ir.Name, ir.Rate, ir.OSCPU, ir.Erlang.Schedulers, ir.Erlang.DirtyIO, ir.Erlang.Top)
 		}
 	}
 	return out
@@ -200,12 +225,8 @@ func insideTable(b *strings.Builder, runs []insideRun, users, contacts int) {
 		return
 	}
 	fmt.Fprintf(b, "Inside ejabberd during populate (%s users × %d contacts, a fresh server each; `e2e/testdata/e2e_probe.erl` reads the Erlang node):\n\n", num(float64(users)), contacts)
-	b.WriteString("| run | Erlang VM | items/s | server CPU (OS) | schedulers busy (busy waiting excluded) | dirty IO schedulers | processes that ran most (share of reductions) |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| run | where | items/s | server CPU (OS) | schedulers busy (busy waiting excluded) | dirty IO schedulers | processes that ran most (share of reductions) |\n|---|---|---|---|---|---|---|\n")
 	for _, ir := range runs {
-		vm := "default"
-		if ir.VM != "" {
-			vm = "`" + ir.VM + "`"
-		}
 		var sched []string
 		for _, s := range ir.Erlang.Schedulers {
 			sched = append(sched, fmt.Sprintf("%.2f", s))
@@ -214,15 +235,11 @@ func insideTable(b *strings.Builder, runs []insideRun, users, contacts int) {
 		for _, p := range ir.Erlang.Top[:min(3, len(ir.Erlang.Top))] {
 			top = append(top, fmt.Sprintf("`%s` in `%s` (%.0f%%)", p.Initial, p.Inside, 100*float64(p.Reductions)/float64(max(1, ir.Erlang.Reductions))))
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %.2f | %s | %.2f | %s |\n", ir.Name, vm, num(ir.Rate), ir.OSCPU, strings.Join(sched, " + "), ir.Erlang.DirtyIO, strings.Join(top, "; "))
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f | %s | %.2f | %s |\n", ir.Name, ir.Where, num(ir.Rate), ir.OSCPU, strings.Join(sched, " + "), ir.Erlang.DirtyIO, strings.Join(top, "; "))
 	}
 	b.WriteString("\n")
 	for i := 0; i+1 < len(runs); i += 2 {
-		vm := "default settings"
-		if runs[i].VM != "" {
-			vm = "`" + runs[i].VM + "`"
-		}
-		fmt.Fprintf(b, "Sidecar / blaster with %s: **%.2f**.\n", vm, runs[i+1].Rate/runs[i].Rate)
+		fmt.Fprintf(b, "- %s: sidecar / blaster **%.2f**\n", runs[i].Where, runs[i+1].Rate/runs[i].Rate)
 	}
 	b.WriteString("\n")
 }

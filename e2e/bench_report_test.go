@@ -34,6 +34,7 @@ func benchDocument(m machine, reps []*serverReport, micro string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run %s on %d CPUs (`nproc`), %s, %s RAM, %s; %s; Prosody %s (prosody-modules %s); ejabberd %s.\n\n",
 		m.Start, m.CPUs, m.CPUModel, m.Memory, m.Kernel, m.Go, m.Prosody, m.MellPrivilege, m.Ejabberd)
+	fmt.Fprintf(&b, "CPUs: %s.\n\n", m.Layout)
 	fmt.Fprintf(&b, "Command (what `make bench` ran):\n\n```sh\n%s\n```\n\n", benchCommand())
 	for _, r := range reps {
 		b.WriteString(r.markdown())

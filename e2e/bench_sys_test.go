@@ -5,14 +5,18 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // clockTicks is USER_HZ, the unit of CPU times in /proc/PID/stat (100 on
@@ -195,6 +199,7 @@ type machine struct {
 	Kernel, Go           string
 	Prosody, Ejabberd    string
 	MellPrivilege, Start string
+	Layout               string // where the processes ran (cpuLayout)
 }
 
 func describeMachine() machine {
@@ -261,4 +266,135 @@ func buildProfilingSidecar(dir string) (string, error) {
 		return "", fmt.Errorf("go build -tags pprof: %v\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// cpuLayout is where the benchmark runs what: the servers on CPUs of their
+// own (Server), everything else on the others (Rest): the benchmark
+// process with its backend, proxy and blaster, and the sidecar it starts.
+// Both empty: everything shares every CPU available (All).
+type cpuLayout struct {
+	Server, Rest, All []int
+}
+
+// shared is the layout where everything shares every CPU.
+func (l cpuLayout) shared() cpuLayout { return cpuLayout{All: l.All} }
+
+// String describes the layout for the report.
+func (l cpuLayout) String() string {
+	if len(l.Server) == 0 {
+		return "every process on every CPU"
+	}
+	return fmt.Sprintf("the server on CPU %s alone (`taskset -c %s`); the benchmark process (backend, proxy, blaster) and the sidecar on CPU %s",
+		cpuList(l.Server), cpuList(l.Server), cpuList(l.Rest))
+}
+
+// planCPUs turns -bench.servercpus into a layout: "auto" gives the server
+// the first available CPU when there are two or more, "" or "none" shares
+// them all, else a CPU list such as "0" or "0-1" for the server.
+func planCPUs(spec string) (cpuLayout, error) {
+	var avail unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &avail); err != nil {
+		return cpuLayout{}, fmt.Errorf("CPU affinity: %w", err)
+	}
+	var all []int
+	for c := range 1024 {
+		if avail.IsSet(c) {
+			all = append(all, c)
+		}
+	}
+	var server []int
+	switch spec {
+	case "", "none":
+		return cpuLayout{All: all}, nil
+	case "auto":
+		if len(all) < 2 {
+			return cpuLayout{All: all}, nil
+		}
+		server = all[:1]
+	default:
+		var err error
+		if server, err = parseCPUList(spec); err != nil {
+			return cpuLayout{}, err
+		}
+	}
+	var rest []int
+	for _, c := range all {
+		if !slices.Contains(server, c) {
+			rest = append(rest, c)
+		}
+	}
+	if len(rest) == 0 || len(server) == 0 {
+		return cpuLayout{}, fmt.Errorf("-bench.servercpus=%s leaves no CPU for the server or for the rest (available: %s)", spec, cpuList(all))
+	}
+	return cpuLayout{Server: server, Rest: rest, All: all}, nil
+}
+
+// apply starts servers on l.Server from now on and moves every thread of
+// this process (and so what it starts later) to l.Rest; a shared layout
+// puts everything back on every available CPU.
+func (l cpuLayout) apply() error {
+	serverCPUs = cpuList(l.Server)
+	cpus := l.Rest
+	if len(l.Server) == 0 {
+		cpus = l.All
+	}
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	for range 2 { // threads started during the first pass get the second
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, task := range tasks {
+			tid, err := strconv.Atoi(task.Name())
+			if err != nil {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("pin thread %d to CPUs %s: %w", tid, cpuList(cpus), err)
+			}
+		}
+	}
+	return nil
+}
+
+// parseCPUList parses a taskset CPU list such as "0", "0-1" or "0,2".
+func parseCPUList(s string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err1 := strconv.Atoi(lo)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a {
+			return nil, fmt.Errorf("not a CPU list: %q", s)
+		}
+		for c := a; c <= b; c++ {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// cpuList formats CPUs as a taskset list ("" for none).
+func cpuList(cpus []int) string {
+	var parts []string
+	for i := 0; i < len(cpus); {
+		j := i
+		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", cpus[i], cpus[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(cpus[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
 }

@@ -45,6 +45,7 @@ var (
 	benchBurn       = flag.Bool("bench.burn", true, "run the blaster populate once more while a busy loop takes as much CPU as the sidecar and the benchmark's backend took during populate")
 	benchInterleave = flag.Int("bench.interleave", 8, "run the blaster populate once more with this many users taking turns item by item (the order of that many concurrent syncs) and as many IQs in flight as the sidecar had on average; 0 skips it")
 	benchMicro      = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
+	benchServerCPUs = flag.String("bench.servercpus", "auto", "CPUs the servers run on, alone (taskset list, e.g. 0 or 0-1); the benchmark process and the sidecar get the others. auto: the first CPU when there are two or more; none: every process shares every CPU")
 	benchInside     = flag.Int("bench.inside", 500, "ejabberd: users (-bench.contacts each) of the populates measured from inside the Erlang node, by the blaster and the sidecar, with the VM's default scheduler settings and without busy waiting; 0 skips them")
 	benchPprof      = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate (builds it with -tags pprof)")
 )
@@ -181,6 +182,15 @@ func TestBench(t *testing.T) {
 		t.Cleanup(func() { sidecarBinary = old })
 	}
 	mach := describeMachine()
+	layout, err := planCPUs(*benchServerCPUs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := layout.apply(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = layout.shared().apply() })
+	mach.Layout = layout.String()
 	var reports []*serverReport
 	for _, name := range strings.Split(*benchServers, ",") {
 		name = strings.TrimSpace(name)
@@ -191,7 +201,7 @@ func TestBench(t *testing.T) {
 		r := runners[i]
 		t.Run(r.Name, func(t *testing.T) {
 			r.Check(t)
-			rep := runBench(t, r)
+			rep := runBench(t, r, layout)
 			reports = append(reports, rep)
 			fmt.Print("\n" + rep.markdown() + "\n")
 		})
@@ -220,7 +230,7 @@ func TestBench(t *testing.T) {
 // runBench runs every phase of one server. Each measured run starts on a
 // fresh server (new process, empty data) that holds exactly its users, so
 // that the blaster and the sidecar meet the same server state.
-func runBench(t *testing.T, r Runner) *serverReport {
+func runBench(t *testing.T, r Runner, layout cpuLayout) *serverReport {
 	n, k := *benchUsers, *benchContacts
 	rep := &serverReport{Name: r.Name, Users: n, Contacts: k, ScanUsers: *benchScan}
 	ctx := context.Background()
@@ -235,7 +245,7 @@ func runBench(t *testing.T, r Runner) *serverReport {
 	// window found best above (32, the usual best, without -bench.rounds).
 	if *benchInside > 0 && r.Name == "ejabberd" {
 		rep.InsideUsers = *benchInside
-		rep.Inside = insideEjabberd(t, ctx, r, backend, *benchInside, k, cmp.Or(rep.Limit.Window, 32), benchSidecarOptions(*benchConc, *benchWindow))
+		rep.Inside = insideEjabberd(t, ctx, r, backend, *benchInside, k, cmp.Or(rep.Limit.Window, 32), benchSidecarOptions(*benchConc, *benchWindow), layout)
 	}
 
 	if *benchCycles > 0 {

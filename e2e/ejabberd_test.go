@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -86,7 +85,7 @@ func startEjabberd(t *testing.T, erlOptions string) *Server {
 		"EJABBERD_MACRO_LOGLEVEL="+logLevel,
 	)
 
-	cmd := exec.Command("ejabberdctl",
+	cmd := serverCommand("ejabberdctl",
 		"--config-dir", dir,
 		"--config", deployFile(t, "ejabberd", "ejabberd.yml"),
 		"--ctl-config", testdataFile(t, "ejabberdctl.cfg"),

@@ -70,7 +70,7 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 	)
 	env = append(env, extraEnv...)
 
-	cmd := exec.Command("prosody", "--config", cfg, "-F")
+	cmd := serverCommand("prosody", "--config", cfg, "-F")
 	cmd.Dir = dir
 	cmd.Env = env
 	start := time.Now()

@@ -83,6 +83,18 @@ func (s *Server) CreateUsers(t testing.TB, names ...string) {
 	t.Logf("%s: created %d users in %v", s.Name, len(names), time.Since(start).Round(time.Millisecond))
 }
 
+// serverCPUs, when not empty, is the CPU list (taskset -c) that servers
+// are started on. The benchmark sets it to give the server CPUs of its own.
+var serverCPUs string
+
+// serverCommand is exec.Command for a server process, on serverCPUs.
+func serverCommand(name string, args ...string) *exec.Cmd {
+	if serverCPUs == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", serverCPUs, name}, args...)...)
+}
+
 // ErlangNode is how to reach a server's Erlang node from another one.
 type ErlangNode struct {
 	Name     string // e.g. e2e123_4567@localhost
