@@ -29,11 +29,23 @@ func TestEjabberdAPIMode(t *testing.T) {
 	api := *srv
 	api.HonoursSubscription = true
 	backend := NewBackend(t)
-	sc := StartSidecar(t, &api, backend, loginOptions(
-		"ROSTER_SIDECAR_EJABBERD_API_URL="+srv.APIURL,
-		"ROSTER_SIDECAR_EJABBERD_API_USER="+apiAccount+"@"+srv.Domain,
-		"ROSTER_SIDECAR_EJABBERD_API_PASSWORD="+apiPassword,
-	))
+	apiEnv := []string{
+		"ROSTER_SIDECAR_EJABBERD_API_URL=" + srv.APIURL,
+		"ROSTER_SIDECAR_EJABBERD_API_USER=" + apiAccount + "@" + srv.Domain,
+		"ROSTER_SIDECAR_EJABBERD_API_PASSWORD=" + apiPassword,
+	}
+	// check proves the API settings (before serve: it connects as the
+	// component too), and names what to fix when the password is wrong.
+	srv.CreateUsers(t, "api_check")
+	backend.SetRoster("api_check")
+	env := append(sidecarEnv(&api, backend), apiEnv...)
+	runCommand(t, env, 0, []string{"check", "--user", "api_check"},
+		"api:        ok: get_roster of api_check@example.test answered through "+srv.APIURL+" (0 items)\n",
+		"ready:      ok: the component may read and write the rosters of example.test\n")
+	runCommand(t, append(env, "ROSTER_SIDECAR_EJABBERD_API_PASSWORD=wrong"), 1, []string{"check", "--user", "api_check"},
+		"api:        FAIL: read roster of api_check@example.test: ejabberd API get_roster: HTTP 40",
+		"(check ejabberd_api.user/password and the api_permissions rule for the sidecar)\n")
+	sc := StartSidecar(t, &api, backend, loginOptions(apiEnv...))
 	e := &Env{Server: &api, Backend: backend, Sidecar: sc, Admin: sc.Admin}
 	for _, s := range []Scenario{
 		{"friends_see_each_other_then_unfriend", testAPIFriendsPresence},

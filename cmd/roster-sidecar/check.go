@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/ejabberdapi"
 	"roster-sidecar/rosterhttp"
 )
 
@@ -27,11 +28,14 @@ func checkCmd() *cobra.Command {
 
   config      every setting is valid (the same validation as serve)
   backend     GET http_roster_url for --user answers 200 with a valid roster
+  api         (API mode) ejabberd's get_roster answers for --user: the URL,
+              the credentials and the api_permissions rule work
   xmpp        the component connects and the server accepts its secret
   privileges  what the server granted, per domain
   ready       roster get and set are granted for xmpp.user_domain
 
-It changes nothing (no roster is read or written on the XMPP server). The
+It changes nothing: no roster is written, and none is read on the XMPP server
+except --user's through the API in API mode. The
 server accepts one connection per component: stop serve first, or check says
 "conflict".
 
@@ -99,6 +103,9 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 	r.line("config", "ok (%s)", source)
 
 	checkBackend(ctx, r, p, user)
+	if p.api != nil {
+		checkAPI(ctx, r, p, user)
+	}
 
 	p.start()
 	err = p.waitReady(ctx, o.wait)
@@ -139,18 +146,46 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 	return r.ok
 }
 
+// probeJID is the JID of --user, or a failure reported under label.
+func probeJID(r *checkReport, label string, p *parts, user string) (jid.JID, bool) {
+	local, err := rosterhttp.ParseUsername(user, p.cfg.UserDomain)
+	if err == nil {
+		var owner jid.JID
+		if owner, err = jid.New(local, p.cfg.UserDomain, ""); err == nil {
+			return owner, true
+		}
+	}
+	r.fail(label, fmt.Sprintf("--user: %v", err), "pass a valid username with --user")
+	return jid.JID{}, false
+}
+
+// checkAPI reads the roster of user through ejabberd's HTTP API (API
+// mode) and reports the outcome.
+func checkAPI(ctx context.Context, r *checkReport, p *parts, user string) {
+	owner, ok := probeJID(r, "api", p, user)
+	if !ok {
+		return
+	}
+	items, err := p.api.GetRoster(ctx, owner.String())
+	if err != nil {
+		var apiErr *ejabberdapi.Error
+		fix := "check ejabberd_api.url and that ejabberd's mod_http_api listens there"
+		if errors.As(err, &apiErr) {
+			fix = "" // the error says what to check
+		}
+		r.fail("api", err.Error(), fix)
+		return
+	}
+	r.line("api", "ok: get_roster of %s answered through %s (%d items)", owner, p.cfg.EjabberdAPIURL, len(items))
+}
+
 // checkBackend fetches the roster of user and reports the outcome.
 func checkBackend(ctx context.Context, r *checkReport, p *parts, user string) {
-	local, err := rosterhttp.ParseUsername(user, p.cfg.UserDomain)
-	if err != nil {
-		r.fail("backend", fmt.Sprintf("--user: %v", err), "pass a valid username with --user")
+	owner, ok := probeJID(r, "backend", p, user)
+	if !ok {
 		return
 	}
-	owner, err := jid.New(local, p.cfg.UserDomain, "")
-	if err != nil {
-		r.fail("backend", fmt.Sprintf("--user: %v", err), "pass a valid username with --user")
-		return
-	}
+	local := owner.Localpart()
 	start := time.Now()
 	roster, err := p.fetcher.Fetch(ctx, owner)
 	if err != nil {

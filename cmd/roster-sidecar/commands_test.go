@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -336,6 +337,43 @@ func TestCheck(t *testing.T) {
 		if strings.Contains(out, "ready:") {
 			t.Error("ready reported without a connection")
 		}
+	})
+	t.Run("ejabberd api", func(t *testing.T) {
+		c := newCLI(t)
+		var mu sync.Mutex
+		var calls []string
+		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			calls = append(calls, r.URL.Path+" "+string(body))
+			mu.Unlock()
+			if u, p, _ := r.BasicAuth(); u != "admin@example.test" || p != "right" {
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = io.WriteString(w, `{"status":"error","code":31,"message":"Authentication failed"}`)
+				return
+			}
+			_, _ = io.WriteString(w, `[{"jid":"c1@example.test","nick":"One","subscription":"both","pending":"none","groups":["G"]}]`)
+		}))
+		defer api.Close()
+		t.Setenv("ROSTER_SIDECAR_EJABBERD_API_URL", api.URL+"/api")
+		t.Setenv("ROSTER_SIDECAR_EJABBERD_API_USER", "admin@example.test")
+		t.Setenv("ROSTER_SIDECAR_EJABBERD_API_PASSWORD", "wrong")
+		code, out, _ := c.run(t, "check", "--user", "john")
+		expect(t, code, 1, out,
+			"api:        FAIL: read roster of john@example.test: ejabberd API get_roster: HTTP 401: Authentication failed (check ejabberd_api.user/password and the api_permissions rule for the sidecar)\n",
+			"ready:      ok: the component may read and write the rosters of example.test\n",
+		)
+		t.Setenv("ROSTER_SIDECAR_EJABBERD_API_PASSWORD", "right")
+		code, out, _ = c.run(t, "check", "--user", "john")
+		expect(t, code, 0, out, "api:        ok: get_roster of john@example.test answered through "+api.URL+"/api (1 items)\n")
+		mu.Lock()
+		if want := `/api/get_roster {"host":"example.test","user":"john"}`; len(calls) != 2 || calls[1] != want {
+			t.Errorf("API calls %q, want two of %s", calls, want)
+		}
+		mu.Unlock()
+		api.Close()
+		code, out, _ = c.run(t, "check", "--user", "john")
+		expect(t, code, 1, out, "api:        FAIL: read roster of john@example.test: ejabberd API get_roster: ", "            fix: check ejabberd_api.url and that ejabberd's mod_http_api listens there\n")
 	})
 	t.Run("invalid config", func(t *testing.T) {
 		c := newCLI(t)

@@ -66,7 +66,9 @@ type parts struct {
 	log     *slog.Logger
 	fetcher *rosterhttp.Client
 	conn    *component.Conn
-	syncer  *component.Syncer
+	// api is ejabberd's HTTP API in API mode (ejabberd_api.url), else nil.
+	api    *ejabberdapi.Client
+	syncer *component.Syncer
 	// login refreshes users at login; nil unless enableLoginRefresh.
 	login *component.LoginRefresher
 
@@ -118,8 +120,9 @@ func build(cfg Config, log *slog.Logger, m *metrics.Metrics) (*parts, error) {
 	// through ejabberd's HTTP API; the component link serves readiness
 	// (and login presence) in both.
 	var server component.RosterServer = conn
+	var api *ejabberdapi.Client
 	if cfg.EjabberdAPIURL != "" {
-		api, err := ejabberdapi.New(ejabberdapi.Config{
+		api, err = ejabberdapi.New(ejabberdapi.Config{
 			URL: cfg.EjabberdAPIURL, User: cfg.EjabberdAPIUser, Password: cfg.EjabberdAPIPass,
 			Timeout: cfg.EjabberdAPITime, Ready: conn.Connected,
 		})
@@ -129,7 +132,7 @@ func build(cfg Config, log *slog.Logger, m *metrics.Metrics) (*parts, error) {
 		server = api
 	}
 	return &parts{
-		cfg: cfg, log: log, fetcher: fetcher, conn: conn,
+		cfg: cfg, log: log, fetcher: fetcher, conn: conn, api: api,
 		syncer:   component.NewSyncer(scfg, server, fetcher, log),
 		stopConn: func() {}, connDone: make(chan error, 1),
 	}, nil
