@@ -324,6 +324,7 @@ func (c *Conn) deliverResult(id, from, to string) bool {
 // writes on the current session past the library, like every other write.
 type sessionSender struct{ c *Conn }
 
+// Send encodes p and writes it on the current session.
 func (s sessionSender) Send(p stanza.Packet) error {
 	sess := s.c.session()
 	if sess == nil {
@@ -332,6 +333,7 @@ func (s sessionSender) Send(p stanza.Packet) error {
 	return sess.send(p)
 }
 
+// SendRaw writes raw on the current session.
 func (s sessionSender) SendRaw(raw string) error {
 	sess := s.c.session()
 	if sess == nil {
@@ -340,6 +342,7 @@ func (s sessionSender) SendRaw(raw string) error {
 	return sess.relay.send([]byte(raw))
 }
 
+// SendIQ is refused: handlers run on the receive path and must not wait.
 func (sessionSender) SendIQ(context.Context, *stanza.IQ) (chan stanza.IQ, error) {
 	return nil, errors.New("handlers do not wait for IQ replies")
 }

@@ -49,7 +49,13 @@ type erlangProbe struct {
 	stdin  io.WriteCloser
 	out    *bufio.Scanner
 	stderr bytes.Buffer
+	// deadline kills the node if a measurement outlives probeDeadline.
+	deadline *time.Timer
 }
+
+// probeDeadline bounds one probe node's life: a populate of the benchmark
+// takes seconds.
+const probeDeadline = 10 * time.Minute
 
 // compileErlangProbe compiles e2e_probe.erl into a new directory.
 func compileErlangProbe(t *testing.T) string {
@@ -87,6 +93,7 @@ func attachErlangProbe(t *testing.T, srv *Server, beamDir string) *erlangProbe {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("erl (e2e_probe): %v", err)
 	}
+	p.deadline = time.AfterFunc(probeDeadline, func() { _ = p.cmd.Process.Kill() })
 	p.out = bufio.NewScanner(stdout)
 	p.expect(t, "ready")
 	return p
@@ -96,6 +103,7 @@ func attachErlangProbe(t *testing.T, srv *Server, beamDir string) *erlangProbe {
 func (p *erlangProbe) expect(t *testing.T, want string) {
 	t.Helper()
 	if !p.out.Scan() || p.out.Text() != want {
+		p.deadline.Stop()
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 		t.Fatalf("e2e_probe: want %q, got %q (%v)\n%s", want, p.out.Text(), p.out.Err(), p.stderr.String())
@@ -135,6 +143,7 @@ func (p *erlangProbe) stop(t *testing.T) erlangUse {
 			u.Top = append(u.Top, erlangProcess{Reductions: r, Initial: f[2], Inside: f[3]})
 		}
 	}
+	p.deadline.Stop()
 	if err := p.cmd.Wait(); err != nil || len(u.Schedulers) == 0 {
 		t.Fatalf("e2e_probe: %v, %d schedulers read\n%s", err, len(u.Schedulers), p.stderr.String())
 	}
