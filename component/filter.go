@@ -24,7 +24,8 @@ import (
 // keep the component offline.
 //
 // So the library does not talk to the server directly: it connects to a
-// loopback relay (filterRelay) that passes what it sends to the server
+// loopback relay (filterRelay; it takes only a connection dialled by this
+// process, see dialledHere) that passes what it sends to the server
 // unchanged and, in the other direction, passes only what the component
 // uses, re-assembled from the original bytes:
 //   - presence: the start tag (from, to, type) and no children;
@@ -93,7 +94,7 @@ func (r *filterRelay) run(timeout time.Duration) {
 	if tl, ok := r.ln.(*net.TCPListener); ok && timeout > 0 {
 		_ = tl.SetDeadline(time.Now().Add(timeout))
 	}
-	client, err := r.ln.Accept()
+	client, err := r.acceptOwn()
 	r.ln.Close()
 	if err != nil {
 		return
@@ -111,6 +112,22 @@ func (r *filterRelay) run(timeout time.Duration) {
 		r.Close()
 	})
 	_ = filterStream(client, r.server, r.results)
+}
+
+// acceptOwn accepts the library's connection. Connections that another
+// local process makes to the port first are closed; where the system cannot
+// tell who dialled (see dialledHere), the first connection is taken.
+func (r *filterRelay) acceptOwn() (net.Conn, error) {
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if own, err := dialledHere(c); own || err != nil {
+			return c, nil
+		}
+		c.Close()
+	}
 }
 
 // send writes whole stanzas to the server.
