@@ -47,7 +47,7 @@ var (
 	benchMicro      = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
 	benchServerCPUs = flag.String("bench.servercpus", "auto", "CPUs the servers run on, alone (taskset list, e.g. 0 or 0-1); the benchmark process and the sidecar get the others. auto: the first CPU when there are two or more; none: every process shares every CPU")
 	benchInside     = flag.Int("bench.inside", 500, "ejabberd: users (-bench.contacts each) of the populates measured from inside the Erlang node, by the blaster and the sidecar, with the VM's default scheduler settings and without busy waiting; 0 skips them")
-	benchPprof      = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate (builds it with -tags pprof)")
+	benchPprof      = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate, and a CPU profile during the no-op repeats (builds it with -tags pprof)")
 )
 
 // Sidecar settings of the benchmark that are not under test.
@@ -560,11 +560,26 @@ func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, 
 		}
 		sample()
 		rep.Mem.HWMFirst = rep.Mem.HWMAfter[0]
+		// the no-op repeats, profiled as populate is: there the sidecar,
+		// not the server, is the bound
+		var noopProf chan error
+		if pprofAddr != "" && *benchRepeats > 0 {
+			noopProf = make(chan error, 1)
+			go func() {
+				noopProf <- fetchProfile(ctx, "http://"+pprofAddr+"/debug/pprof/profile?seconds=2",
+					filepath.Join(*benchPprof, r.Name+"-noop-cpu.pprof"))
+			}()
+		}
 		for range *benchRepeats {
 			p := sidecarRun(t, ctx, ref, proxy, backend, srv, sc, bigSet.users, len(bigSet.users), 1)
 			expectTotals(t, "memory repeat", p, 0, 0, 0)
 			rep.Mem.Repeats = append(rep.Mem.Repeats, p)
 			sample()
+		}
+		if noopProf != nil {
+			if err := <-noopProf; err != nil {
+				t.Errorf("no-op cpu profile: %v", err)
+			}
 		}
 		t.Logf("%s: memory: VmHWM %d KiB before, %d KiB after %d users in one request; VmRSS after each run %v KiB",
 			r.Name, rep.Mem.HWMBefore, rep.Mem.HWMFirst, len(bigSet.users), rep.Mem.RSSAfter)
