@@ -46,7 +46,7 @@ var (
 	benchInterleave = flag.Int("bench.interleave", 8, "run the blaster populate once more with this many users taking turns item by item (the order of that many concurrent syncs) and as many IQs in flight as the sidecar had on average; 0 skips it")
 	benchMicro      = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
 	benchServerCPUs = flag.String("bench.servercpus", "auto", "CPUs the servers run on, alone (taskset list, e.g. 0 or 0-1); the benchmark process and the sidecar get the others. auto: the first CPU when there are two or more; none: every process shares every CPU")
-	benchInside     = flag.Int("bench.inside", 500, "ejabberd: users (-bench.contacts each) of the populates measured from inside the Erlang node, by the blaster and the sidecar, with the VM's default scheduler settings and without busy waiting; 0 skips them")
+	benchInside     = flag.Int("bench.inside", 500, "ejabberd: users (-bench.contacts each) of the populates measured from inside the Erlang node, by the blaster and the sidecar: with the server on its own CPU, with every process on every CPU, and so again without busy-waiting schedulers; 0 skips them")
 	benchPprof      = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate, and a CPU profile during the no-op repeats (builds it with -tags pprof)")
 )
 
@@ -349,7 +349,7 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 		for i, tu := range tunes {
 			set := sets[c][i]
 			var pop, upd phase
-			segments := 0.0   // during populate, toward the server
+			readsPerIQ := 0.0 // during populate, toward the server
 			var near *iqProxy // the proxy next to the server, if any
 			if tu.Blaster {
 				target := *srv
@@ -373,7 +373,7 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 				out0 := proxyOut(near)
 				b := blastRunFlush(t, ctx, comp, srv, st, tu.Window, tu.Direct)
 				stopBurn()
-				segments = perIQ(proxyOut(near).sub(out0))
+				readsPerIQ = perIQ(proxyOut(near).sub(out0))
 				u := blastRun(t, ctx, comp, srv, set.updateStanzas(set.mutate(), srv.ComponentDomain, &ids), tu.Window)
 				comp.close()
 				pop = phase{Items: b.Items, Wall: b.Wall, CPU: b.CPU}
@@ -390,7 +390,7 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 				sidecarBinary = defaultBinary
 				out0 := proxyOut(proxy)
 				pop = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
-				segments = perIQ(proxyOut(proxy).sub(out0))
+				readsPerIQ = perIQ(proxyOut(proxy).sub(out0))
 				pop.Items = pop.Totals.Added
 				expectTotals(t, "tuning populate", pop, set.items(), 0, 0)
 				set.mutate()
@@ -405,7 +405,7 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 			res[i].Update = append(res[i].Update, upd.itemsPerSec())
 			res[i].ServerCPU = append(res[i].ServerCPU, pop.CPU.Procs[0])
 			t.Logf("%s: cycle %d: %s: populate %.0f items/s (server CPU %.2f, preempted %.0f/s, waited %.0f/s; %.1f IQs in flight; %.2f reads per IQ; sidecar %.0f µs CPU per item), update %.0f items/s", r.Name, c+1, tu.Spec,
-				pop.itemsPerSec(), pop.CPU.Procs[0], pop.CPU.ServerPreempted, pop.CPU.ServerWaited, pop.InFlight, segments, pop.cpuPerItem()*1e6, upd.itemsPerSec())
+				pop.itemsPerSec(), pop.CPU.Procs[0], pop.CPU.ServerPreempted, pop.CPU.ServerWaited, pop.InFlight, readsPerIQ, pop.cpuPerItem()*1e6, upd.itemsPerSec())
 		}
 	}
 	return res
