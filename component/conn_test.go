@@ -25,6 +25,15 @@ func testConfig(addr string) Config {
 	}
 }
 
+// pingingConfig is testConfig with a ping every 50 ms that must be
+// answered within 200 ms: dead links are noticed quickly.
+func pingingConfig(addr string) Config {
+	cfg := testConfig(addr)
+	cfg.PingInterval = 50 * time.Millisecond
+	cfg.IQTimeout = 200 * time.Millisecond
+	return cfg
+}
+
 // startConn runs a Conn against the fake server until the test ends.
 func startConn(t *testing.T, cfg Config) (*Conn, <-chan error) {
 	t.Helper()
@@ -209,10 +218,7 @@ func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
 
 func TestPingDetectsDeadLink(t *testing.T) {
 	srv := componenttest.NewServer(t)
-	cfg := testConfig(srv.Addr())
-	cfg.PingInterval = 50 * time.Millisecond
-	cfg.IQTimeout = 200 * time.Millisecond
-	c, _ := startConn(t, cfg)
+	c, _ := startConn(t, pingingConfig(srv.Addr()))
 	waitReady(t, c)
 	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 }) // alive TCP, deaf server
 	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
@@ -263,10 +269,7 @@ func TestServerStreamErrorReconnects(t *testing.T) {
 // goroutine blocked without any callback; the ping notices the silence.
 func TestServerStreamCloseIsNoticedByPing(t *testing.T) {
 	srv := componenttest.NewServer(t)
-	cfg := testConfig(srv.Addr())
-	cfg.PingInterval = 50 * time.Millisecond
-	cfg.IQTimeout = 200 * time.Millisecond
-	c, _ := startConn(t, cfg)
+	c, _ := startConn(t, pingingConfig(srv.Addr()))
 	waitReady(t, c)
 	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 })
 	srv.SendToAll(`</stream:stream>`)

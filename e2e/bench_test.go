@@ -283,11 +283,12 @@ func runBench(t *testing.T, r Runner, layout cpuLayout) *serverReport {
 			}
 			var sc *Sidecar
 			var ref *refresher
-			proxy, err := startIQProxy(srv.ComponentAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tu.Direct {
+			var proxy *iqProxy
+			if tu.Direct { // the proxy is there for sidecarRun, and carries nothing
+				var err error
+				if proxy, err = startIQProxy(srv.ComponentAddr); err != nil {
+					t.Fatal(err)
+				}
 				sc = StartSidecar(t, srv, backend, o)
 				ref = newRefresher(sc.Admin.BaseURL, o.Token)
 			} else {

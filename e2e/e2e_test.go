@@ -50,6 +50,12 @@ type Scenario struct {
 // TestE2E runs every scenario against every server:
 // TestE2E/<server>/<scenario>.
 func TestE2E(t *testing.T) {
+	runPerServer(t, sidecarOptions(mainPing), scenarios)
+}
+
+// runPerServer runs scenarios against every server, in parallel: each
+// server gets its own instance, backend and sidecar started with opts.
+func runPerServer(t *testing.T, opts SidecarOptions, scenarios []Scenario) {
 	for _, r := range runners {
 		t.Run(r.Name, func(t *testing.T) {
 			t.Parallel()
@@ -57,16 +63,22 @@ func TestE2E(t *testing.T) {
 			requireSidecar(t)
 			srv := r.Start(t)
 			backend := NewBackend(t)
-			sc := StartSidecar(t, srv, backend, sidecarOptions(mainPing))
+			sc := StartSidecar(t, srv, backend, opts)
 			e := &Env{Server: srv, Backend: backend, Sidecar: sc, Admin: sc.Admin}
-			for _, s := range scenarios {
-				t.Run(s.Name, func(t *testing.T) {
-					e.Sidecar.Alive(t)
-					logOnFailure(t, e.Sidecar.Process, srv.Process)
-					s.Run(t, e)
-					e.Sidecar.Alive(t)
-				})
-			}
+			e.run(t, scenarios)
+		})
+	}
+}
+
+// run runs each scenario as a subtest of t on e; the sidecar must be alive
+// before and after, and a failure logs the processes' output.
+func (e *Env) run(t *testing.T, scenarios []Scenario) {
+	for _, s := range scenarios {
+		t.Run(s.Name, func(t *testing.T) {
+			e.Sidecar.Alive(t)
+			logOnFailure(t, e.Sidecar.Process, e.Server.Process)
+			s.Run(t, e)
+			e.Sidecar.Alive(t)
 		})
 	}
 }

@@ -47,20 +47,23 @@ func TestEjabberdAPIMode(t *testing.T) {
 		"(check ejabberd_api.user/password and the api_permissions rule for the sidecar)\n")
 	sc := StartSidecar(t, &api, backend, loginOptions(apiEnv...))
 	e := &Env{Server: &api, Backend: backend, Sidecar: sc, Admin: sc.Admin}
-	for _, s := range []Scenario{
+	e.run(t, []Scenario{
 		{"friends_see_each_other_then_unfriend", testAPIFriendsPresence},
 		{"pair_converges_in_any_order", testAPIPairConverges},
 		{"client_unsubscribed_reverted", testAPIClientUnsubscribedReverted},
 		{"login_refresh", testChangedWhileOffline},
 		{"client_roster_edit_refused", testClientRosterEditRefused},
-	} {
-		t.Run(s.Name, func(t *testing.T) {
-			e.Sidecar.Alive(t)
-			logOnFailure(t, e.Sidecar.Process, srv.Process)
-			s.Run(t, e)
-			e.Sidecar.Alive(t)
-		})
-	}
+	})
+}
+
+// onlinePair registers a and b with empty rosters in the backend and logs
+// both in.
+func onlinePair(t *testing.T, e *Env, a, b string) (*Client, *Client) {
+	t.Helper()
+	e.Users(t, a, b)
+	e.Backend.SetRoster(a)
+	e.Backend.SetRoster(b)
+	return Login(t, e.Server, a), Login(t, e.Server, b)
 }
 
 // befriend makes a and b contacts with subscription both through the
@@ -83,10 +86,7 @@ func befriend(t *testing.T, e *Env, ca, cb *Client) {
 // one refresh; each sees the other go unavailable and the item disappear.
 func testAPIFriendsPresence(t *testing.T, e *Env) {
 	const a, b = "api_alice", "api_bob"
-	e.Users(t, a, b)
-	e.Backend.SetRoster(a)
-	e.Backend.SetRoster(b)
-	ca, cb := Login(t, e.Server, a), Login(t, e.Server, b)
+	ca, cb := onlinePair(t, e, a, b)
 	na, nb := ca.PresenceCount(), cb.PresenceCount()
 	start := time.Now()
 	befriend(t, e, ca, cb)
@@ -118,10 +118,7 @@ func testAPIFriendsPresence(t *testing.T, e *Env) {
 // rosters equal the backend.
 func testAPIPairConverges(t *testing.T, e *Env) {
 	const a, b = "pair_ann", "pair_ben"
-	e.Users(t, a, b)
-	e.Backend.SetRoster(a)
-	e.Backend.SetRoster(b)
-	ca, cb := Login(t, e.Server, a), Login(t, e.Server, b)
+	ca, cb := onlinePair(t, e, a, b)
 	bKeeps := []Contact{{JID: ca.JID.String(), Name: "Friend " + a}}
 	for _, order := range [][]string{{a, b}, {b, a}, nil} {
 		befriend(t, e, ca, cb)
@@ -144,10 +141,7 @@ func testAPIPairConverges(t *testing.T, e *Env) {
 // him from both into from. The next refresh of alice puts both back.
 func testAPIClientUnsubscribedReverted(t *testing.T, e *Env) {
 	const a, b = "unsub_amy", "unsub_bob"
-	e.Users(t, a, b)
-	e.Backend.SetRoster(a)
-	e.Backend.SetRoster(b)
-	ca, cb := Login(t, e.Server, a), Login(t, e.Server, b)
+	ca, cb := onlinePair(t, e, a, b)
 	befriend(t, e, ca, cb)
 	cb.SendPresence(t, ca.JID, stanza.UnsubscribedPresence)
 	changed := []Contact{{JID: cb.JID.String(), Name: "Friend " + b, Subscription: "from"}}

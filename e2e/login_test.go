@@ -36,25 +36,7 @@ func loginOptions(extra ...string) SidecarOptions {
 // the admin API in these scenarios unless stated: the sidecar refreshes a
 // user when the server forwards the presence of a new session.
 func TestLoginRefresh(t *testing.T) {
-	for _, r := range runners {
-		t.Run(r.Name, func(t *testing.T) {
-			t.Parallel()
-			r.Check(t)
-			requireSidecar(t)
-			srv := r.Start(t)
-			backend := NewBackend(t)
-			sc := StartSidecar(t, srv, backend, loginOptions())
-			e := &Env{Server: srv, Backend: backend, Sidecar: sc, Admin: sc.Admin}
-			for _, s := range loginScenarios {
-				t.Run(s.Name, func(t *testing.T) {
-					e.Sidecar.Alive(t)
-					logOnFailure(t, e.Sidecar.Process, srv.Process)
-					s.Run(t, e)
-					e.Sidecar.Alive(t)
-				})
-			}
-		})
-	}
+	runPerServer(t, loginOptions(), loginScenarios)
 }
 
 var loginScenarios = []Scenario{
