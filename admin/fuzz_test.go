@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"roster-sidecar/component"
+	"roster-sidecar/rostersync"
 )
 
 // failingSyncer fails every user whose name contains an "x".
@@ -23,11 +23,11 @@ func (f failingSyncer) Ready() error {
 	return nil
 }
 
-func (failingSyncer) Sync(_ context.Context, user string) component.SyncResult {
+func (failingSyncer) Sync(_ context.Context, user string) rostersync.Result {
 	if strings.Contains(user, "x") {
-		return component.SyncResult{User: user, Err: errors.New("fetch roster of " + user + ": backend answered 500")}
+		return rostersync.Result{User: user, Err: errors.New("fetch roster of " + user + ": backend answered 500")}
 	}
-	return component.SyncResult{User: user, Added: 1}
+	return rostersync.Result{User: user, Added: 1}
 }
 
 func FuzzRefreshBody(f *testing.F) {

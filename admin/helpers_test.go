@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"roster-sidecar/component"
+	"roster-sidecar/rostersync"
 )
 
 const testDomain = "example.test"
@@ -33,7 +33,7 @@ type fakeSyncer struct {
 	readyPanic  bool
 	readyCalls  int
 	calls       []string
-	results     map[string]component.SyncResult
+	results     map[string]rostersync.Result
 	release     chan struct{} // when set, Sync waits for it to close (or ctx)
 	panicUser   string
 	inflight    int
@@ -50,7 +50,7 @@ func (f *fakeSyncer) Ready() error {
 	return f.readyErr
 }
 
-func (f *fakeSyncer) Sync(ctx context.Context, user string) component.SyncResult {
+func (f *fakeSyncer) Sync(ctx context.Context, user string) rostersync.Result {
 	f.mu.Lock()
 	f.calls = append(f.calls, user)
 	f.inflight++
@@ -70,11 +70,11 @@ func (f *fakeSyncer) Sync(ctx context.Context, user string) component.SyncResult
 		select {
 		case <-release:
 		case <-ctx.Done():
-			return component.SyncResult{User: user, Err: fmt.Errorf("sync %s: %w", user, ctx.Err())}
+			return rostersync.Result{User: user, Err: fmt.Errorf("sync %s: %w", user, ctx.Err())}
 		}
 	}
 	if !scripted {
-		res = component.SyncResult{Added: 1}
+		res = rostersync.Result{Added: 1}
 	}
 	res.User = user
 	return res

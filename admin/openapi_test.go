@@ -21,8 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
-	"roster-sidecar/component"
 	"roster-sidecar/rosterhttp"
+	"roster-sidecar/rostersync"
 )
 
 // openAPIMethods are the operation keys of an OpenAPI path item.
@@ -214,18 +214,18 @@ func openAPIProbes() []probe {
 	notReady := func() *fakeSyncer { return &fakeSyncer{readyErr: errors.New("not connected to the XMPP server")} }
 	panicking := func() *fakeSyncer { return &fakeSyncer{readyPanic: true} }
 	failing := func() *fakeSyncer {
-		return &fakeSyncer{results: map[string]component.SyncResult{
+		return &fakeSyncer{results: map[string]rostersync.Result{
 			"john": {Err: errors.New("fetch roster of john: backend answered 500")},
 		}}
 	}
 	mixed := func() *fakeSyncer {
-		return &fakeSyncer{results: map[string]component.SyncResult{
+		return &fakeSyncer{results: map[string]rostersync.Result{
 			"john":  {Added: 2, Updated: 1, Removed: 1, Skipped: []rosterhttp.Skipped{{JID: "x y@example.test", Reason: "invalid JID"}}},
 			"aaron": {Err: errors.New("fetch roster of aaron: backend answered 500")},
 		}}
 	}
 	skipping := func() *fakeSyncer {
-		return &fakeSyncer{results: map[string]component.SyncResult{
+		return &fakeSyncer{results: map[string]rostersync.Result{
 			"john": {Added: 1, Skipped: []rosterhttp.Skipped{{JID: "@bad", Reason: "invalid JID"}}},
 		}}
 	}

@@ -16,8 +16,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"roster-sidecar/component"
 	"roster-sidecar/rosterhttp"
+	"roster-sidecar/rostersync"
 )
 
 // Values of the "status" and "message" fields.
@@ -370,11 +370,11 @@ func acquire(ctx context.Context, sem chan struct{}) error {
 
 // syncOne calls Syncer.Sync, turning a panic into an error for that user so
 // that one bad roster cannot take the process down.
-func (s *Server) syncOne(ctx context.Context, user string) (res component.SyncResult) {
+func (s *Server) syncOne(ctx context.Context, user string) (res rostersync.Result) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("admin: panic in roster sync", "user", user, "panic", p, "stack", string(debug.Stack()))
-			res = component.SyncResult{User: user, Err: fmt.Errorf("sync %s: internal error: panic: %v", user, p)}
+			res = rostersync.Result{User: user, Err: fmt.Errorf("sync %s: internal error: panic: %v", user, p)}
 		}
 		if res.Err != nil {
 			s.log.Warn("admin: roster refresh failed", "user", user, "error", res.Err)
@@ -383,7 +383,7 @@ func (s *Server) syncOne(ctx context.Context, user string) (res component.SyncRe
 	return s.syncer.Sync(ctx, user)
 }
 
-func toUserResult(user string, res component.SyncResult) UserResult {
+func toUserResult(user string, res rostersync.Result) UserResult {
 	r := UserResult{
 		User: user, Status: statusOK,
 		Added: res.Added, Updated: res.Updated, Removed: res.Removed, Skipped: res.Skipped,

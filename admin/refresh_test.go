@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"roster-sidecar/component"
 	"roster-sidecar/rosterhttp"
+	"roster-sidecar/rostersync"
 )
 
 func TestRefreshBadRequest(t *testing.T) {
@@ -105,7 +105,7 @@ func TestRefreshNotReady(t *testing.T) {
 }
 
 func TestRefreshMixedResults(t *testing.T) {
-	f := &fakeSyncer{results: map[string]component.SyncResult{
+	f := &fakeSyncer{results: map[string]rostersync.Result{
 		"john": {Added: 1, Updated: 2, Removed: 3, Skipped: []rosterhttp.Skipped{{JID: "bad@@x", Reason: "not a valid JID"}}},
 		"x":    {Err: errors.New("fetch roster of x: backend answered 500 Internal Server Error")},
 		"mary": {Updated: 1},
@@ -124,7 +124,7 @@ func TestRefreshMixedResults(t *testing.T) {
 }
 
 func TestRefreshAllFailed(t *testing.T) {
-	f := &fakeSyncer{results: map[string]component.SyncResult{
+	f := &fakeSyncer{results: map[string]rostersync.Result{
 		"a": {Err: errors.New("fetch roster of a: timeout")},
 		"b": {Err: errors.New("set roster of b: item-not-found")},
 	}}
@@ -186,7 +186,7 @@ func TestRefreshUser(t *testing.T) {
 }
 
 func TestRefreshUserSkipped(t *testing.T) {
-	f := &fakeSyncer{results: map[string]component.SyncResult{
+	f := &fakeSyncer{results: map[string]rostersync.Result{
 		"john": {Removed: 2, Skipped: []rosterhttp.Skipped{{JID: "a/b", Reason: "has a resource"}}},
 	}}
 	srv := newServer(t, Config{}, f)
@@ -228,7 +228,7 @@ func TestRefreshUserErrors(t *testing.T) {
 		assert.Empty(t, calls)
 	})
 	t.Run("sync failed", func(t *testing.T) {
-		f := &fakeSyncer{results: map[string]component.SyncResult{
+		f := &fakeSyncer{results: map[string]rostersync.Result{
 			"john": {Err: errors.New("fetch roster of john: backend answered 500")},
 		}}
 		srv := newServer(t, Config{}, f)

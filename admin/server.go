@@ -31,8 +31,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"roster-sidecar/component"
 	"roster-sidecar/rosterhttp"
+	"roster-sidecar/rostersync"
 )
 
 // Defaults used for zero Config fields.
@@ -73,7 +73,7 @@ type Syncer interface {
 	Ready() error
 	// Sync brings one user's roster (normalised localpart) in line with the
 	// backend. It must return soon after ctx ends.
-	Sync(ctx context.Context, user string) component.SyncResult
+	Sync(ctx context.Context, user string) rostersync.Result
 }
 
 // Observer receives measurements of the API, e.g. to feed Prometheus

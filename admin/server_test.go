@@ -26,7 +26,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"roster-sidecar/component"
+	"roster-sidecar/rostersync"
 )
 
 func TestNewListen(t *testing.T) {
@@ -199,7 +199,7 @@ func (o *fakeObserver) ObserveRequest(method, route string, code int, d time.Dur
 
 func TestObserver(t *testing.T) {
 	o := &fakeObserver{}
-	f := &fakeSyncer{results: map[string]component.SyncResult{"b": {Err: errors.New("boom")}}}
+	f := &fakeSyncer{results: map[string]rostersync.Result{"b": {Err: errors.New("boom")}}}
 	srv := newServer(t, Config{Observer: o, Concurrency: 1}, f)
 
 	r := refresh(t, srv, `["a", "b"]`)
@@ -230,7 +230,7 @@ func TestObserver(t *testing.T) {
 
 func TestLogging(t *testing.T) {
 	var logs bytes.Buffer
-	f := &fakeSyncer{results: map[string]component.SyncResult{"b": {Err: errors.New("fetch roster of b: backend answered 500")}}}
+	f := &fakeSyncer{results: map[string]rostersync.Result{"b": {Err: errors.New("fetch roster of b: backend answered 500")}}}
 	srv, err := New(Config{UserDomain: testDomain}, f, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, refresh(t, srv, `["a", "b", "c"]`).code)

@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	"gosrc.io/xmpp/stanza"
+
+	"roster-sidecar/roster"
 )
 
 // benchItem is a typical roster item: name, one group, subscription.
-var benchItem = stanza.RosterItem{Jid: "contact1234@example.test", Name: "Contact Number 1234", Subscription: "both", Groups: []string{"Friends"}}
+var benchItem = roster.Item{JID: "contact1234@example.test", Name: "Contact Number 1234", Subscription: "both", Groups: []string{"Friends"}}
 
 // BenchmarkEncodeRosterSet measures the encoding of one privileged roster
 // SET: "append" is what SetRosterItem does, "marshal" what the library's

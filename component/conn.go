@@ -14,11 +14,18 @@ import (
 
 	"gosrc.io/xmpp"
 	"gosrc.io/xmpp/stanza"
+
+	"roster-sidecar/component/internal/relay"
 )
 
 // ErrAuth means the server refused the shared secret. It is the only
 // connection error that is not retried.
 var ErrAuth = errors.New("the XMPP server refused the component secret (not-authorized): check xmpp.secret and xmpp.domain")
+
+// StreamError is a stream error the server sent (RFC 6120 4.9), e.g.
+// conflict when another connection holds the component's JID, or
+// host-unknown when the server does not know it.
+type StreamError = relay.StreamError
 
 const nsPing = "urn:xmpp:ping"
 
@@ -37,6 +44,13 @@ func init() {
 	stanza.TypeRegistry.MapExtension(stanza.PKTIQ, xml.Name{Space: nsPing, Local: "ping"}, pingPayload{})
 }
 
+// libraryTimeout, in seconds, bounds what the library waits for: its dial,
+// which reaches only the loopback relay (the relay dials the server within
+// Config.ConnectTimeout), and the server's acknowledgement of a stream
+// close, after which the connection is closed anyway. After a failed
+// handshake nothing acknowledges, and closing the stream takes all of it.
+const libraryTimeout = 1
+
 // Config configures the component connection.
 type Config struct {
 	// Address is the host:port of the server's component listener.
@@ -45,7 +59,7 @@ type Config struct {
 	Domain string
 	// Secret is the shared secret of the component listener.
 	Secret string
-	// ConnectTimeout bounds the TCP dial and the stream close on disconnect.
+	// ConnectTimeout bounds the TCP dial to the server.
 	ConnectTimeout time.Duration
 	// IQTimeout bounds the wait for every IQ reply.
 	IQTimeout time.Duration
@@ -79,17 +93,15 @@ type Conn struct {
 	// lastErr is why the last connection attempt failed or was lost; nil
 	// while connected.
 	lastErr error
-	// subscription records, per domain, whether the server was seen to
-	// store the subscription of a privileged SET. It outlives reconnects:
-	// the server software does not change across a restart.
-	subscription map[string]bool
+	// changed is closed, and replaced, when the link's state changes.
+	changed chan struct{}
 }
 
 // session is one connection: a fresh *xmpp.Component each time, since the
 // library's components cannot be reused safely across reconnects.
 type session struct {
 	comp        *xmpp.Component
-	relay       *filterRelay // between comp and the server
+	relay       *relay.Relay // between comp and the server
 	established atomic.Bool  // handshake done: stanzas may be sent
 	lost        chan error   // first loss reason; buffered, written once
 	lostOnce    sync.Once
@@ -104,7 +116,7 @@ func (s *session) fail(err error) {
 
 // NewConn returns an unconnected Conn; call Run to connect.
 func NewConn(cfg Config, log *slog.Logger) *Conn {
-	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker(), subscription: map[string]bool{}}
+	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker(), changed: make(chan struct{})}
 	c.router.HandleFunc("iq", func(_ xmpp.Sender, p stanza.Packet) { c.handleIQ(sessionSender{c}, p) })
 	c.router.HandleFunc("message", c.handleMessage)
 	c.router.HandleFunc("presence", c.handlePresence)
@@ -150,23 +162,23 @@ func (c *Conn) Run(ctx context.Context) error {
 func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}}
 	// The library talks to the server through a relay that passes on only
-	// what it can always decode (see filter.go).
-	relay, err := startFilterRelay(c.cfg.Address, c.cfg.ConnectTimeout, c.deliverResult)
+	// what it can always decode (package relay).
+	rl, err := relay.Start(c.cfg.Address, c.cfg.ConnectTimeout, c.deliverResult)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
 	}
-	sess.relay = relay
+	sess.relay = rl
 	comp, err := xmpp.NewComponent(xmpp.ComponentOptions{
 		TransportConfiguration: xmpp.TransportConfiguration{
-			Address:        relay.Addr(),
-			ConnectTimeout: int((c.cfg.ConnectTimeout + time.Second - 1) / time.Second),
+			Address:        rl.Addr(),
+			ConnectTimeout: libraryTimeout,
 		},
 		Domain: c.cfg.Domain,
 		Secret: c.cfg.Secret,
 	}, c.router, func(err error) { sess.fail(err) })
 	if err != nil {
-		relay.Close()
-		relay.Wait()
+		rl.Close()
+		rl.Wait()
 		return fmt.Errorf("create component: %w", err)
 	}
 	sess.comp = comp
@@ -180,8 +192,13 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 	c.mu.Unlock()
 	if err := comp.Connect(); err != nil {
 		c.drop(sess, closers, false)
-		if strings.Contains(err.Error(), "not-authorized") {
-			return ErrAuth
+		// The library reports every stream error at the handshake alike;
+		// the relay saw which it was.
+		if se := rl.StreamError(); se != nil {
+			if se.Condition == "not-authorized" {
+				return fmt.Errorf("%w: %w", ErrAuth, se)
+			}
+			return fmt.Errorf("connect to %s: %w", c.cfg.Address, se)
 		}
 		return fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
 	}
@@ -214,6 +231,9 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 		// ConnectTimeout for a stream close that will not come. After a
 		// missed ping it may still be open, and must be closed first.
 		c.drop(sess, closers, errors.Is(err, errNoPingAnswer))
+		if se := rl.StreamError(); se != nil {
+			return se
+		}
 		return err
 	}
 }
@@ -226,6 +246,7 @@ func (c *Conn) drop(sess *session, closers *sync.WaitGroup, wait bool) {
 	c.mu.Lock()
 	if c.current == sess {
 		c.current = nil
+		c.notifyLocked()
 	}
 	c.mu.Unlock()
 	c.iqs.failAll(ErrDisconnected)
@@ -308,7 +329,7 @@ func (s *session) send(p stanza.Packet) error {
 	if err != nil {
 		return fmt.Errorf("encode stanza: %w", err)
 	}
-	return s.relay.send(b)
+	return s.relay.Send(b)
 }
 
 // deliverResult hands an IQ result without payload, read by the relay, to
@@ -339,7 +360,7 @@ func (s sessionSender) SendRaw(raw string) error {
 	if sess == nil {
 		return ErrDisconnected
 	}
-	return sess.relay.send([]byte(raw))
+	return sess.relay.Send([]byte(raw))
 }
 
 // SendIQ is refused: handlers run on the receive path and must not wait.
@@ -422,8 +443,9 @@ func (c *Conn) handleMessage(_ xmpp.Sender, p stanza.Packet) {
 	sess.mu.Lock()
 	sess.grants[domain] = g
 	sess.mu.Unlock()
+	c.notify()
 	if c.cfg.Observer != nil {
-		c.cfg.Observer.Granted(domain, g)
+		c.cfg.Observer.Granted(domain, g.CanRead() && g.CanWrite())
 	}
 	c.log.Info("privileges granted", "domain", domain, "grants", g.String())
 }
@@ -444,15 +466,23 @@ func (c *Conn) Ready(domain string) error {
 	return nil
 }
 
-// Grants returns the privileges granted for domain on the current
-// connection, and whether the server sent any.
-func (c *Conn) Grants(domain string) (Grants, bool) {
-	sess := c.session()
-	if sess == nil {
-		return Grants{}, false
-	}
-	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	g, ok := sess.grants[strings.ToLower(domain)]
-	return g, ok
+// Changed returns a channel that is closed at the next change of the
+// link's state: connected, disconnected, privileges granted, a failed
+// attempt. Waiters read the state again after it is closed.
+func (c *Conn) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+func (c *Conn) notify() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.notifyLocked()
+}
+
+// notifyLocked wakes the waiters of Changed; c.mu is held.
+func (c *Conn) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
 }

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"gosrc.io/xmpp/stanza"
-
 	"roster-sidecar/component/componenttest"
+	"roster-sidecar/roster"
 )
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -79,7 +78,7 @@ func TestConnectsAndIsReadyWithRosterPrivilege(t *testing.T) {
 			srv.SetPrivilege(strings.Replace(componenttest.PrivilegeBoth, nsPrivilege2, ns, 1))
 			c, _ := startConn(t, testConfig(srv.Addr()))
 			waitReady(t, c)
-			g, ok := c.Grants("example.test")
+			g, ok := c.Privileges()["example.test"]
 			if !ok || g.Roster != "both" || g.Message != "outgoing" || g.Presence != "managed_entity" {
 				t.Fatalf("grants = %+v, %v", g, ok)
 			}
@@ -94,7 +93,7 @@ func TestNotReadyWithoutRosterSet(t *testing.T) {
 	srv := componenttest.NewServer(t)
 	srv.SetPrivilege(`<message from='example.test' to='roster.example.test'><privilege xmlns='urn:xmpp:privilege:2'><perm type='get' access='roster'/></privilege></message>`)
 	c, _ := startConn(t, testConfig(srv.Addr()))
-	waitFor(t, "grants", func() bool { _, ok := c.Grants("example.test"); return ok })
+	waitFor(t, "grants", func() bool { _, ok := c.Privileges()["example.test"]; return ok })
 	err := c.Ready("example.test")
 	if err == nil || !strings.Contains(err.Error(), "roster=get") {
 		t.Fatalf("Ready = %v, want an error naming roster=get", err)
@@ -135,14 +134,14 @@ func TestIQWithoutReplyTimesOut(t *testing.T) {
 	waitReady(t, c)
 	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 })
 	start := time.Now()
-	_, err := c.GetRoster(context.Background(), "alice@example.test")
+	_, err := c.Roster(context.Background(), "alice@example.test")
 	if !errors.Is(err, ErrIQTimeout) {
-		t.Fatalf("GetRoster = %v, want ErrIQTimeout", err)
+		t.Fatalf("Roster = %v, want ErrIQTimeout", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("timeout took %s", d)
 	}
-	if n := c.iqs.pending(); n != 0 {
+	if n := pendingIQs(c); n != 0 {
 		t.Fatalf("%d waiters left after timeout", n)
 	}
 }
@@ -154,13 +153,13 @@ func TestLateReplyIsDroppedAndLinkStaysUsable(t *testing.T) {
 	srv.SetReply(func(iq componenttest.IQ) (string, time.Duration) {
 		return fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'/>`, iq.ID, iq.To, iq.From), 800 * time.Millisecond
 	})
-	if _, err := c.GetRoster(context.Background(), "alice@example.test"); !errors.Is(err, ErrIQTimeout) {
-		t.Fatalf("first GetRoster = %v, want timeout", err)
+	if _, err := c.Roster(context.Background(), "alice@example.test"); !errors.Is(err, ErrIQTimeout) {
+		t.Fatalf("first Roster = %v, want timeout", err)
 	}
 	srv.SetReply(nil)
 	time.Sleep(500 * time.Millisecond) // the late reply arrives meanwhile
-	if _, err := c.GetRoster(context.Background(), "alice@example.test"); err != nil {
-		t.Fatalf("GetRoster after a late reply: %v", err)
+	if _, err := c.Roster(context.Background(), "alice@example.test"); err != nil {
+		t.Fatalf("Roster after a late reply: %v", err)
 	}
 }
 
@@ -171,10 +170,10 @@ func TestStanzaErrorIsReported(t *testing.T) {
 	srv.SetReply(func(iq componenttest.IQ) (string, time.Duration) {
 		return fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, iq.ID, iq.To, iq.From), 0
 	})
-	err := c.SetRosterItem(context.Background(), "ghost@example.test", stanza.RosterItem{Jid: "a@example.test"})
+	err := c.Put(context.Background(), "ghost@example.test", roster.Item{JID: "a@example.test"})
 	var se *StanzaError
 	if !errors.As(err, &se) || se.Condition != "service-unavailable" || se.Type != "cancel" {
-		t.Fatalf("SetRosterItem = %v, want cancel/service-unavailable", err)
+		t.Fatalf("Put = %v, want cancel/service-unavailable", err)
 	}
 }
 
@@ -188,11 +187,11 @@ func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
 	errs := make(chan error, 5)
 	for range 5 {
 		go func() {
-			_, err := c.GetRoster(context.Background(), "alice@example.test")
+			_, err := c.Roster(context.Background(), "alice@example.test")
 			errs <- err
 		}()
 	}
-	waitFor(t, "5 pending IQs", func() bool { return c.iqs.pending() == 5 })
+	waitFor(t, "5 pending IQs", func() bool { return pendingIQs(c) == 5 })
 	start := time.Now()
 	srv.DropAll()
 	for range 5 {
@@ -208,8 +207,8 @@ func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
 	}
 	srv.SetReply(nil)
 	waitReady(t, c)
-	if _, err := c.GetRoster(context.Background(), "alice@example.test"); err != nil {
-		t.Fatalf("GetRoster after reconnect: %v", err)
+	if _, err := c.Roster(context.Background(), "alice@example.test"); err != nil {
+		t.Fatalf("Roster after reconnect: %v", err)
 	}
 	if accepted := srv.Counts().Accepted; accepted != 2 {
 		t.Fatalf("connections = %d, want 2", accepted)
@@ -231,8 +230,8 @@ func TestPingDetectsDeadLink(t *testing.T) {
 
 func TestSendWhileDisconnected(t *testing.T) {
 	c := NewConn(testConfig("127.0.0.1:1"), discard)
-	if _, err := c.GetRoster(context.Background(), "a@example.test"); !errors.Is(err, ErrDisconnected) {
-		t.Fatalf("GetRoster = %v, want ErrDisconnected", err)
+	if _, err := c.Roster(context.Background(), "a@example.test"); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("Roster = %v, want ErrDisconnected", err)
 	}
 	if err := c.Ready("example.test"); !errors.Is(err, ErrDisconnected) {
 		t.Fatalf("Ready = %v, want ErrDisconnected", err)
@@ -279,4 +278,11 @@ func TestServerStreamCloseIsNoticedByPing(t *testing.T) {
 	if n := srv.Counts().Accepted; n != 2 {
 		t.Fatalf("connections = %d, want 2", n)
 	}
+}
+
+// pendingIQs reports how many IQs await a reply.
+func pendingIQs(c *Conn) int {
+	c.iqs.mu.Lock()
+	defer c.iqs.mu.Unlock()
+	return len(c.iqs.waiters)
 }

@@ -25,18 +25,9 @@ type ConnObserver interface {
 	// first.
 	Reconnecting()
 	// Granted is called when the server announces the privileges of the
-	// component for a domain (lower case) on the current connection.
-	Granted(domain string, g Grants)
-}
-
-// SyncObserver receives measurements of a Syncer, e.g. to feed metrics. Its
-// methods are called concurrently and must not block.
-type SyncObserver interface {
-	// SyncStarted is called when a user's sync starts running.
-	SyncStarted()
-	// SyncEnded is called when that sync ends, with its result and the
-	// time it took.
-	SyncEnded(res SyncResult, d time.Duration)
+	// component for a domain (lower case) on the current connection;
+	// rosterReadWrite tells whether they include roster get and set.
+	Granted(domain string, rosterReadWrite bool)
 }
 
 // iqKind names an IQ for ConnObserver.IQDone.
@@ -67,8 +58,9 @@ func iqOutcome(err error) string {
 
 func (c *Conn) setLastError(err error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.lastErr = err
-	c.mu.Unlock()
+	c.notifyLocked()
 }
 
 // LastError returns why the last connection attempt failed or the last

@@ -73,10 +73,10 @@ func (c *Conn) handlePresence(_ xmpp.Sender, p stanza.Packet) {
 }
 
 // Connected returns nil while the component is connected (handshake done),
-// else ErrDisconnected; domain is ignored. It is the readiness of a Syncer
-// that does not use XEP-0356 for rosters (ejabberd API mode), where the
-// link still carries the login presence.
-func (c *Conn) Connected(string) error {
+// else ErrDisconnected. It is the readiness of a sync engine that does not
+// use XEP-0356 for rosters (ejabberd API mode), where the link still
+// carries the login presence.
+func (c *Conn) Connected() error {
 	if c.session() == nil {
 		return ErrDisconnected
 	}

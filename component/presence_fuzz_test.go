@@ -10,6 +10,8 @@ import (
 
 	"gosrc.io/xmpp/stanza"
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/component/internal/relay"
 )
 
 // recordingListener records what handlePresence passes on.
@@ -34,7 +36,7 @@ const (
 // result, and the first decode error.
 func filtered(body string) ([]stanza.Packet, error) {
 	var out bytes.Buffer
-	_ = filterStream(&out, strings.NewReader(streamHead+body+streamTail), nil)
+	_ = relay.Filter(&out, strings.NewReader(streamHead+body+streamTail), nil)
 	d := xml.NewDecoder(&out)
 	for { // the stream header
 		tok, err := d.Token()

@@ -4,51 +4,74 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
-	"strings"
 	"sync"
 	"unicode/utf8"
 
 	"gosrc.io/xmpp/stanza"
+
+	"roster-sidecar/roster"
 )
 
-// GetRoster reads a user's roster with a privileged GET (XEP-0356).
-func (c *Conn) GetRoster(ctx context.Context, user string) ([]stanza.RosterItem, error) {
-	iq := rosterIQ(stanza.IQTypeGet, user)
+// Roster reads owner's roster with a privileged GET (XEP-0356); owner is
+// the user's bare JID. It implements rostersync.Store.
+func (c *Conn) Roster(ctx context.Context, owner string) ([]roster.Item, error) {
+	iq := rosterIQ(stanza.IQTypeGet, owner)
 	reply, err := c.SendIQ(ctx, iq)
 	if err != nil {
-		return nil, fmt.Errorf("read roster of %s: %w", user, err)
+		return nil, fmt.Errorf("read roster of %s: %w", owner, err)
 	}
-	items, ok := reply.Payload.(*stanza.RosterItems)
+	result, ok := reply.Payload.(*stanza.RosterItems)
 	if !ok {
 		return nil, nil // a result without <query/> is an empty roster
 	}
-	return items.Items, nil
+	items := make([]roster.Item, len(result.Items))
+	for i, it := range result.Items {
+		items[i] = roster.Item{JID: it.Jid, Name: it.Name, Groups: it.Groups, Subscription: it.Subscription, Ask: it.Ask}
+	}
+	return items, nil
 }
 
-// SetRosterItem adds, changes or (with subscription "remove") removes one
-// item of a user's roster with a privileged SET. Servers apply one item per
-// SET, so there is never more than one.
+// Put adds or replaces one item of owner's roster with a privileged SET.
+// It implements rostersync.Store.
+func (c *Conn) Put(ctx context.Context, owner string, item roster.Item) error {
+	if err := c.setItem(ctx, owner, item); err != nil {
+		return fmt.Errorf("set %s in roster of %s: %w", item.JID, owner, err)
+	}
+	return nil
+}
+
+// Remove removes contact from owner's roster with a privileged SET of
+// subscription "remove". It implements rostersync.Store.
+func (c *Conn) Remove(ctx context.Context, owner, contact string) error {
+	if err := c.setItem(ctx, owner, roster.Item{JID: contact, Subscription: subscriptionRemove}); err != nil {
+		return fmt.Errorf("remove %s from roster of %s: %w", contact, owner, err)
+	}
+	return nil
+}
+
+// subscriptionRemove is the subscription of a roster SET that removes the
+// item (RFC 6121 2.5).
+const subscriptionRemove = "remove"
+
+// setItem sends a roster SET of one item: servers apply one item per SET.
 //
 // The SET is encoded by appendRosterSet, byte for byte as xml.Marshal
 // would encode it, without its reflection and its 4 KiB buffer per call:
 // the largest cost of the sidecar when it populates rosters.
-func (c *Conn) SetRosterItem(ctx context.Context, user string, item stanza.RosterItem) error {
+func (c *Conn) setItem(ctx context.Context, owner string, item roster.Item) error {
 	sess := c.session()
 	if sess == nil {
-		return fmt.Errorf("set %s in roster of %s: %w", item.Jid, user, ErrDisconnected)
+		return ErrDisconnected
 	}
 	_, err := c.roundTrip(ctx, sess, string(stanza.IQTypeSet), func(id string) error {
 		bp := setBuffers.Get().(*[]byte)
-		b := appendRosterSet((*bp)[:0], id, c.cfg.Domain, user, item)
-		err := sess.relay.send(b) // one write, past the library
+		b := appendRosterSet((*bp)[:0], id, c.cfg.Domain, owner, item)
+		err := sess.relay.Send(b) // one write, past the library
 		*bp = b
 		setBuffers.Put(bp)
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("set %s in roster of %s: %w", item.Jid, user, err)
-	}
-	return nil
+	return err
 }
 
 // setBuffers holds the buffers SetRosterItem encodes into.
@@ -56,16 +79,16 @@ var setBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &
 
 // appendRosterSet appends to b a roster SET of one item, exactly as
 // xml.Marshal encodes the equivalent *stanza.IQ (see rosterIQ): the same
-// elements, attribute order, omitted empty attributes and escaping.
-func appendRosterSet(b []byte, id, from, to string, item stanza.RosterItem) []byte {
+// elements, attribute order, omitted empty attributes and escaping. The
+// item's Ask is never written (servers refuse it in a SET).
+func appendRosterSet(b []byte, id, from, to string, item roster.Item) []byte {
 	b = append(b, "<iq"...)
 	b = appendAttr(b, "type", string(stanza.IQTypeSet), true)
 	b = appendAttr(b, "id", id, true)
 	b = appendAttr(b, "from", from, true)
 	b = appendAttr(b, "to", to, true)
 	b = append(b, `><query xmlns="jabber:iq:roster"><item xmlns="jabber:iq:roster"`...)
-	b = appendAttr(b, "jid", item.Jid, false)
-	b = appendAttr(b, "ask", item.Ask, true)
+	b = appendAttr(b, "jid", item.JID, false)
 	b = appendAttr(b, "name", item.Name, true)
 	b = appendAttr(b, "subscription", item.Subscription, true)
 	b = append(b, '>')
@@ -146,30 +169,5 @@ func rosterIQ(typ stanza.StanzaType, user string) *stanza.IQ {
 		XMLName: xml.Name{Local: "iq"},
 		Attrs:   stanza.Attrs{Type: typ, To: user},
 		Payload: &stanza.RosterItems{XMLName: xml.Name{Space: stanza.NSRoster, Local: "query"}},
-	}
-}
-
-// SubscriptionHonoured reports whether the server of domain was seen to
-// store the subscription sent in a privileged roster SET; known is false
-// until LearnSubscription was called. ejabberd ignores it (every item is
-// stored as "none"): comparing subscriptions there would rewrite every item
-// at every refresh.
-func (c *Conn) SubscriptionHonoured(domain string) (honoured, known bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	honoured, known = c.subscription[strings.ToLower(domain)]
-	return honoured, known
-}
-
-// LearnSubscription records what a read-back showed: whether the server of
-// domain stores the subscription of a privileged SET.
-func (c *Conn) LearnSubscription(domain string, honoured bool) {
-	domain = strings.ToLower(domain)
-	c.mu.Lock()
-	_, known := c.subscription[domain]
-	c.subscription[domain] = honoured
-	c.mu.Unlock()
-	if !known {
-		c.log.Info("learnt how the server stores roster subscriptions", "domain", domain, "subscription_honoured", honoured)
 	}
 }

@@ -1,8 +1,7 @@
 // Package ejabberdapi reads and writes users' rosters through ejabberd's
 // HTTP API (mod_http_api with mod_admin_extra's get_roster, add_rosteritem
 // and delete_rosteritem) instead of XEP-0356 privileged roster IQs. A
-// *Client is a component.RosterServer: the Syncer's diff engine is the same
-// in both modes.
+// *Client is a rostersync.Store: the sync engine is the same in both modes.
 //
 // It exists because ejabberd ignores the subscription of a privileged
 // roster SET and stores every item with subscription "none", so contacts
@@ -38,8 +37,9 @@ import (
 	"strings"
 	"time"
 
-	"gosrc.io/xmpp/stanza"
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/roster"
 )
 
 // DefaultTimeout bounds one API call when Config.Timeout is zero.
@@ -60,22 +60,17 @@ type Config struct {
 	User, Password string
 	// Timeout bounds each call; DefaultTimeout when zero.
 	Timeout time.Duration
-	// Ready says whether rosters of a domain may be synced now; nil means
-	// always. roster-sidecar passes the component link's state, so that
-	// readiness means the same in both modes.
-	Ready func(domain string) error
 	// HTTPClient replaces the default client (tests).
 	HTTPClient *http.Client
 }
 
-// Client is a component.RosterServer over ejabberd's HTTP API. It is safe
-// for concurrent use.
+// Client is a rostersync.Store over ejabberd's HTTP API. It is safe for
+// concurrent use.
 type Client struct {
 	base    string
 	user    string
 	pass    string
 	timeout time.Duration
-	ready   func(string) error
 	hc      *http.Client
 }
 
@@ -90,7 +85,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		base: strings.TrimRight(cfg.URL, "/") + "/", user: cfg.User, pass: cfg.Password,
-		timeout: cfg.Timeout, ready: cfg.Ready, hc: cfg.HTTPClient,
+		timeout: cfg.Timeout, hc: cfg.HTTPClient,
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -102,22 +97,6 @@ func New(cfg Config) (*Client, error) {
 	}
 	return c, nil
 }
-
-// Ready implements component.RosterServer.
-func (c *Client) Ready(domain string) error {
-	if c.ready == nil {
-		return nil
-	}
-	return c.ready(domain)
-}
-
-// SubscriptionHonoured implements component.RosterServer: the API stores
-// the subscription it is given.
-func (c *Client) SubscriptionHonoured(string) (honoured, known bool) { return true, true }
-
-// LearnSubscription implements component.RosterServer; there is nothing to
-// learn.
-func (c *Client) LearnSubscription(string, bool) {}
 
 // Error is a failed API call: the HTTP status and ejabberd's message.
 type Error struct {
@@ -148,23 +127,24 @@ type contact struct {
 	Group        string   `json:"group"`
 }
 
-// GetRoster implements component.RosterServer with get_roster.
-func (c *Client) GetRoster(ctx context.Context, user string) ([]stanza.RosterItem, error) {
-	local, host, err := split(user)
+// Roster reads owner's roster with get_roster. It implements
+// rostersync.Store.
+func (c *Client) Roster(ctx context.Context, owner string) ([]roster.Item, error) {
+	local, host, err := split(owner)
 	if err != nil {
 		return nil, err
 	}
 	var contacts []contact
 	if err := c.call(ctx, "get_roster", map[string]string{"user": local, "host": host}, &contacts); err != nil {
-		return nil, fmt.Errorf("read roster of %s: %w", user, err)
+		return nil, fmt.Errorf("read roster of %s: %w", owner, err)
 	}
-	items := make([]stanza.RosterItem, 0, len(contacts))
+	items := make([]roster.Item, 0, len(contacts))
 	for _, ct := range contacts {
 		groups := ct.Groups
 		if groups == nil && ct.Group != "" {
 			groups = []string{ct.Group}
 		}
-		it := stanza.RosterItem{Jid: ct.JID, Name: ct.Nick, Subscription: ct.Subscription, Groups: groups}
+		it := roster.Item{JID: ct.JID, Name: ct.Nick, Subscription: ct.Subscription, Groups: groups}
 		if ct.Pending == "out" || ct.Pending == "both" {
 			it.Ask = "subscribe"
 		}
@@ -173,47 +153,66 @@ func (c *Client) GetRoster(ctx context.Context, user string) ([]stanza.RosterIte
 	return items, nil
 }
 
-// SetRosterItem implements component.RosterServer: add_rosteritem, or for
-// subscription "remove" add_rosteritem with subscription "none" and then
-// delete_rosteritem (see the package documentation).
-func (c *Client) SetRosterItem(ctx context.Context, user string, item stanza.RosterItem) error {
-	local, host, err := split(user)
+// Put adds or replaces one item of owner's roster with add_rosteritem,
+// which stores its subscription. It implements rostersync.Store.
+func (c *Client) Put(ctx context.Context, owner string, item roster.Item) error {
+	args, err := addArgs(owner, item.JID)
 	if err != nil {
-		return err
-	}
-	cj, err := jid.Parse(item.Jid)
-	if err != nil || cj.Resourcepart() != "" {
-		return fmt.Errorf("contact %q is not a bare JID", item.Jid)
-	}
-	groups := item.Groups
-	if groups == nil {
-		groups = []string{}
-	}
-	add := map[string]any{
-		"localuser": local, "localhost": host, "user": cj.Localpart(), "host": cj.Domainpart(),
-		"nick": item.Name, "groups": groups, "subs": item.Subscription,
+		return fmt.Errorf("set %s in roster of %s: %w", item.JID, owner, err)
 	}
 	switch item.Subscription {
-	case "remove":
-		add["nick"], add["groups"], add["subs"] = "", []string{}, "none"
-		if err := c.rescode(ctx, "add_rosteritem", add); err != nil {
-			return fmt.Errorf("remove %s from roster of %s: clearing its subscription: %w", item.Jid, user, err)
-		}
-		del := map[string]string{"localuser": local, "localhost": host, "user": cj.Localpart(), "host": cj.Domainpart()}
-		if err := c.rescode(ctx, "delete_rosteritem", del); err != nil {
-			return fmt.Errorf("remove %s from roster of %s: %w", item.Jid, user, err)
-		}
-		return nil
 	case "":
-		add["subs"] = "none"
-	case "none", "to", "from", "both":
+		args["subs"] = roster.SubscriptionNone
+	case roster.SubscriptionNone, roster.SubscriptionTo, roster.SubscriptionFrom, roster.SubscriptionBoth:
+		args["subs"] = item.Subscription
 	default:
-		return fmt.Errorf("set %s in roster of %s: invalid subscription %q", item.Jid, user, item.Subscription)
+		return fmt.Errorf("set %s in roster of %s: invalid subscription %q", item.JID, owner, item.Subscription)
 	}
-	if err := c.rescode(ctx, "add_rosteritem", add); err != nil {
-		return fmt.Errorf("set %s in roster of %s: %w", item.Jid, user, err)
+	args["nick"] = item.Name
+	if item.Groups != nil {
+		args["groups"] = item.Groups
+	}
+	if err := c.rescode(ctx, "add_rosteritem", args); err != nil {
+		return fmt.Errorf("set %s in roster of %s: %w", item.JID, owner, err)
 	}
 	return nil
+}
+
+// Remove deletes contact from owner's roster without touching the
+// contact's own roster: add_rosteritem with subscription "none" first, then
+// delete_rosteritem (see the package documentation). It implements
+// rostersync.Store.
+func (c *Client) Remove(ctx context.Context, owner, contact string) error {
+	args, err := addArgs(owner, contact)
+	if err != nil {
+		return fmt.Errorf("remove %s from roster of %s: %w", contact, owner, err)
+	}
+	args["subs"] = roster.SubscriptionNone
+	if err := c.rescode(ctx, "add_rosteritem", args); err != nil {
+		return fmt.Errorf("remove %s from roster of %s: clearing its subscription: %w", contact, owner, err)
+	}
+	del := map[string]any{"localuser": args["localuser"], "localhost": args["localhost"], "user": args["user"], "host": args["host"]}
+	if err := c.rescode(ctx, "delete_rosteritem", del); err != nil {
+		return fmt.Errorf("remove %s from roster of %s: %w", contact, owner, err)
+	}
+	return nil
+}
+
+// addArgs returns the arguments of an add_rosteritem of contact to owner's
+// roster with no name, no groups and no subscription.
+func addArgs(owner, contact string) (map[string]any, error) {
+	local, host, err := split(owner)
+	if err != nil {
+		return nil, err
+	}
+	cj, err := jid.Parse(contact)
+	if err != nil || cj.Resourcepart() != "" {
+		return nil, fmt.Errorf("contact %q is not a bare JID", contact)
+	}
+	return map[string]any{
+		"localuser": local, "localhost": host, "user": cj.Localpart(), "host": cj.Domainpart(),
+		"nick": "", "groups": []string{}, "subs": roster.SubscriptionNone,
+	}, nil
 }
 
 // split returns the localpart and domain of a bare user JID.

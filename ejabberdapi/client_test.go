@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"gosrc.io/xmpp/stanza"
 	"mellium.im/xmpp/jid"
 
-	"roster-sidecar/component"
+	"roster-sidecar/roster"
 	"roster-sidecar/rosterhttp"
+	"roster-sidecar/rostersync"
 )
 
 const (
@@ -184,24 +183,21 @@ func TestGetAndSetThroughTheAPI(t *testing.T) {
 	f := newFake(t)
 	c := f.client(t)
 	ctx := context.Background()
-	err := c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Name: "Bob", Groups: []string{"Friends", "Work"}, Subscription: "both"})
+	err := c.Put(ctx, "alice@example.test", roster.Item{JID: "bob@example.test", Name: "Bob", Groups: []string{"Friends", "Work"}, Subscription: "both"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "elsewhere.test", Subscription: "to"}); err != nil {
+	if err := c.Put(ctx, "alice@example.test", roster.Item{JID: "elsewhere.test", Subscription: "to"}); err != nil {
 		t.Fatal(err)
 	}
-	items, err := c.GetRoster(ctx, "alice@example.test")
+	items, err := c.Roster(ctx, "alice@example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sort.Slice(items, func(i, j int) bool { return items[i].Jid < items[j].Jid })
-	if len(items) != 2 || items[0].Jid != "bob@example.test" || items[0].Name != "Bob" || items[0].Subscription != "both" ||
-		!slices.Equal(items[0].Groups, []string{"Friends", "Work"}) || items[1].Jid != "elsewhere.test" || items[1].Subscription != "to" {
+	sort.Slice(items, func(i, j int) bool { return items[i].JID < items[j].JID })
+	if len(items) != 2 || items[0].JID != "bob@example.test" || items[0].Name != "Bob" || items[0].Subscription != "both" ||
+		!slices.Equal(items[0].Groups, []string{"Friends", "Work"}) || items[1].JID != "elsewhere.test" || items[1].Subscription != "to" {
 		t.Fatalf("roster = %+v", items)
-	}
-	if honoured, known := c.SubscriptionHonoured("example.test"); !honoured || !known {
-		t.Fatal("the API honours subscriptions")
 	}
 }
 
@@ -214,7 +210,7 @@ func TestRemoveLeavesTheContactAlone(t *testing.T) {
 	f.set("alice@example.test", "bob@example.test", "both")
 	f.set("bob@example.test", "alice@example.test", "both")
 	f.takeCalls()
-	if err := c.SetRosterItem(context.Background(), "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Subscription: "remove"}); err != nil {
+	if err := c.Remove(context.Background(), "alice@example.test", "bob@example.test"); err != nil {
 		t.Fatal(err)
 	}
 	if calls := f.takeCalls(); !slices.Equal(calls, []string{"add_rosteritem", "delete_rosteritem"}) {
@@ -228,7 +224,7 @@ func TestRemoveLeavesTheContactAlone(t *testing.T) {
 	}
 }
 
-type mapFetcher map[string][]rosterhttp.Item
+type mapFetcher map[string][]roster.Item
 
 func (m mapFetcher) Fetch(_ context.Context, owner jid.JID) (rosterhttp.Roster, error) {
 	items, ok := m[owner.Localpart()]
@@ -238,8 +234,8 @@ func (m mapFetcher) Fetch(_ context.Context, owner jid.JID) (rosterhttp.Roster, 
 	return rosterhttp.Roster{Items: items}, nil
 }
 
-func both(j string) rosterhttp.Item {
-	return rosterhttp.Item{JID: j, Subscription: rosterhttp.SubscriptionBoth}
+func both(j string) roster.Item {
+	return roster.Item{JID: j, Subscription: roster.SubscriptionBoth}
 }
 
 // After refreshing both users of a pair, both rosters equal the backend,
@@ -264,10 +260,10 @@ func TestPairRefreshConvergesInAnyOrder(t *testing.T) {
 			map[string]map[string]string{},
 			mapFetcher{"alice": {both("bob@example.test")}, "bob": {both("alice@example.test")}}},
 	}
-	orders := map[string]func(s *component.Syncer){
-		"alice then bob": func(s *component.Syncer) { s.Sync(context.Background(), "alice"); s.Sync(context.Background(), "bob") },
-		"bob then alice": func(s *component.Syncer) { s.Sync(context.Background(), "bob"); s.Sync(context.Background(), "alice") },
-		"concurrently": func(s *component.Syncer) {
+	orders := map[string]func(s *rostersync.Syncer){
+		"alice then bob": func(s *rostersync.Syncer) { s.Sync(context.Background(), "alice"); s.Sync(context.Background(), "bob") },
+		"bob then alice": func(s *rostersync.Syncer) { s.Sync(context.Background(), "bob"); s.Sync(context.Background(), "alice") },
+		"concurrently": func(s *rostersync.Syncer) {
 			var wg sync.WaitGroup
 			for _, u := range []string{"alice", "bob"} {
 				wg.Add(1)
@@ -285,9 +281,9 @@ func TestPairRefreshConvergesInAnyOrder(t *testing.T) {
 						f.set(u+"@example.test", ct+"@example.test", sub)
 					}
 				}
-				s := component.NewSyncer(component.SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second, Concurrency: 2},
-					f.client(t), tc.backend, slog.New(slog.NewTextHandler(io.Discard, nil)))
-				defer s.Close()
+				c := f.client(t)
+				s := rostersync.NewSyncer(rostersync.SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second, Concurrency: 2, CompareSubscription: rostersync.CompareAlways},
+					alwaysReady{}, c, tc.backend, slog.New(slog.NewTextHandler(io.Discard, nil)))
 				run(s)
 				for _, u := range []string{"alice", "bob"} {
 					var want []string
@@ -307,10 +303,11 @@ func TestPairRefreshConvergesInAnyOrder(t *testing.T) {
 // are compared, and they match.
 func TestUnchangedRosterIsNotRewritten(t *testing.T) {
 	f := newFake(t)
-	s := component.NewSyncer(component.SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second},
-		f.client(t), mapFetcher{"alice": {both("bob@example.test"), {JID: "carol@example.test", Name: "C", Groups: []string{"G"}, Subscription: "to"}}},
+	// API mode compares subscriptions always: the API stores them.
+	c := f.client(t)
+	s := rostersync.NewSyncer(rostersync.SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second, CompareSubscription: rostersync.CompareAlways},
+		alwaysReady{}, c, mapFetcher{"alice": {both("bob@example.test"), {JID: "carol@example.test", Name: "C", Groups: []string{"G"}, Subscription: "to"}}},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer s.Close()
 	if res := s.Sync(context.Background(), "alice"); res.Err != nil || res.Added != 2 {
 		t.Fatalf("first sync = %+v", res)
 	}
@@ -335,7 +332,7 @@ func TestErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = bad.GetRoster(ctx, "alice@example.test")
+	_, err = bad.Roster(ctx, "alice@example.test")
 	var apiErr *Error
 	if !errors.As(err, &apiErr) || apiErr.Status != 401 || !strings.Contains(err.Error(), "ejabberd_api.user") || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("wrong password: %v", err)
@@ -344,7 +341,7 @@ func TestErrors(t *testing.T) {
 	f.mu.Lock()
 	f.failNext["add_rosteritem"] = 403
 	f.mu.Unlock()
-	err = c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Subscription: "both"})
+	err = c.Put(ctx, "alice@example.test", roster.Item{JID: "bob@example.test", Subscription: "both"})
 	if !errors.As(err, &apiErr) || apiErr.Status != 403 || !strings.Contains(err.Error(), "scripted failure") {
 		t.Fatalf("403: %v", err)
 	}
@@ -354,7 +351,7 @@ func TestErrors(t *testing.T) {
 	f.mu.Lock()
 	f.failNext["add_rosteritem"] = 500
 	f.mu.Unlock()
-	if err := c.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "bob@example.test", Subscription: "remove"}); err == nil {
+	if err := c.Remove(ctx, "alice@example.test", "bob@example.test"); err == nil {
 		t.Fatal("removal succeeded despite a failure")
 	}
 	if calls := f.takeCalls(); !slices.Equal(calls, []string{"add_rosteritem"}) {
@@ -366,8 +363,8 @@ func TestErrors(t *testing.T) {
 		{"alice@example.test", "bob@example.test/r", "both"},
 		{"alice@example.test", "bob@example.test", "bogus"}, // ejabberd would store it
 	} {
-		if err := c.SetRosterItem(ctx, tc.user, stanza.RosterItem{Jid: tc.contact, Subscription: tc.sub}); err == nil {
-			t.Errorf("SetRosterItem(%q, %q, %q) succeeded", tc.user, tc.contact, tc.sub)
+		if err := c.Put(ctx, tc.user, roster.Item{JID: tc.contact, Subscription: tc.sub}); err == nil {
+			t.Errorf("Put(%q, %q, %q) succeeded", tc.user, tc.contact, tc.sub)
 		}
 	}
 	for _, u := range []string{"", "ftp://x/api", "http:///api", "http://u:p@host/api"} {
@@ -378,10 +375,10 @@ func TestErrors(t *testing.T) {
 	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "<html>") }))
 	defer garbage.Close()
 	g, _ := New(Config{URL: garbage.URL})
-	if _, err := g.GetRoster(ctx, "alice@example.test"); err == nil || !strings.Contains(err.Error(), "unexpected answer") {
+	if _, err := g.Roster(ctx, "alice@example.test"); err == nil || !strings.Contains(err.Error(), "unexpected answer") {
 		t.Fatalf("garbage answer: %v", err)
 	}
-	if err := g.SetRosterItem(ctx, "alice@example.test", stanza.RosterItem{Jid: "b@example.test", Subscription: "both"}); err == nil {
+	if err := g.Put(ctx, "alice@example.test", roster.Item{JID: "b@example.test", Subscription: "both"}); err == nil {
 		t.Fatal("a non-zero result code succeeded")
 	}
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -393,20 +390,15 @@ func TestErrors(t *testing.T) {
 	defer slow.Close()
 	sc, _ := New(Config{URL: slow.URL, Timeout: 50 * time.Millisecond})
 	start := time.Now()
-	if _, err := sc.GetRoster(ctx, "alice@example.test"); err == nil || time.Since(start) > time.Second {
+	if _, err := sc.Roster(ctx, "alice@example.test"); err == nil || time.Since(start) > time.Second {
 		t.Fatalf("timeout: %v after %v", err, time.Since(start))
 	}
 }
 
-func TestReadyDelegates(t *testing.T) {
-	c, _ := New(Config{URL: "http://127.0.0.1:1/api", Ready: func(d string) error { return fmt.Errorf("down for %s", d) }})
-	if err := c.Ready("example.test"); err == nil || !strings.Contains(err.Error(), "example.test") {
-		t.Fatalf("Ready = %v", err)
-	}
-	c, _ = New(Config{URL: "http://127.0.0.1:1/api"})
-	if err := c.Ready("example.test"); err != nil {
-		t.Fatal(err)
-	}
-}
+// alwaysReady is a rostersync.Link that is always ready.
+type alwaysReady struct{}
 
-var _ component.RosterServer = (*Client)(nil)
+func (alwaysReady) Ready(string) error       { return nil }
+func (alwaysReady) Changed() <-chan struct{} { return nil }
+
+var _ rostersync.Store = (*Client)(nil)

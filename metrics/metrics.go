@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"roster-sidecar/component"
+	"roster-sidecar/rostersync"
 )
 
 const namespace = "roster_sidecar"
@@ -29,7 +29,7 @@ const refreshRoutePrefix = "/roster_admin/refresh"
 
 // Metrics holds every metric of the sidecar on its own registry. Its methods
 // implement admin.Observer, component.ConnObserver,
-// component.SyncObserver, component.LoginObserver and rosterhttp.Observer; they are safe for
+// rostersync.SyncObserver, rostersync.LoginObserver and rosterhttp.Observer; they are safe for
 // concurrent use and never block.
 type Metrics struct {
 	registry *prometheus.Registry
@@ -47,6 +47,7 @@ type Metrics struct {
 	syncsInFlight   prometheus.Gauge
 	reconnects      prometheus.Counter
 	logins          *prometheus.CounterVec
+	onlineUsers     prometheus.Gauge
 
 	mu      sync.Mutex
 	domains map[string]struct{} // domains with a privilege gauge
@@ -94,14 +95,16 @@ func New() *Metrics {
 		logins: prometheus.NewCounterVec(counter("login_refreshes_total",
 			"Logins (new sessions seen in forwarded presence) by outcome: queued, recent (synced less than sync.login_min_interval ago), "+
 				"dropped (queue full; queued again when it has room), ok or error (the refresh ran)."), []string{"outcome"}),
+		onlineUsers: prometheus.NewGauge(gauge("online_users",
+			"Users with a session online, as seen in the presence the server forwards (login refresh only).")),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.refreshRequests, m.refreshDuration, m.userSyncs, m.syncDuration, m.itemsChanged, m.skipped,
-		m.iqDuration, m.backendDuration, m.connected, m.privilege, m.syncsInFlight, m.reconnects, m.logins,
+		m.iqDuration, m.backendDuration, m.connected, m.privilege, m.syncsInFlight, m.reconnects, m.logins, m.onlineUsers,
 	)
-	for _, o := range []string{component.LoginQueued, component.LoginRecent, component.LoginDropped, component.LoginOK, component.LoginError} {
+	for _, o := range rostersync.LoginOutcomes {
 		m.logins.WithLabelValues(o)
 	}
 	// Series that exist from the start, so that rates work from zero.
@@ -126,9 +129,6 @@ func histogram(name, help string, buckets []float64) prometheus.HistogramOpts {
 	return prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}
 }
 
-// Registry is the registry holding every metric.
-func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
-
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
@@ -144,11 +144,11 @@ func (m *Metrics) ObserveRequest(_, route string, code int, d time.Duration) {
 	m.refreshDuration.WithLabelValues(route).Observe(d.Seconds())
 }
 
-// SyncStarted implements component.SyncObserver.
+// SyncStarted implements rostersync.SyncObserver.
 func (m *Metrics) SyncStarted() { m.syncsInFlight.Inc() }
 
-// SyncEnded implements component.SyncObserver.
-func (m *Metrics) SyncEnded(res component.SyncResult, d time.Duration) {
+// SyncEnded implements rostersync.SyncObserver.
+func (m *Metrics) SyncEnded(res rostersync.Result, d time.Duration) {
 	m.syncsInFlight.Dec()
 	result := "ok"
 	if res.Err != nil {
@@ -182,16 +182,19 @@ func (m *Metrics) LinkChanged(up bool) {
 	}
 }
 
-// LoginRefresh implements component.LoginObserver.
+// LoginRefresh implements rostersync.LoginObserver.
 func (m *Metrics) LoginRefresh(outcome string) { m.logins.WithLabelValues(outcome).Inc() }
+
+// OnlineUsers implements rostersync.LoginObserver.
+func (m *Metrics) OnlineUsers(n int) { m.onlineUsers.Set(float64(n)) }
 
 // Reconnecting implements component.ConnObserver.
 func (m *Metrics) Reconnecting() { m.reconnects.Inc() }
 
 // Granted implements component.ConnObserver.
-func (m *Metrics) Granted(domain string, g component.Grants) {
+func (m *Metrics) Granted(domain string, rosterReadWrite bool) {
 	v := 0.0
-	if g.CanRead() && g.CanWrite() {
+	if rosterReadWrite {
 		v = 1
 	}
 	m.mu.Lock()

@@ -211,7 +211,7 @@ func loadCAs(file string) (*x509.CertPool, error) {
 // headers when a redirect leaves the configured host.
 func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > c.maxRedirects {
-		return fmt.Errorf("more than %d redirects", c.maxRedirects)
+		return fmt.Errorf("more than %d redirects: %w", c.maxRedirects, ErrTooManyRedirects)
 	}
 	if via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
 		return errors.New("refused a redirect from https to http")
@@ -271,14 +271,14 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
 		class = fmt.Sprintf("%dxx", resp.StatusCode/100)
-		return Roster{}, fmt.Errorf("backend answered %s", strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))))
+		return Roster{}, &StatusError{Code: resp.StatusCode}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
 	if err != nil {
 		return Roster{}, c.failure(parent, ctx, "read answer", err)
 	}
 	if int64(len(body)) > c.maxBody {
-		return Roster{}, fmt.Errorf("backend answer is larger than %d bytes", c.maxBody)
+		return Roster{}, &TooLargeError{Limit: c.maxBody}
 	}
 	class = "2xx"
 	return Parse(body, owner)
@@ -293,7 +293,7 @@ func (c *Client) failure(parent, ctx context.Context, step string, err error) er
 		err = uerr.Err
 	}
 	if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%s: no complete answer within %s: %w", step, c.timeout, err)
+		return fmt.Errorf("%s: %w within %s: %w", step, ErrTimeout, c.timeout, err)
 	}
 	return fmt.Errorf("%s: %w", step, err)
 }

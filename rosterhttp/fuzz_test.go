@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/roster"
 )
 
 func FuzzParse(f *testing.F) {
@@ -26,7 +28,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	owner := jid.MustParse("john@example.test")
-	subs := []string{SubscriptionBoth, SubscriptionTo, SubscriptionFrom, SubscriptionNone}
+	subs := []string{roster.SubscriptionBoth, roster.SubscriptionTo, roster.SubscriptionFrom, roster.SubscriptionNone}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := Parse(body, owner)
 		if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/roster"
 )
 
 // Parse validates a backend's answer to a roster fetch for owner
@@ -30,15 +32,15 @@ func Parse(body []byte, owner jid.JID) (Roster, error) {
 	switch kind(body) {
 	case '{':
 		if err := json.Unmarshal(body, &contacts); err != nil {
-			return Roster{}, fmt.Errorf("backend answer is not valid JSON: %w", err)
+			return Roster{}, &NotRosterError{Reason: "not valid JSON", Err: err}
 		}
 	case 0:
-		return Roster{}, errors.New("backend answer is empty, not a JSON object")
+		return Roster{}, &NotRosterError{Reason: "empty, not a JSON object"}
 	default:
 		if !json.Valid(body) {
-			return Roster{}, errors.New("backend answer is not valid JSON")
+			return Roster{}, &NotRosterError{Reason: "not valid JSON"}
 		}
-		return Roster{}, fmt.Errorf("backend answer is a JSON %s, not an object", kindName(kind(body)))
+		return Roster{}, &NotRosterError{Reason: "a JSON " + kindName(kind(body)) + ", not an object"}
 	}
 
 	self := owner.Bare().String()
@@ -59,21 +61,21 @@ func Parse(body []byte, owner jid.JID) (Roster, error) {
 		kept[item.JID] = key
 		r.Items = append(r.Items, item)
 	}
-	slices.SortFunc(r.Items, func(a, b Item) int { return strings.Compare(a.JID, b.JID) })
+	slices.SortFunc(r.Items, func(a, b roster.Item) int { return strings.Compare(a.JID, b.JID) })
 	return r, nil
 }
 
 // parseContact validates one contact: key and value of the backend's object.
 // self is the owner's bare JID.
-func parseContact(key string, value json.RawMessage, self string) (Item, error) {
+func parseContact(key string, value json.RawMessage, self string) (roster.Item, error) {
 	contact, err := parseContactJID(key)
 	if err != nil {
-		return Item{}, err
+		return roster.Item{}, err
 	}
 	if contact == self {
-		return Item{}, errors.New("the user's own JID")
+		return roster.Item{}, errors.New("the user's own JID")
 	}
-	item := Item{JID: contact, Subscription: SubscriptionBoth}
+	item := roster.Item{JID: contact, Subscription: roster.SubscriptionBoth}
 
 	var fields map[string]json.RawMessage
 	switch kind(value) {
@@ -81,10 +83,10 @@ func parseContact(key string, value json.RawMessage, self string) (Item, error) 
 		return item, nil
 	case '{':
 		if err := json.Unmarshal(value, &fields); err != nil {
-			return Item{}, fmt.Errorf("value is not a valid object: %w", err)
+			return roster.Item{}, fmt.Errorf("value is not a valid object: %w", err)
 		}
 	default:
-		return Item{}, fmt.Errorf("value is a JSON %s, not an object", kindName(kind(value)))
+		return roster.Item{}, fmt.Errorf("value is a JSON %s, not an object", kindName(kind(value)))
 	}
 
 	if raw, ok := fields["name"]; ok {
@@ -92,15 +94,15 @@ func parseContact(key string, value json.RawMessage, self string) (Item, error) 
 		case 'n':
 		case '"':
 			if err := json.Unmarshal(raw, &item.Name); err != nil {
-				return Item{}, fmt.Errorf("name is not a valid string: %w", err)
+				return roster.Item{}, fmt.Errorf("name is not a valid string: %w", err)
 			}
 		default:
-			return Item{}, fmt.Errorf("name is a JSON %s, not a string", kindName(kind(raw)))
+			return roster.Item{}, fmt.Errorf("name is a JSON %s, not a string", kindName(kind(raw)))
 		}
 	}
 	if raw, ok := fields["groups"]; ok {
 		if item.Groups, err = parseGroups(raw); err != nil {
-			return Item{}, err
+			return roster.Item{}, err
 		}
 	}
 	if raw, ok := fields["subscription"]; ok {
@@ -108,15 +110,15 @@ func parseContact(key string, value json.RawMessage, self string) (Item, error) 
 		case 'n':
 		case '"':
 			if err := json.Unmarshal(raw, &item.Subscription); err != nil {
-				return Item{}, fmt.Errorf("subscription is not a valid string: %w", err)
+				return roster.Item{}, fmt.Errorf("subscription is not a valid string: %w", err)
 			}
 			switch item.Subscription {
-			case SubscriptionBoth, SubscriptionTo, SubscriptionFrom, SubscriptionNone:
+			case roster.SubscriptionBoth, roster.SubscriptionTo, roster.SubscriptionFrom, roster.SubscriptionNone:
 			default:
-				return Item{}, fmt.Errorf("subscription %s is not one of both, to, from, none", quote(item.Subscription))
+				return roster.Item{}, fmt.Errorf("subscription %s is not one of both, to, from, none", quote(item.Subscription))
 			}
 		default:
-			return Item{}, fmt.Errorf("subscription is a JSON %s, not a string", kindName(kind(raw)))
+			return roster.Item{}, fmt.Errorf("subscription is a JSON %s, not a string", kindName(kind(raw)))
 		}
 	}
 	return item, nil

@@ -6,19 +6,21 @@ import (
 	"testing"
 
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/roster"
 )
 
 var testOwner = jid.MustParse("john@example.test")
 
-func item(j, name, sub string, groups ...string) Item {
-	return Item{JID: j, Name: name, Groups: groups, Subscription: sub}
+func item(j, name, sub string, groups ...string) roster.Item {
+	return roster.Item{JID: j, Name: name, Groups: groups, Subscription: sub}
 }
 
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
 		body    string
-		items   []Item
+		items   []roster.Item
 		skipped map[string]string // key -> substring of the reason
 	}{
 		{name: "empty object", body: `{}`},
@@ -27,7 +29,7 @@ func TestParse(t *testing.T) {
 			name: "protocol example",
 			body: `{ "marie@example.com": {"name": "Marie", "groups": ["Friends"]},
 			         "michael@example.com": {"name": "Michael"} }`,
-			items: []Item{
+			items: []roster.Item{
 				item("marie@example.com", "Marie", "both", "Friends"),
 				item("michael@example.com", "Michael", "both"),
 			},
@@ -35,28 +37,28 @@ func TestParse(t *testing.T) {
 		{
 			name:  "groups as a set, any values",
 			body:  `{"a@x": {"groups": {"Work": 1, "Friends": true, "Y": false, "X": null, "": true, "Z": {"k": []}}}}`,
-			items: []Item{item("a@x", "", "both", "Friends", "Work", "X", "Y", "Z")},
+			items: []roster.Item{item("a@x", "", "both", "Friends", "Work", "X", "Y", "Z")},
 		},
 		{
 			name:  "groups cleaned",
 			body:  `{"a@x": {"groups": ["b", "", "a", "b", "a"]}, "b@x": {"groups": []}, "c@x": {"groups": [""]}, "d@x": {"groups": null}, "e@x": {"groups": {}}}`,
-			items: []Item{item("a@x", "", "both", "a", "b"), item("b@x", "", "both"), item("c@x", "", "both"), item("d@x", "", "both"), item("e@x", "", "both")},
+			items: []roster.Item{item("a@x", "", "both", "a", "b"), item("b@x", "", "both"), item("c@x", "", "both"), item("d@x", "", "both"), item("e@x", "", "both")},
 		},
 		{
 			name:  "groups keep spaces and case",
 			body:  `{"a@x": {"groups": [" Friends ", "friends", "Friends"]}}`,
-			items: []Item{item("a@x", "", "both", " Friends ", "Friends", "friends")},
+			items: []roster.Item{item("a@x", "", "both", " Friends ", "Friends", "friends")},
 		},
 		{
 			name:  "null value and null fields",
 			body:  `{"a@x": null, "b@x": {"name": null, "groups": null, "subscription": null}}`,
-			items: []Item{item("a@x", "", "both"), item("b@x", "", "both")},
+			items: []roster.Item{item("a@x", "", "both"), item("b@x", "", "both")},
 		},
 		{
 			name: "subscriptions",
 			body: `{"both@x": {"subscription": "both"}, "to@x": {"subscription": "to"}, "from@x": {"subscription": "from"}, "none@x": {"subscription": "none"},
 			        "bad@x": {"subscription": "Both"}, "empty@x": {"subscription": ""}, "num@x": {"subscription": 1}, "remove@x": {"subscription": "remove"}}`,
-			items: []Item{item("both@x", "", "both"), item("from@x", "", "from"), item("none@x", "", "none"), item("to@x", "", "to")},
+			items: []roster.Item{item("both@x", "", "both"), item("from@x", "", "from"), item("none@x", "", "none"), item("to@x", "", "to")},
 			skipped: map[string]string{
 				"bad@x":    `subscription "Both" is not one of both, to, from, none`,
 				"empty@x":  `subscription "" is not one of`,
@@ -67,12 +69,12 @@ func TestParse(t *testing.T) {
 		{
 			name:  "unknown fields ignored, field names are case-sensitive",
 			body:  `{"a@x": {"name": "A", "Name": 1, "NAME": "no", "ask": "subscribe", "approved": true, "extra": {"deep": [1, 2]}}}`,
-			items: []Item{item("a@x", "A", "both")},
+			items: []roster.Item{item("a@x", "A", "both")},
 		},
 		{
 			name:  "unicode name kept as is",
 			body:  `{"a@x": {"name": "  Zoë \u00e9 <b>&amp;\n"}}`,
-			items: []Item{item("a@x", "  Zoë é <b>&amp;\n", "both")},
+			items: []roster.Item{item("a@x", "  Zoë é <b>&amp;\n", "both")},
 		},
 		{
 			name: "self",
@@ -82,13 +84,13 @@ func TestParse(t *testing.T) {
 				"JOHN@Example.Test.":      "the user's own JID",
 				"john@example.test/phone": "JID has a resource",
 			},
-			items: []Item{item("example.test", "", "both")},
+			items: []roster.Item{item("example.test", "", "both")},
 		},
 		{
 			name: "bad JIDs",
 			body: `{"a@b/c": {}, "a@b@c": {}, "@x": {}, "x y@d": {}, "": {}, "x@": {}, "x@d/": {}, "a/b": {}, "x@a..": {}, "x@..": {}, "x@a..b": {}, "x@.a": {},
 			        "a'b@x": {}, "x@exa_mple": {}, "\u2163@x": {}, "\uffff@x": {}, "ok@x": {}}`,
-			items: []Item{item("ok@x", "", "both")},
+			items: []roster.Item{item("ok@x", "", "both")},
 			skipped: map[string]string{
 				"a@b/c":      "JID has a resource",
 				"a/b":        "JID has a resource",
@@ -111,24 +113,24 @@ func TestParse(t *testing.T) {
 		{
 			name:  "normalisation",
 			body:  `{"JUDY@Example.TEST": {"name": "Judy"}, "ＢＯＢ@example.test": {}, "jose\u0301@example.test": {}, "x@xn--caf-dma.example": {}, "srv.example.": {}, "[::1]": {}, "a@192.0.2.1": {}}`,
-			items: []Item{item("[::1]", "", "both"), item("a@192.0.2.1", "", "both"), item("bob@example.test", "", "both"), item("josé@example.test", "", "both"), item("judy@example.test", "Judy", "both"), item("srv.example", "", "both"), item("x@café.example", "", "both")},
+			items: []roster.Item{item("[::1]", "", "both"), item("a@192.0.2.1", "", "both"), item("bob@example.test", "", "both"), item("josé@example.test", "", "both"), item("judy@example.test", "Judy", "both"), item("srv.example", "", "both"), item("x@café.example", "", "both")},
 		},
 		{
 			name:    "duplicates after normalisation: first key in byte order wins",
 			body:    `{"judy@example.test": {"name": "lower"}, "JUDY@example.test": {"name": "upper"}, "Judy@Example.test": {"name": "mixed"}}`,
-			items:   []Item{item("judy@example.test", "upper", "both")},
+			items:   []roster.Item{item("judy@example.test", "upper", "both")},
 			skipped: map[string]string{"judy@example.test": `duplicate of "JUDY@example.test"`, "Judy@Example.test": `duplicate of "JUDY@example.test"`},
 		},
 		{
 			name:    "duplicates: an invalid contact does not claim its JID",
 			body:    `{"JUDY@example.test": {"subscription": "bogus"}, "judy@example.test": {"name": "ok"}}`,
-			items:   []Item{item("judy@example.test", "ok", "both")},
+			items:   []roster.Item{item("judy@example.test", "ok", "both")},
 			skipped: map[string]string{"JUDY@example.test": "subscription"},
 		},
 		{
 			name:  "repeated key in the JSON object: last wins",
 			body:  `{"a@x": {"name": "first"}, "a@x": {"name": "last"}}`,
-			items: []Item{item("a@x", "last", "both")},
+			items: []roster.Item{item("a@x", "last", "both")},
 		},
 		{
 			name: "values of the wrong type",
@@ -137,7 +139,7 @@ func TestParse(t *testing.T) {
 			        "gstr@x": {"groups": "Friends"}, "gnum@x": {"groups": 1}, "gbool@x": {"groups": true},
 			        "gelem@x": {"groups": ["a", 1]}, "gnull@x": {"groups": ["a", null]}, "gobj@x": {"groups": [{}]},
 			        "ok@x": {}}`,
-			items: []Item{item("ok@x", "", "both")},
+			items: []roster.Item{item("ok@x", "", "both")},
 			skipped: map[string]string{
 				"arr@x":     "value is a JSON array, not an object",
 				"str@x":     "value is a JSON string, not an object",
@@ -156,7 +158,7 @@ func TestParse(t *testing.T) {
 		{
 			name:  "items sorted by normalised JID",
 			body:  `{"zed@x": {}, "B@x": {}, "a@x": {}, "C@x": {}}`,
-			items: []Item{item("a@x", "", "both"), item("b@x", "", "both"), item("c@x", "", "both"), item("zed@x", "", "both")},
+			items: []roster.Item{item("a@x", "", "both"), item("b@x", "", "both"), item("c@x", "", "both"), item("zed@x", "", "both")},
 		},
 	}
 	for _, tt := range tests {

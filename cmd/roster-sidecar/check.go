@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/daemon"
 	"roster-sidecar/ejabberdapi"
 	"roster-sidecar/rosterhttp"
 )
@@ -85,12 +90,9 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 		r.fail("config", strings.TrimPrefix(err.Error(), "config: "), "set the key it names (config file, ROSTER_SIDECAR_* environment variable or flag)")
 		return false
 	}
-	p, err := build(cfg, newLogger(cfg, stderr), nil)
+	p, err := daemon.Build(cfg, newLogger(cfg, stderr), nil, false)
 	if err == nil {
-		if _, aerr := newAdmin(cfg, p.syncer, p.log, nil); aerr != nil {
-			p.stop()
-			err = aerr
-		}
+		_, err = daemon.NewAdmin(cfg, p.Syncer, p.Log, nil)
 	}
 	if err != nil {
 		r.fail("config", strings.TrimPrefix(err.Error(), "config: "), "correct the setting it names")
@@ -103,26 +105,24 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 	r.line("config", "ok (%s)", source)
 
 	checkBackend(ctx, r, p, user)
-	if p.api != nil {
+	if p.API != nil {
 		checkAPI(ctx, r, p, user)
 	}
 
-	p.start()
-	err = p.waitReady(ctx, o.wait)
-	var problem *linkProblem
+	s := start(ctx, p)
+	defer s.stop()
+	err = p.WaitReady(ctx, o.wait)
+	var problem *daemon.LinkProblem
 	if err != nil && !errors.As(err, &problem) {
-		p.abandon()
 		r.fail("xmpp", err.Error(), "")
 		return false
 	}
-	if problem != nil && !problem.connected {
-		p.abandon()
-		r.fail("xmpp", problem.what, problem.fix)
+	if problem != nil && !problem.Connected {
+		r.fail("xmpp", problem.What, problem.Fix)
 		return false
 	}
-	defer p.stop()
 	r.line("xmpp", "ok: connected to %s as %s", cfg.XMPPAddress, cfg.XMPPDomain)
-	grants := p.conn.Privileges()
+	grants := p.Conn.Privileges()
 	domains := make([]string, 0, len(grants))
 	for d := range grants {
 		domains = append(domains, d)
@@ -139,7 +139,7 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 		r.line(label, "%s: %s", d, grants[d])
 	}
 	if problem != nil {
-		r.fail("ready", problem.what, problem.fix)
+		r.fail("ready", problem.What, problem.Fix)
 		return false
 	}
 	r.line("ready", "ok: the component may read and write the rosters of %s", cfg.UserDomain)
@@ -147,11 +147,11 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 }
 
 // probeJID is the JID of --user, or a failure reported under label.
-func probeJID(r *checkReport, label string, p *parts, user string) (jid.JID, bool) {
-	local, err := rosterhttp.ParseUsername(user, p.cfg.UserDomain)
+func probeJID(r *checkReport, label string, p *daemon.Parts, user string) (jid.JID, bool) {
+	local, err := rosterhttp.ParseUsername(user, p.Config.UserDomain)
 	if err == nil {
 		var owner jid.JID
-		if owner, err = jid.New(local, p.cfg.UserDomain, ""); err == nil {
+		if owner, err = jid.New(local, p.Config.UserDomain, ""); err == nil {
 			return owner, true
 		}
 	}
@@ -161,12 +161,12 @@ func probeJID(r *checkReport, label string, p *parts, user string) (jid.JID, boo
 
 // checkAPI reads the roster of user through ejabberd's HTTP API (API
 // mode) and reports the outcome.
-func checkAPI(ctx context.Context, r *checkReport, p *parts, user string) {
+func checkAPI(ctx context.Context, r *checkReport, p *daemon.Parts, user string) {
 	owner, ok := probeJID(r, "api", p, user)
 	if !ok {
 		return
 	}
-	items, err := p.api.GetRoster(ctx, owner.String())
+	items, err := p.API.Roster(ctx, owner.String())
 	if err != nil {
 		var apiErr *ejabberdapi.Error
 		fix := "check ejabberd_api.url and that ejabberd's mod_http_api listens there"
@@ -176,18 +176,18 @@ func checkAPI(ctx context.Context, r *checkReport, p *parts, user string) {
 		r.fail("api", err.Error(), fix)
 		return
 	}
-	r.line("api", "ok: get_roster of %s answered through %s (%d items)", owner, p.cfg.EjabberdAPIURL, len(items))
+	r.line("api", "ok: get_roster of %s answered through %s (%d items)", owner, p.Config.EjabberdAPIURL, len(items))
 }
 
 // checkBackend fetches the roster of user and reports the outcome.
-func checkBackend(ctx context.Context, r *checkReport, p *parts, user string) {
+func checkBackend(ctx context.Context, r *checkReport, p *daemon.Parts, user string) {
 	owner, ok := probeJID(r, "backend", p, user)
 	if !ok {
 		return
 	}
 	local := owner.Localpart()
 	start := time.Now()
-	roster, err := p.fetcher.Fetch(ctx, owner)
+	roster, err := p.Fetcher.Fetch(ctx, owner)
 	if err != nil {
 		r.fail("backend", err.Error(), backendFix(err))
 		return
@@ -199,33 +199,34 @@ func checkBackend(ctx context.Context, r *checkReport, p *parts, user string) {
 	}
 }
 
-// backendFixes map words of a fetch error to what to do about it; the first
-// match wins.
-var backendFixes = []struct {
-	words []string
-	fix   string
-}{
-	{[]string{"answered 401", "answered 403"}, "the backend refused the request: give it the credentials it expects in backend.headers (e.g. Authorization: Bearer ...)"},
-	{[]string{"answered 404"}, "check http_roster_url (its first %s is replaced by the username), or pass --user with a user the backend knows"},
-	{[]string{"answered 5"}, "the backend failed: see its logs"},
-	{[]string{"answered"}, "the backend must answer 200 with a JSON object keyed by contact JID (README, API)"},
-	{[]string{"connection refused"}, "nothing listens at the host and port of http_roster_url: start the backend or correct the URL"},
-	{[]string{"no such host"}, "the host of http_roster_url does not resolve: correct the URL"},
-	{[]string{"x509", "certificate"}, "the backend's TLS certificate is not trusted: add its CA with backend.ca_file"},
-	{[]string{"within"}, "the backend answers too slowly: raise backend.timeout, or make it faster"},
-	{[]string{"larger than"}, "raise backend.max_body_bytes"},
-	{[]string{"JSON", "backend answer"}, `the backend must answer a JSON object keyed by contact JID, e.g. {"marie@example.com": {"name": "Marie", "groups": ["Friends"]}}`},
-}
-
 // backendFix suggests what to do about a failed fetch.
 func backendFix(err error) string {
-	msg := err.Error()
-	for _, f := range backendFixes {
-		for _, w := range f.words {
-			if strings.Contains(msg, w) {
-				return f.fix
-			}
-		}
+	var status *rosterhttp.StatusError
+	var tooLarge *rosterhttp.TooLargeError
+	var notRoster *rosterhttp.NotRosterError
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &status) && (status.Code == http.StatusUnauthorized || status.Code == http.StatusForbidden):
+		return "the backend refused the request: give it the credentials it expects in backend.headers (e.g. Authorization: Bearer ...)"
+	case status != nil && status.Code == http.StatusNotFound:
+		return "check http_roster_url (its first %s is replaced by the username), or pass --user with a user the backend knows"
+	case status != nil && status.Code >= 500:
+		return "the backend failed: see its logs"
+	case status != nil:
+		return "the backend must answer 200 with a JSON object keyed by contact JID (docs/PROTOCOL.md)"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "nothing listens at the host and port of http_roster_url: start the backend or correct the URL"
+	case errors.As(err, &dnsErr):
+		return "the host of http_roster_url does not resolve: correct the URL"
+	case errors.As(err, &certErr):
+		return "the backend's TLS certificate is not trusted: add its CA with backend.ca_file"
+	case errors.Is(err, rosterhttp.ErrTimeout):
+		return "the backend answers too slowly: raise backend.timeout, or make it faster"
+	case errors.As(err, &tooLarge):
+		return "raise backend.max_body_bytes"
+	case errors.As(err, &notRoster):
+		return `the backend must answer a JSON object keyed by contact JID, e.g. {"marie@example.com": {"name": "Marie", "groups": ["Friends"]}}`
 	}
 	return "check http_roster_url and the backend.* settings"
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -54,9 +56,7 @@ func newCLI(t *testing.T) *cli {
 	}))
 	t.Cleanup(c.backend.Close)
 	t.Setenv("ROSTER_SIDECAR_XMPP_SECRET", componenttest.Secret)
-	grace := privilegeGrace
-	privilegeGrace = 200 * time.Millisecond
-	t.Cleanup(func() { privilegeGrace = grace })
+	t.Setenv("ROSTER_SIDECAR_XMPP_PRIVILEGE_WAIT", "200ms")
 	return c
 }
 
@@ -86,7 +86,7 @@ func (c *cli) run(t *testing.T, args ...string) (code int, stdout, stderr string
 }
 
 // roster is a backend answer of contacts by JID: name and groups.
-func roster(kv ...string) map[string]any {
+func backendRoster(kv ...string) map[string]any {
 	r := map[string]any{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		r[kv[i]] = map[string]any{"name": kv[i+1], "groups": []string{"G"}}
@@ -110,7 +110,7 @@ func expect(t *testing.T, code, wantCode int, out string, wants ...string) {
 func TestSyncUsersFromArgumentsAndFile(t *testing.T) {
 	c := newCLI(t)
 	for _, u := range []string{"john", "aaron", "mary"} {
-		c.setRoster(u, roster("c1@example.test", "One", "c2@example.test", "Two"))
+		c.setRoster(u, backendRoster("c1@example.test", "One", "c2@example.test", "Two"))
 	}
 	file := filepath.Join(t.TempDir(), "users.txt")
 	if err := os.WriteFile(file, []byte("# first population\naaron\n\n  mary  \njohn\n# john again is synced once\n"), 0o600); err != nil {
@@ -132,7 +132,7 @@ func TestSyncUsersFromArgumentsAndFile(t *testing.T) {
 
 func TestSyncReportsFailuresAndExitsNonZero(t *testing.T) {
 	c := newCLI(t)
-	c.setRoster("john", roster("c1@example.test", "One", "not a jid", "Bad"))
+	c.setRoster("john", backendRoster("c1@example.test", "One", "not a jid", "Bad"))
 	c.setStatus("bob", http.StatusInternalServerError)
 	code, out, _ := c.run(t, "sync", "john", "bob")
 	expect(t, code, 1, out,
@@ -230,7 +230,7 @@ func TestDiffChangesNothing(t *testing.T) {
 		"same@example.test":    map[string]any{"name": "Same", "subscription": "none"},
 		"not a jid":            map[string]any{},
 	})
-	c.setRoster("aaron", roster("c1@example.test", "One"))
+	c.setRoster("aaron", backendRoster("c1@example.test", "One"))
 	c.xmpp.SetRoster("john@example.test", map[string]componenttest.Item{
 		"renamed@example.test": {Name: "Mike", Subscription: "both"},
 		"subonly@example.test": {Name: "Sub", Subscription: "none"},
@@ -291,7 +291,7 @@ func TestDiffExitStatus(t *testing.T) {
 func TestCheck(t *testing.T) {
 	t.Run("ok", func(t *testing.T) {
 		c := newCLI(t)
-		c.setRoster("john", roster("c1@example.test", "One", "not a jid", "Bad"))
+		c.setRoster("john", backendRoster("c1@example.test", "One", "not a jid", "Bad"))
 		code, out, _ := c.run(t, "check", "--user", "john")
 		expect(t, code, 0, out,
 			"config:     ok (environment and flags)\n",
@@ -398,10 +398,21 @@ func TestEveryCommandHasHelpWithExamples(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if code := run(context.Background(), []string{"version"}, &out, &out); code != 0 || out.String() != "roster-sidecar dev\n" {
+	if code := run(context.Background(), []string{"version"}, &out, &out); code != 0 || !strings.HasPrefix(out.String(), "roster-sidecar ") ||
+		!strings.Contains(out.String(), runtime.Version()+")\n") {
 		t.Errorf("version: exit %d, %q", code, out.String())
 	}
 	if code := run(context.Background(), []string{"sync", "--no-such-flag"}, &out, &out); code != 2 {
 		t.Errorf("unknown flag: exit %d, want 2", code)
 	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

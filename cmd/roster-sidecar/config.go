@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/url"
@@ -11,9 +12,12 @@ import (
 	"time"
 
 	"github.com/spf13/cast"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/daemon"
 )
 
 // envPrefix prefixes every environment variable: xmpp.address is read from
@@ -36,7 +40,8 @@ var settings = []setting{
 	{"xmpp.secret", "", "component shared secret (or xmpp.secret_file)", true},
 	{"xmpp.secret_file", "", "file holding the component shared secret", false},
 	{"xmpp.user_domain", "", "domain of the users whose rosters are managed (required)", false},
-	{"xmpp.connect_timeout", 10 * time.Second, "TCP connect and stream close timeout", false},
+	{"xmpp.connect_timeout", 10 * time.Second, "TCP connect timeout", false},
+	{"xmpp.privilege_wait", 2 * time.Second, "how long a connected component waits for the server's privilege message before check, sync and diff give up", false},
 	{"xmpp.iq_timeout", 15 * time.Second, "how long to wait for each IQ reply", false},
 	{"xmpp.ping_interval", 30 * time.Second, "XEP-0199 ping period that detects dead links (0 disables)", false},
 	{"xmpp.reconnect_min", 500 * time.Millisecond, "first delay before reconnecting", false},
@@ -72,46 +77,6 @@ var settings = []setting{
 	{"log.format", "text", "text or json", false},
 }
 
-// Config is the validated configuration of the daemon.
-type Config struct {
-	XMPPAddress      string
-	XMPPDomain       string
-	XMPPSecret       string
-	UserDomain       string
-	ConnectTimeout   time.Duration
-	IQTimeout        time.Duration
-	PingInterval     time.Duration
-	ReconnectMin     time.Duration
-	ReconnectMax     time.Duration
-	Window           int
-	CompareSub       string
-	RosterURL        string
-	BackendTimeout   time.Duration
-	BackendMaxBody   int64
-	BackendRedirects int
-	BackendCAFile    string
-	BackendHeaders   map[string]string
-	AdminListen      string
-	AdminToken       string
-	AdminMaxBody     int64
-	AdminMaxUsers    int
-	AdminConcurrency int
-	AdminTimeout     time.Duration
-	AdminTLSCert     string
-	AdminTLSKey      string
-	SyncTimeout      time.Duration
-	OnLogin          bool
-	LoginMinInterval time.Duration
-	LoginRate        float64
-	LoginQueue       int
-	EjabberdAPIURL   string
-	EjabberdAPIUser  string
-	EjabberdAPIPass  string
-	EjabberdAPITime  time.Duration
-	LogLevel         slog.Level
-	LogJSON          bool
-}
-
 // newViper returns a viper instance with every default, the environment
 // bound, and flags for the non-secret keys registered on fs.
 func newViper(fs *pflag.FlagSet) *viper.Viper {
@@ -145,11 +110,11 @@ func newViper(fs *pflag.FlagSet) *viper.Viper {
 
 // loadConfig reads the optional file, then validates every value. Each
 // error is one line that names the key to fix.
-func loadConfig(v *viper.Viper, file string) (Config, error) {
+func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	if file != "" {
 		v.SetConfigFile(file)
 		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("read config file %s: %w", file, err)
+			return daemon.Config{}, fmt.Errorf("read config file %s: %w", file, err)
 		}
 	}
 	var errs []error
@@ -174,11 +139,12 @@ func loadConfig(v *viper.Viper, file string) (Config, error) {
 		}
 		return n
 	}
-	c := Config{
+	c := daemon.Config{
 		XMPPAddress:      need("xmpp.address"),
 		XMPPDomain:       need("xmpp.domain"),
 		UserDomain:       need("xmpp.user_domain"),
 		ConnectTimeout:   positive("xmpp.connect_timeout"),
+		PrivilegeWait:    positive("xmpp.privilege_wait"),
 		IQTimeout:        positive("xmpp.iq_timeout"),
 		PingInterval:     v.GetDuration("xmpp.ping_interval"),
 		ReconnectMin:     positive("xmpp.reconnect_min"),
@@ -270,7 +236,7 @@ func loadConfig(v *viper.Viper, file string) (Config, error) {
 		errs = append(errs, fmt.Errorf("log.format must be text or json, got %q", f))
 	}
 	if len(errs) > 0 {
-		return Config{}, errs[0]
+		return daemon.Config{}, errors.Join(errs...)
 	}
 	return c, nil
 }
@@ -306,4 +272,43 @@ func logLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("log.level must be debug, info, warn or error, got %q", s)
 	}
 	return l, nil
+}
+
+// commandConfig is what every command that talks to the servers shares:
+// --config and one flag per non-secret setting.
+type commandConfig struct {
+	file string
+	v    *viper.Viper
+}
+
+// addConfigFlags registers --config and the setting flags on cmd. A
+// logLevel other than "" replaces the default of log.level.
+func addConfigFlags(cmd *cobra.Command, logLevel string) *commandConfig {
+	c := &commandConfig{}
+	cmd.Flags().StringVarP(&c.file, "config", "c", "", "YAML (or JSON/TOML) config file")
+	c.v = newViper(cmd.Flags())
+	if logLevel != "" {
+		c.v.SetDefault("log.level", logLevel)
+		f := cmd.Flags().Lookup("log.level")
+		f.DefValue = logLevel
+		_ = f.Value.Set(logLevel)
+	}
+	return c
+}
+
+// load reads and validates the configuration.
+func (c *commandConfig) load() (daemon.Config, error) {
+	cfg, err := loadConfig(c.v, c.file)
+	if err != nil {
+		return daemon.Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg daemon.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"roster-sidecar/daemon"
 )
 
 // required is the smallest valid environment.
@@ -19,7 +21,7 @@ var required = map[string]string{
 	"ROSTER_SIDECAR_HTTP_ROSTER_URL":  "http://127.0.0.1:8080/roster/%s",
 }
 
-func load(t *testing.T, env map[string]string, file string, args ...string) (Config, error) {
+func load(t *testing.T, env map[string]string, file string, args ...string) (daemon.Config, error) {
 	t.Helper()
 	for k, v := range env {
 		t.Setenv(k, v)
@@ -90,7 +92,7 @@ log:
 
 // header looks a backend header up by name: viper lower-cases the keys of
 // a file's maps, and header names are case-insensitive anyway.
-func header(c Config, name string) string {
+func header(c daemon.Config, name string) string {
 	for k, v := range c.BackendHeaders {
 		if strings.EqualFold(k, name) {
 			return v

@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"gosrc.io/xmpp/stanza"
 
-	"roster-sidecar/component"
+	"roster-sidecar/roster"
+	"roster-sidecar/rostersync"
 )
 
 // Exit statuses of diff, as diff(1): no difference, differences, trouble.
@@ -78,9 +78,9 @@ connection).`,
 
 // diffUsers previews every user, admin.concurrency at once, prints the
 // previews in the order of users and returns the exit status.
-func diffUsers(ctx context.Context, p *parts, users []string, out io.Writer) int {
+func diffUsers(ctx context.Context, p *session, users []string, out io.Writer) int {
 	type preview struct {
-		component.Preview
+		rostersync.Preview
 		err  error
 		done chan struct{}
 	}
@@ -112,8 +112,8 @@ func diffUsers(ctx context.Context, p *parts, users []string, out io.Writer) int
 			}
 		}
 	}()
-	each(ctx, p.cfg.AdminConcurrency, users, func(i int, user string) {
-		previews[i].Preview, previews[i].err = p.syncer.Preview(ctx, user)
+	each(ctx, p.Config.AdminConcurrency, users, func(i int, user string) {
+		previews[i].Preview, previews[i].err = p.Syncer.Preview(ctx, user)
 		close(previews[i].done)
 	})
 	<-printed
@@ -132,7 +132,7 @@ func diffUsers(ctx context.Context, p *parts, users []string, out io.Writer) int
 	return diffSame
 }
 
-func printPreview(out io.Writer, user string, p component.Preview) {
+func printPreview(out io.Writer, user string, p rostersync.Preview) {
 	if p.Changes() == 0 && len(p.SubscriptionOnly) == 0 && len(p.Skipped) == 0 {
 		fmt.Fprintf(out, "%s: up to date\n", user)
 		return
@@ -163,21 +163,21 @@ func printPreview(out io.Writer, user string, p component.Preview) {
 }
 
 // describeItem shows an item's fields: name "Marie", groups [Friends], subscription both.
-func describeItem(it stanza.RosterItem) string {
-	return fmt.Sprintf("name %q, groups %s, subscription %s", it.Name, groupList(it.Groups), subscription(it))
+func describeItem(it roster.Item) string {
+	return fmt.Sprintf("name %q, groups %s, subscription %s", it.Name, groupList(it.Groups), it.SubscriptionOrNone())
 }
 
 // describeChange shows the fields that differ: name "Mike" -> "Michael".
-func describeChange(c component.Change) string {
+func describeChange(c rostersync.Change) string {
 	var parts []string
 	for _, f := range c.Fields {
 		switch f {
-		case component.FieldName:
+		case rostersync.FieldName:
 			parts = append(parts, fmt.Sprintf("name %q -> %q", c.Have.Name, c.Want.Name))
-		case component.FieldGroups:
+		case rostersync.FieldGroups:
 			parts = append(parts, fmt.Sprintf("groups %s -> %s", groupList(c.Have.Groups), groupList(c.Want.Groups)))
-		case component.FieldSubscription:
-			parts = append(parts, fmt.Sprintf("subscription %s -> %s", subscription(c.Have), subscription(c.Want)))
+		case rostersync.FieldSubscription:
+			parts = append(parts, fmt.Sprintf("subscription %s -> %s", c.Have.SubscriptionOrNone(), c.Want.SubscriptionOrNone()))
 		}
 	}
 	return strings.Join(parts, "; ")
@@ -188,11 +188,4 @@ func groupList(groups []string) string {
 	slices.Sort(g)
 	g = slices.DeleteFunc(slices.Compact(g), func(s string) bool { return s == "" })
 	return "[" + strings.Join(g, ", ") + "]"
-}
-
-func subscription(it stanza.RosterItem) string {
-	if it.Subscription == "" {
-		return "none"
-	}
-	return it.Subscription
 }

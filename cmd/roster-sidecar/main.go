@@ -11,13 +11,49 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version names a release when the build sets it (-ldflags
+// "-X main.version=v1.2.3", as the container build does); otherwise the
+// module version from the build info is shown.
+var version string
+
+// versionString is the version, the VCS revision and the Go release the
+// binary was built from, as its build info records them.
+func versionString() string {
+	v, revision, modified := version, "", false
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = info.Main.Version
+		}
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				revision = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	details := []string{}
+	if revision != "" {
+		if modified {
+			revision += "+modified"
+		}
+		details = append(details, "revision "+revision)
+	}
+	details = append(details, runtime.Version())
+	return v + " (" + strings.Join(details, ", ") + ")"
+}
 
 // main runs the command line; SIGINT or SIGTERM ends the context of the
 // command, which stops gracefully.
@@ -98,7 +134,7 @@ func versionCmd() *cobra.Command {
 		Example: "  roster-sidecar version",
 		Args:    usageArgs(cobra.NoArgs),
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "roster-sidecar", version)
+			fmt.Fprintln(cmd.OutOrStdout(), "roster-sidecar", versionString())
 		},
 	}
 }

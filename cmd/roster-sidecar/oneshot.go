@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
+	"roster-sidecar/daemon"
 	"roster-sidecar/rosterhttp"
 )
 
@@ -30,19 +32,40 @@ func addOneShotFlags(cmd *cobra.Command) *oneShot {
 	return o
 }
 
-// connect builds the parts, connects to the XMPP server and waits for the
-// roster privilege. The caller stops the parts it gets.
-func (o *oneShot) connect(ctx context.Context, cfg Config, log *slog.Logger) (*parts, error) {
-	p, err := build(cfg, log, nil)
+// connect builds the parts, runs them and waits for the roster
+// privilege. The caller stops the session it gets.
+func (o *oneShot) connect(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*session, error) {
+	p, err := daemon.Build(cfg, log, nil, false)
 	if err != nil {
 		return nil, err
 	}
-	p.start()
-	if err := p.waitReady(ctx, o.wait); err != nil {
-		p.abandon()
+	s := start(ctx, p)
+	if err := p.WaitReady(ctx, o.wait); err != nil {
+		s.stop()
 		return nil, err
 	}
-	return p, nil
+	return s, nil
+}
+
+// session is the parts of a one-shot command, running.
+type session struct {
+	*daemon.Parts
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs p until stop.
+func start(ctx context.Context, p *daemon.Parts) *session {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &session{Parts: p, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- p.Run(ctx) }()
+	return s
+}
+
+// stop ends the syncs and closes the XMPP stream, and waits for both.
+func (s *session) stop() {
+	s.cancel()
+	<-s.done
 }
 
 // usersFlag is --from-file of sync and diff.
@@ -119,23 +142,21 @@ func (u *usersFlag) read(args []string, stdin io.Reader, domain string) ([]strin
 // have returned. Users not yet started when ctx ends are left out; each
 // returns how many were started.
 func each(ctx context.Context, n int, users []string, fn func(i int, user string)) int {
-	sem := make(chan struct{}, max(1, n))
-	var wg sync.WaitGroup
-	started := 0
+	var g errgroup.Group
+	g.SetLimit(max(1, n))
+	var started atomic.Int64
 	for i, user := range users {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
 		if ctx.Err() != nil {
 			break
 		}
-		started++
-		wg.Go(func() {
-			defer func() { <-sem }()
-			fn(i, user)
+		g.Go(func() error { // waits for a free slot
+			if ctx.Err() == nil {
+				started.Add(1)
+				fn(i, user)
+			}
+			return nil
 		})
 	}
-	wg.Wait()
-	return started
+	_ = g.Wait()
+	return int(started.Load())
 }

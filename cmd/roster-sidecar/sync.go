@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"roster-sidecar/component"
+	"roster-sidecar/rostersync"
 )
 
 func syncCmd() *cobra.Command {
@@ -62,13 +62,13 @@ such as an invalid username.`,
 
 // syncUsers syncs users with the parts' Syncer, shows progress on out, and
 // prints the failures and a summary.
-func syncUsers(ctx context.Context, p *parts, users []string, out io.Writer, interval time.Duration) error {
-	fmt.Fprintf(out, "syncing %d users, %d at once\n", len(users), p.cfg.AdminConcurrency)
+func syncUsers(ctx context.Context, p *session, users []string, out io.Writer, interval time.Duration) error {
+	fmt.Fprintf(out, "syncing %d users, %d at once\n", len(users), p.Config.AdminConcurrency)
 	start := time.Now()
-	results := make([]component.SyncResult, len(users))
+	results := make([]rostersync.Result, len(users))
 	prog := newProgress(out, len(users), interval)
-	each(ctx, p.cfg.AdminConcurrency, users, func(i int, user string) {
-		results[i] = p.syncer.Sync(ctx, user)
+	each(ctx, p.Config.AdminConcurrency, users, func(i int, user string) {
+		results[i] = p.Syncer.Sync(ctx, user)
 		prog.done(results[i].Err != nil)
 	})
 	prog.finish()

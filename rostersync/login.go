@@ -1,13 +1,14 @@
-package component
+package rostersync
 
 import (
 	"context"
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 	"mellium.im/xmpp/jid"
 )
 
@@ -26,12 +27,18 @@ const (
 	LoginError = "error"
 )
 
-// LoginObserver counts what becomes of logins, e.g. for metrics. Its method
-// is called from the connection's receive goroutine and the refresher's
-// goroutines and must not block.
+// LoginOutcomes lists every outcome LoginObserver.LoginRefresh reports.
+var LoginOutcomes = []string{LoginQueued, LoginRecent, LoginDropped, LoginOK, LoginError}
+
+// LoginObserver counts what becomes of logins, e.g. for metrics. Its
+// methods are called from the connection's receive goroutine and the
+// refresher's goroutines and must not block.
 type LoginObserver interface {
 	// LoginRefresh counts one event: one of the Login* outcomes.
 	LoginRefresh(outcome string)
+	// OnlineUsers reports how many users the refresher knows to be online,
+	// after each change.
+	OnlineUsers(n int)
 }
 
 // LoginConfig configures a LoginRefresher.
@@ -68,9 +75,9 @@ const maxSessionsPerUser = 32
 
 // LoginRefresher refreshes a user's roster when a new session of the user
 // comes online, as seen in the presence the server forwards to the
-// component (PresenceListener). Presences are handled without blocking:
-// users are put in a bounded queue that Run drains at a bounded rate
-// through the Syncer, joining any sync of the user already running.
+// component. Presences are handled without blocking: users are put in a
+// bounded queue that Run drains at a bounded rate through the Syncer,
+// joining any sync of the user already running.
 //
 // A session is new when the sidecar has not seen it online since the
 // component (re)connected: Prosody announces every online session at
@@ -94,12 +101,7 @@ type LoginRefresher struct {
 	cfg    LoginConfig
 	syncer *Syncer
 	log    *slog.Logger
-
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wake    chan struct{}
-	done    chan struct{}
-	started atomic.Bool
+	wake   chan struct{}
 
 	mu sync.Mutex
 	// sessions maps an online user's localpart to its sessions (resources)
@@ -116,31 +118,21 @@ type LoginRefresher struct {
 	missed      map[string]struct{}
 	lastDropLog time.Time
 	dropsLogged int
-
-	counts [5]atomic.Int64 // by outcome, see LoginStats
 }
-
-// LoginStats counts what became of logins since the refresher started.
-type LoginStats struct {
-	Queued, Recent, Dropped, OK, Error int64
-}
-
-var loginOutcomes = [...]string{LoginQueued, LoginRecent, LoginDropped, LoginOK, LoginError}
 
 // NewLoginRefresher returns a refresher for the users of cfg.UserDomain;
-// install it with Conn.SetPresenceListener, start Run, and Close it.
+// give it the presences (Presence, Reset) and run it (Run).
 func NewLoginRefresher(cfg LoginConfig, syncer *Syncer, log *slog.Logger) *LoginRefresher {
-	ctx, cancel := context.WithCancel(context.Background())
 	cfg.QueueSize = max(1, cfg.QueueSize)
 	cfg.Concurrency = max(1, cfg.Concurrency)
 	return &LoginRefresher{
-		cfg: cfg, syncer: syncer, log: log, ctx: ctx, cancel: cancel,
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		cfg: cfg, syncer: syncer, log: log, wake: make(chan struct{}, 1),
 		sessions: map[string]map[string]time.Time{}, queued: map[string]struct{}{}, missed: map[string]struct{}{},
 	}
 }
 
-// Presence implements PresenceListener: it never blocks.
+// Presence takes an available (available true) or unavailable presence
+// from the session from, a JID with a localpart. It never blocks.
 func (l *LoginRefresher) Presence(from jid.JID, available bool) {
 	if !strings.EqualFold(from.Domainpart(), l.cfg.UserDomain) || from.Localpart() == "" {
 		return
@@ -148,6 +140,7 @@ func (l *LoginRefresher) Presence(from jid.JID, available bool) {
 	user, resource := from.Localpart(), from.Resourcepart()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer l.reportOnline()
 	sessions := l.sessions[user]
 	if !available {
 		delete(sessions, resource)
@@ -180,12 +173,21 @@ func (l *LoginRefresher) Presence(from jid.JID, available bool) {
 	l.login(user)
 }
 
-// Reset implements PresenceListener: a new connection forgets the sessions.
+// Reset forgets the sessions: a new connection starts, and the server may
+// announce them again.
 func (l *LoginRefresher) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	clear(l.sessions)
 	clear(l.missed)
+	l.reportOnline()
+}
+
+// reportOnline tells the observer how many users are online. l.mu is held.
+func (l *LoginRefresher) reportOnline() {
+	if l.cfg.Observer != nil {
+		l.cfg.Observer.OnlineUsers(len(l.sessions))
+	}
 }
 
 // login queues user for a refresh unless it is recent or queued. l.mu is
@@ -298,31 +300,27 @@ func (l *LoginRefresher) sweep() {
 			delete(l.missed, user)
 		}
 	}
+	l.reportOnline()
 }
 
 // Run refreshes queued users, at most Rate per second and Concurrency at
-// once, until Close. Refreshes running when Close is called are abandoned
-// (the Syncer finishes or cancels them).
-func (l *LoginRefresher) Run() {
-	if l.started.Swap(true) {
-		return // already running
-	}
-	defer close(l.done)
-	var running sync.WaitGroup
+// once, until ctx ends; it then waits for the refreshes it started (the
+// Syncer finishes or cancels them) and returns nil.
+func (l *LoginRefresher) Run(ctx context.Context) error {
+	var running errgroup.Group
+	running.SetLimit(l.cfg.Concurrency)
 	defer running.Wait()
-	sem := make(chan struct{}, l.cfg.Concurrency)
-	var interval time.Duration
+	limit := rate.NewLimiter(rate.Inf, 1)
 	if l.cfg.Rate > 0 {
-		interval = time.Duration(float64(time.Second) / l.cfg.Rate)
+		limit = rate.NewLimiter(rate.Limit(l.cfg.Rate), 1)
 	}
 	sweep := time.NewTicker(time.Hour)
 	defer sweep.Stop()
-	next := time.Now()
 	for {
 		if !l.hasWork() {
 			select {
-			case <-l.ctx.Done():
-				return
+			case <-ctx.Done():
+				return nil
 			case <-l.wake:
 			case <-sweep.C:
 				l.sweep()
@@ -331,47 +329,61 @@ func (l *LoginRefresher) Run() {
 		}
 		// A user stays queued until its refresh starts, so that it can
 		// still leave the queue by going offline.
-		if wait := time.Until(next); wait > 0 && !l.sleep(wait) {
-			return
+		if limit.Wait(ctx) != nil {
+			return nil
 		}
 		// The link may be down, or not ready yet: Prosody's burst of
 		// presences arrives right after the handshake. Queued users wait.
-		for l.syncer.Ready() != nil {
-			if !l.sleep(notReadyPoll) {
-				return
-			}
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-l.ctx.Done():
-			return
+		if !l.waitReady(ctx) {
+			return nil
 		}
 		user, ok := l.pop()
 		if !ok {
-			<-sem
 			continue
 		}
 		if l.syncer.SyncedWithin(user, l.cfg.MinInterval) { // e.g. a backend refresh meanwhile
-			<-sem
 			l.count(LoginRecent)
 			continue
 		}
-		next = time.Now().Add(interval)
-		running.Add(1)
-		go func() {
-			defer func() { <-sem; running.Done() }()
-			res := l.syncer.SyncJoin(l.ctx, user)
+		running.Go(func() error { // waits for a free slot
+			if !l.online(user) {
+				return nil // went offline while waiting: refreshed at its next login
+			}
+			res := l.syncer.SyncJoin(ctx, user)
 			if res.Err != nil {
-				if l.ctx.Err() == nil {
+				if ctx.Err() == nil {
 					l.count(LoginError)
 					l.log.Info("login refresh failed", "user", user, "error", res.Err)
 				}
-				return
+				return nil
 			}
 			l.count(LoginOK)
 			l.log.Debug("login refresh", "user", user, "added", res.Added, "updated", res.Updated, "removed", res.Removed)
-		}()
+			return nil
+		})
 	}
+}
+
+// waitReady waits until the Syncer is ready; false when ctx ended first.
+func (l *LoginRefresher) waitReady(ctx context.Context) bool {
+	for {
+		changed := l.syncer.Changed()
+		if l.syncer.Ready() == nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-changed:
+		}
+	}
+}
+
+// online reports whether a session of user is known to be online.
+func (l *LoginRefresher) online(user string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.sessions[user]) > 0
 }
 
 // hasWork reports whether users are queued or waiting for room.
@@ -381,50 +393,7 @@ func (l *LoginRefresher) hasWork() bool {
 	return len(l.queued) > 0 || len(l.missed) > 0
 }
 
-// notReadyPoll is how often Run checks whether a link that is down is back.
-const notReadyPoll = 100 * time.Millisecond
-
-// sleep waits d; it returns false when Close was called meanwhile.
-func (l *LoginRefresher) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-l.ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// Close stops Run and waits for it; the refresher cannot be run again.
-func (l *LoginRefresher) Close() {
-	l.cancel()
-	if l.started.Load() {
-		<-l.done
-	}
-}
-
-// Stats returns what became of logins so far.
-func (l *LoginRefresher) Stats() LoginStats {
-	return LoginStats{
-		Queued: l.counts[0].Load(), Recent: l.counts[1].Load(), Dropped: l.counts[2].Load(),
-		OK: l.counts[3].Load(), Error: l.counts[4].Load(),
-	}
-}
-
-// Online returns how many users the refresher knows to be online.
-func (l *LoginRefresher) Online() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.sessions)
-}
-
 func (l *LoginRefresher) count(outcome string) {
-	for i, o := range loginOutcomes {
-		if o == outcome {
-			l.counts[i].Add(1)
-		}
-	}
 	if l.cfg.Observer != nil {
 		l.cfg.Observer.LoginRefresh(outcome)
 	}

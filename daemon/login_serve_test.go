@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"encoding/json"
@@ -23,7 +23,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func metricsText(t *testing.T, d *daemon) string {
+func metricsText(t *testing.T, d *testDaemon) string {
 	t.Helper()
 	resp, err := http.Get(d.url("/metrics"))
 	if err != nil {

@@ -1,32 +1,24 @@
-package component
+package rostersync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"gosrc.io/xmpp/stanza"
+	"golang.org/x/sync/errgroup"
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/roster"
 	"roster-sidecar/rosterhttp"
 )
 
-// Fetcher gets a user's desired roster from the backend.
-type Fetcher interface {
-	Fetch(ctx context.Context, owner jid.JID) (rosterhttp.Roster, error)
-}
-
-// RosterServer is the part of Conn a Syncer uses.
-type RosterServer interface {
-	Ready(domain string) error
-	GetRoster(ctx context.Context, user string) ([]stanza.RosterItem, error)
-	SetRosterItem(ctx context.Context, user string, item stanza.RosterItem) error
-	SubscriptionHonoured(domain string) (honoured, known bool)
-	LearnSubscription(domain string, honoured bool)
-}
+// ErrStopped is the error of a sync requested after the Syncer stopped.
+var ErrStopped = errors.New("syncer stopped")
 
 // Ways of comparing subscriptions, for SyncerConfig.CompareSubscription.
 const (
@@ -40,11 +32,21 @@ const (
 	CompareNever = "never"
 )
 
+// SyncObserver receives measurements of a Syncer, e.g. to feed metrics. Its
+// methods are called concurrently and must not block.
+type SyncObserver interface {
+	// SyncStarted is called when a user's sync starts running.
+	SyncStarted()
+	// SyncEnded is called when that sync ends, with its result and the
+	// time it took.
+	SyncEnded(res Result, d time.Duration)
+}
+
 // SyncerConfig configures a Syncer.
 type SyncerConfig struct {
 	// UserDomain is the domain of the users whose rosters are managed.
 	UserDomain string
-	// Window is the number of roster SETs in flight per user.
+	// Window is the number of roster writes in flight per user.
 	Window int
 	// SyncTimeout bounds one user's whole sync (fetch, read, writes).
 	SyncTimeout time.Duration
@@ -68,12 +70,13 @@ type SyncerConfig struct {
 // for exactly one more sync after it, shared by every request that arrived
 // meanwhile, so the last backend state always wins.
 type Syncer struct {
-	cfg    SyncerConfig
-	server RosterServer
-	fetch  Fetcher
-	log    *slog.Logger
+	cfg   SyncerConfig
+	link  Link
+	store Store
+	fetch Fetcher
+	log   *slog.Logger
 
-	ctx     context.Context
+	ctx     context.Context // ends when Run stops
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	running chan struct{} // one token per sync running
@@ -84,6 +87,10 @@ type Syncer struct {
 	// RememberSyncs; entries older than that are pruned as it grows.
 	synced    map[string]time.Time
 	pruneSize int
+	// subscriptionKept records whether the server was seen to store the
+	// subscription of a write (the server software does not change while
+	// the sidecar runs); unset until learnt.
+	subscriptionKept *bool
 }
 
 // userQueue is the sync running for one user and the one queued after it.
@@ -93,31 +100,47 @@ type userQueue struct {
 
 type syncCall struct {
 	done chan struct{}
-	res  SyncResult
+	res  Result
 }
 
-// NewSyncer returns a Syncer; Close stops it.
-func NewSyncer(cfg SyncerConfig, server RosterServer, fetch Fetcher, log *slog.Logger) *Syncer {
+// NewSyncer returns a Syncer that reads readiness from link, rosters from
+// store and desired rosters from fetch. It syncs until Run returns.
+func NewSyncer(cfg SyncerConfig, link Link, store Store, fetch Fetcher, log *slog.Logger) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Syncer{cfg: cfg, server: server, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
+	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
 		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
 		synced: map[string]time.Time{}, pruneSize: minPruneSize}
 }
 
+// Run returns when ctx ends, after cancelling the syncs still running and
+// waiting for them; syncs requested later fail with ErrStopped.
+func (s *Syncer) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-s.ctx.Done():
+	}
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
 // Ready returns nil when rosters of the user domain can be synced.
-func (s *Syncer) Ready() error { return s.server.Ready(s.cfg.UserDomain) }
+func (s *Syncer) Ready() error { return s.link.Ready(s.cfg.UserDomain) }
+
+// Changed returns a channel closed at the next change of readiness.
+func (s *Syncer) Changed() <-chan struct{} { return s.link.Changed() }
 
 // Sync brings the roster of user (a normalised localpart) in line with the
 // backend and reports what changed. When ctx ends first, the sync goes on
 // to completion in the background and Sync returns ctx's error.
-func (s *Syncer) Sync(ctx context.Context, user string) SyncResult {
+func (s *Syncer) Sync(ctx context.Context, user string) Result {
 	return s.wait(ctx, user, s.enqueue(user, false))
 }
 
 // SyncJoin is Sync for a refresh that any sync of user will do, e.g. at
 // login: it joins the user's queued sync, or else the running one, and
 // starts a sync only when none is queued or running.
-func (s *Syncer) SyncJoin(ctx context.Context, user string) SyncResult {
+func (s *Syncer) SyncJoin(ctx context.Context, user string) Result {
 	return s.wait(ctx, user, s.enqueue(user, true))
 }
 
@@ -157,19 +180,13 @@ func (s *Syncer) recordSync(user string, start time.Time) {
 	s.pruneSize = max(minPruneSize, 2*len(s.synced))
 }
 
-func (s *Syncer) wait(ctx context.Context, user string, call *syncCall) SyncResult {
+func (s *Syncer) wait(ctx context.Context, user string, call *syncCall) Result {
 	select {
 	case <-call.done:
 		return call.res
 	case <-ctx.Done():
-		return SyncResult{User: user, Err: fmt.Errorf("sync of %s: %w", user, ctx.Err())}
+		return Result{User: user, Err: fmt.Errorf("sync of %s: %w", user, ctx.Err())}
 	}
-}
-
-// Close stops accepting work, cancels running syncs and waits for them.
-func (s *Syncer) Close() {
-	s.cancel()
-	s.wg.Wait()
 }
 
 // enqueue returns the sync of user a request waits for: a new one when none
@@ -211,13 +228,13 @@ func (s *Syncer) drain(user string, call *syncCall) {
 	}
 }
 
-func (s *Syncer) syncOnce(user string) SyncResult {
-	res := SyncResult{User: user}
+func (s *Syncer) syncOnce(user string) Result {
+	res := Result{User: user}
 	select {
 	case s.running <- struct{}{}:
 		defer func() { <-s.running }()
 	case <-s.ctx.Done():
-		res.Err = fmt.Errorf("sync of %s: syncer stopped", user)
+		res.Err = fmt.Errorf("sync of %s: %w", user, ErrStopped)
 		return res
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SyncTimeout)
@@ -239,7 +256,7 @@ func (s *Syncer) syncOnce(user string) SyncResult {
 	return res
 }
 
-func (s *Syncer) sync(ctx context.Context, res *SyncResult) error {
+func (s *Syncer) sync(ctx context.Context, res *Result) error {
 	owner, desired, current, err := s.read(ctx, res.User)
 	res.Skipped = desired.Skipped
 	if err != nil {
@@ -259,8 +276,8 @@ func (s *Syncer) sync(ctx context.Context, res *SyncResult) error {
 // read fetches the user's desired roster from the backend and the current
 // one from the server. desired is set when the fetch succeeded, even if the
 // read failed.
-func (s *Syncer) read(ctx context.Context, user string) (owner jid.JID, desired rosterhttp.Roster, current []stanza.RosterItem, err error) {
-	if err := s.server.Ready(s.cfg.UserDomain); err != nil {
+func (s *Syncer) read(ctx context.Context, user string) (owner jid.JID, desired rosterhttp.Roster, current []roster.Item, err error) {
+	if err := s.link.Ready(s.cfg.UserDomain); err != nil {
 		return owner, desired, nil, err
 	}
 	owner, err = jid.New(user, s.cfg.UserDomain, "")
@@ -270,7 +287,7 @@ func (s *Syncer) read(ctx context.Context, user string) (owner jid.JID, desired 
 	if desired, err = s.fetch.Fetch(ctx, owner); err != nil {
 		return owner, desired, nil, err
 	}
-	current, err = s.server.GetRoster(ctx, owner.String())
+	current, err = s.store.Roster(ctx, owner.String())
 	return owner, desired, current, err
 }
 
@@ -283,17 +300,21 @@ func (s *Syncer) compareSubscription() (compare, known bool) {
 	case CompareNever:
 		return false, true
 	}
-	honoured, known := s.server.SubscriptionHonoured(s.cfg.UserDomain)
-	return honoured || !known, known
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subscriptionKept == nil {
+		return true, false
+	}
+	return *s.subscriptionKept, true
 }
 
 // learnSubscription reads back one item the plan wrote with a subscription
-// other than none, and records whether the server kept it. It costs one GET
-// per connection.
+// other than none, and records whether the server kept it. It costs one
+// read, once.
 func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan) {
-	var probe *stanza.RosterItem
+	var probe *roster.Item
 	for _, it := range append(plan.Add, plan.Update...) {
-		if it.Subscription != rosterhttp.SubscriptionNone {
+		if it.Subscription != roster.SubscriptionNone {
 			probe = &it
 			break
 		}
@@ -301,60 +322,54 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan)
 	if probe == nil {
 		return
 	}
-	items, err := s.server.GetRoster(ctx, owner)
+	items, err := s.store.Roster(ctx, owner)
 	if err != nil {
 		return
 	}
 	for _, it := range items {
-		if normaliseJID(it.Jid) == probe.Jid {
-			s.server.LearnSubscription(s.cfg.UserDomain, subscriptionOf(it) == probe.Subscription)
+		if normaliseJID(it.JID) == probe.JID {
+			kept := it.SubscriptionOrNone() == probe.Subscription
+			s.mu.Lock()
+			first := s.subscriptionKept == nil
+			s.subscriptionKept = &kept
+			s.mu.Unlock()
+			if first {
+				s.log.Info("learnt how the server stores roster subscriptions", "domain", strings.ToLower(s.cfg.UserDomain), "subscription_honoured", kept)
+			}
 			return
 		}
 	}
 }
 
-// apply sends the plan's SETs, at most Window in flight, and counts what
+// apply makes the plan's writes, at most Window in flight, and counts what
 // succeeded. Every change is tried even when some fail: the next sync
 // converges from whatever state this one leaves.
-func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *SyncResult) error {
+func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result) error {
 	var added, updated, removed, failed atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
-	// Removals first, then updates, then additions; Window workers take
-	// the next change as soon as one of theirs is answered.
-	type change struct {
-		item stanza.RosterItem
-		ok   *atomic.Int64
-	}
-	changes := make([]change, 0, plan.Len())
-	for _, part := range []struct {
-		items []stanza.RosterItem
-		ok    *atomic.Int64
-	}{{plan.Remove, &removed}, {plan.Update, &updated}, {plan.Add, &added}} {
-		for _, it := range part.items {
-			changes = append(changes, change{it, part.ok})
+	note := func(err error, ok *atomic.Int64) {
+		if err != nil {
+			failed.Add(1)
+			errOnce.Do(func() { firstErr = err })
+			return
 		}
+		ok.Add(1)
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(max(1, s.cfg.Window), len(changes)) {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(changes)) {
-					return
-				}
-				c := changes[i]
-				if err := s.server.SetRosterItem(ctx, owner, c.item); err != nil {
-					failed.Add(1)
-					errOnce.Do(func() { firstErr = err })
-					continue
-				}
-				c.ok.Add(1)
-			}
-		})
+	// Removals first, then updates, then additions; Window writes in
+	// flight, the next one starting as soon as one is answered.
+	var g errgroup.Group
+	g.SetLimit(max(1, s.cfg.Window))
+	for _, it := range plan.Remove {
+		g.Go(func() error { note(s.store.Remove(ctx, owner, it.JID), &removed); return nil })
 	}
-	wg.Wait()
+	for _, it := range plan.Update {
+		g.Go(func() error { note(s.store.Put(ctx, owner, it), &updated); return nil })
+	}
+	for _, it := range plan.Add {
+		g.Go(func() error { note(s.store.Put(ctx, owner, it), &added); return nil })
+	}
+	_ = g.Wait()
 	res.Added, res.Updated, res.Removed = int(added.Load()), int(updated.Load()), int(removed.Load())
 	if n := failed.Load(); n > 0 {
 		return fmt.Errorf("%d of %d roster changes failed, first: %w", n, plan.Len(), firstErr)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 
 // scrape returns the samples of /metrics by series, e.g.
 // `roster_sidecar_user_syncs_total{result="ok"}` -> 2.
-func scrape(t *testing.T, d *daemon) map[string]float64 {
+func scrape(t *testing.T, d *testDaemon) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(d.url("/metrics"))
 	if err != nil {

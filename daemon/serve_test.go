@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -25,7 +25,6 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	closing.Wait() // connections that failed one-shot commands left closing
 	if code == 0 {
 		if err := goleak.Find(goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
@@ -37,9 +36,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// daemon is serve() running in-process against a fake XMPP server and an
+// testDaemon is Serve running in-process against a fake XMPP server and an
 // httptest backend.
-type daemon struct {
+type testDaemon struct {
 	admin   string
 	xmpp    *componenttest.Server
 	backend *httptest.Server
@@ -68,19 +67,19 @@ func contactsRoster(n int) map[string]any {
 }
 
 // startDaemon serves rosters of contacts c0..c{n-1} for every user.
-func startDaemon(t *testing.T, contacts int) *daemon {
+func startDaemon(t *testing.T, contacts int) *testDaemon {
 	t.Helper()
 	return startDaemonWith(t, func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(contactsRoster(contacts))
 	}, nil, nil)
 }
 
-// startDaemonWith runs serve() with backend as the roster backend (under
+// startDaemonWith runs Serve with backend as the roster backend (under
 // /roster/), configure applied to the config and log as its logger (nil:
 // discarded).
-func startDaemonWith(t *testing.T, backend http.HandlerFunc, configure func(*Config), log *slog.Logger) *daemon {
+func startDaemonWith(t *testing.T, backend http.HandlerFunc, configure func(*Config), log *slog.Logger) *testDaemon {
 	t.Helper()
-	d := &daemon{xmpp: componenttest.NewServer(t), admin: freeAddr(t), done: make(chan error, 1)}
+	d := &testDaemon{xmpp: componenttest.NewServer(t), admin: freeAddr(t), done: make(chan error, 1)}
 	d.backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.fetches.Add(1)
 		backend(w, r)
@@ -89,7 +88,7 @@ func startDaemonWith(t *testing.T, backend http.HandlerFunc, configure func(*Con
 	cfg := Config{
 		XMPPAddress: d.xmpp.Addr(), XMPPDomain: componenttest.Domain, XMPPSecret: componenttest.Secret,
 		UserDomain: componenttest.UserDomain, ConnectTimeout: time.Second, IQTimeout: 5 * time.Second,
-		PingInterval: time.Minute, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond, Window: 8, CompareSub: "auto",
+		PrivilegeWait: 2 * time.Second, PingInterval: time.Minute, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond, Window: 8, CompareSub: "auto",
 		RosterURL: d.backend.URL + "/roster/%s", BackendTimeout: 5 * time.Second, BackendMaxBody: 1 << 20,
 		AdminListen: d.admin, AdminMaxBody: 1 << 20, AdminMaxUsers: 100, AdminConcurrency: 8,
 		AdminTimeout: time.Minute, SyncTimeout: 30 * time.Second,
@@ -102,7 +101,7 @@ func startDaemonWith(t *testing.T, backend http.HandlerFunc, configure func(*Con
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
-	go func() { d.done <- serve(ctx, cfg, log) }()
+	go func() { d.done <- Serve(ctx, cfg, log, "test") }()
 	t.Cleanup(func() { d.shutdown(t) })
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -121,9 +120,9 @@ func startDaemonWith(t *testing.T, backend http.HandlerFunc, configure func(*Con
 }
 
 // url is the admin API's URL of path.
-func (d *daemon) url(path string) string { return "http://" + d.admin + path }
+func (d *testDaemon) url(path string) string { return "http://" + d.admin + path }
 
-func (d *daemon) shutdown(t *testing.T) {
+func (d *testDaemon) shutdown(t *testing.T) {
 	d.stop()
 	select {
 	case err := <-d.done:
@@ -142,7 +141,7 @@ type refreshAnswer struct {
 	Errors  int    `json:"errors"`
 }
 
-func (d *daemon) refresh(client *http.Client, users ...string) (int, refreshAnswer, error) {
+func (d *testDaemon) refresh(client *http.Client, users ...string) (int, refreshAnswer, error) {
 	body, _ := json.Marshal(users)
 	resp, err := client.Post("http://"+d.admin+"/roster_admin/refresh", "application/json", bytes.NewReader(body))
 	if err != nil {

@@ -1,4 +1,4 @@
-package component
+package relay
 
 import (
 	"bufio"
@@ -9,10 +9,23 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"gosrc.io/xmpp/stanza"
 )
 
+// Namespaces the filter knows.
+const (
+	nsComponent  = "jabber:component:accept"
+	nsClient     = "jabber:client"
+	nsStreams    = "http://etherx.jabber.org/streams"
+	nsStreamErr  = "urn:ietf:params:xml:ns:xmpp-streams"
+	nsRoster     = "jabber:iq:roster"
+	nsPing       = "urn:xmpp:ping"
+	nsPrivilege1 = "urn:xmpp:privilege:1"
+	nsPrivilege2 = "urn:xmpp:privilege:2"
+)
+
+// Package relay sits between gosrc.io/xmpp's component and the XMPP server
+// and passes on only what the library can always decode.
+//
 // The library decodes every stanza the server sends into typed structs
 // before any handler sees it, and a decode error ends its receive loop and
 // with it the connection. Users control much of what the server sends the
@@ -24,7 +37,7 @@ import (
 // keep the component offline.
 //
 // So the library does not talk to the server directly: it connects to a
-// loopback relay (filterRelay; it takes only a connection dialled by this
+// loopback relay (Relay; it takes only a connection dialled by this
 // process, see dialledHere) that passes what it sends to the server
 // unchanged and, in the other direction, passes only what the component
 // uses, re-assembled from the original bytes:
@@ -44,16 +57,16 @@ import (
 // closes the stream; a roster SET and its answer never cross the loopback
 // connection, and no goroutine of the library handles them.
 
-// resultFunc takes an IQ result without payload; it reports false when
+// ResultFunc takes an IQ result without payload; it reports false when
 // nobody waits for id, and the result is then passed on to the library.
-type resultFunc func(id, from, to string) bool
+type ResultFunc func(id, from, to string) bool
 
-// filterRelay relays one component connection between the library and the
+// Relay relays one component connection between the library and the
 // server.
-type filterRelay struct {
+type Relay struct {
 	ln      net.Listener
 	server  net.Conn
-	results resultFunc // may be nil
+	results ResultFunc // may be nil
 
 	wg sync.WaitGroup // the relay's goroutines
 
@@ -62,15 +75,39 @@ type filterRelay struct {
 	// write, and after the handshake only the stream's end).
 	wmu sync.Mutex
 
-	mu     sync.Mutex
-	client net.Conn
-	closed bool
+	mu        sync.Mutex
+	client    net.Conn
+	closed    bool
+	streamErr *StreamError
 }
 
-// startFilterRelay dials the server (so that dial errors are the usual
+// StreamError is a stream error the server sent (RFC 6120 4.9).
+type StreamError struct {
+	// Condition is the defined condition, e.g. conflict or host-unknown.
+	Condition string
+}
+
+func (e *StreamError) Error() string { return "stream error from the XMPP server: " + e.Condition }
+
+// StreamError returns the stream error the server sent, or nil.
+func (r *Relay) StreamError() *StreamError {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streamErr
+}
+
+func (r *Relay) setStreamError(condition string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.streamErr == nil {
+		r.streamErr = &StreamError{Condition: condition}
+	}
+}
+
+// Start dials the server (so that dial errors are the usual
 // ones) and listens on a loopback port for the library to connect to.
 // results, when not nil, takes IQ results without payload.
-func startFilterRelay(address string, timeout time.Duration, results resultFunc) (*filterRelay, error) {
+func Start(address string, timeout time.Duration, results ResultFunc) (*Relay, error) {
 	server, err := net.DialTimeout("tcp", address, timeout)
 	if err != nil {
 		return nil, err
@@ -80,16 +117,16 @@ func startFilterRelay(address string, timeout time.Duration, results resultFunc)
 		server.Close()
 		return nil, fmt.Errorf("relay listener: %w", err)
 	}
-	r := &filterRelay{ln: ln, server: server, results: results}
+	r := &Relay{ln: ln, server: server, results: results}
 	r.wg.Go(func() { r.run(timeout) })
 	return r, nil
 }
 
 // Addr is the address for the library to dial.
-func (r *filterRelay) Addr() string { return r.ln.Addr().String() }
+func (r *Relay) Addr() string { return r.ln.Addr().String() }
 
 // run accepts the library's connection and relays until either side ends.
-func (r *filterRelay) run(timeout time.Duration) {
+func (r *Relay) run(timeout time.Duration) {
 	defer r.Close()
 	if tl, ok := r.ln.(*net.TCPListener); ok && timeout > 0 {
 		_ = tl.SetDeadline(time.Now().Add(timeout))
@@ -111,13 +148,13 @@ func (r *filterRelay) run(timeout time.Duration) {
 		_ = r.forward(client)
 		r.Close()
 	})
-	_ = filterStream(client, r.server, r.results)
+	_ = filter(client, r.server, r.results, r.setStreamError)
 }
 
 // acceptOwn accepts the library's connection. Connections that another
 // local process makes to the port first are closed; where the system cannot
 // tell who dialled (see dialledHere), the first connection is taken.
-func (r *filterRelay) acceptOwn() (net.Conn, error) {
+func (r *Relay) acceptOwn() (net.Conn, error) {
 	for {
 		c, err := r.ln.Accept()
 		if err != nil {
@@ -130,8 +167,8 @@ func (r *filterRelay) acceptOwn() (net.Conn, error) {
 	}
 }
 
-// send writes whole stanzas to the server.
-func (r *filterRelay) send(b []byte) error {
+// Send writes whole stanzas to the server.
+func (r *Relay) Send(b []byte) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	_, err := r.server.Write(b)
@@ -139,12 +176,12 @@ func (r *filterRelay) send(b []byte) error {
 }
 
 // forward passes what the library writes on to the server.
-func (r *filterRelay) forward(client net.Conn) error {
+func (r *Relay) forward(client net.Conn) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := client.Read(buf)
 		if n > 0 {
-			if werr := r.send(buf[:n]); werr != nil {
+			if werr := r.Send(buf[:n]); werr != nil {
 				return werr
 			}
 		}
@@ -155,10 +192,10 @@ func (r *filterRelay) forward(client net.Conn) error {
 }
 
 // Wait waits for the relay's goroutines to end, after Close.
-func (r *filterRelay) Wait() { r.wg.Wait() }
+func (r *Relay) Wait() { r.wg.Wait() }
 
 // Close ends both connections; it is safe to call more than once.
-func (r *filterRelay) Close() {
+func (r *Relay) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -171,8 +208,6 @@ func (r *filterRelay) Close() {
 		r.client.Close()
 	}
 }
-
-const nsStreams = "http://etherx.jabber.org/streams"
 
 // tapReader keeps every byte read from r, addressed by stream offset, until
 // released.
@@ -217,14 +252,26 @@ type stanzaState struct {
 	keep     [][2]int64
 	childAt  int64
 	child    xml.Name
+	// condition is a stream error's defined condition.
+	condition string
 }
 
-// filterStream reads the server's stream from src and writes the filtered
-// stream to dst, until an error. What one read of src brings is written to
+func (st *stanzaState) isStreamError() bool {
+	return st.name.Space == nsStreams && st.name.Local == "error"
+}
+
+// Filter is the relay's read side: it reads the server's stream from src
+// and writes the filtered stream to out, until an error. What one read of src brings is written to
 // dst at once, before the next read: one write for many stanzas when the
 // server answers many IQs in a row. IQ results without payload go to
 // results instead, when it takes them.
-func filterStream(out io.Writer, src io.Reader, results resultFunc) (err error) {
+func Filter(out io.Writer, src io.Reader, results ResultFunc) error {
+	return filter(out, src, results, nil)
+}
+
+// filter is Filter that also tells streamError, when not nil, the
+// condition of a stream error before passing it on.
+func filter(out io.Writer, src io.Reader, results ResultFunc, streamError func(condition string)) (err error) {
 	dst := bufio.NewWriterSize(out, 64<<10)
 	defer func() { // what was read before the end
 		if ferr := dst.Flush(); err == nil {
@@ -270,6 +317,9 @@ func filterStream(out io.Writer, src io.Reader, results resultFunc) (err error) 
 				}
 			case 3:
 				st.childAt, st.child = before, t.Name
+				if st.isStreamError() && t.Name.Space == nsStreamErr && t.Name.Local != "text" && st.condition == "" {
+					st.condition = t.Name.Local
+				}
 			}
 		case xml.EndElement:
 			switch depth {
@@ -278,6 +328,9 @@ func filterStream(out io.Writer, src io.Reader, results resultFunc) (err error) 
 					st.keep = append(st.keep, [2]int64{st.childAt, after})
 				}
 			case 2:
+				if st.isStreamError() && streamError != nil {
+					streamError(st.condition)
+				}
 				taken := results != nil && st.bareResult() && results(st.id, st.from, st.to)
 				if !taken {
 					if _, err := dst.Write(st.assemble(tap, after)); err != nil {
@@ -308,7 +361,7 @@ func filterStream(out io.Writer, src io.Reader, results resultFunc) (err error) 
 // component reads inside.
 func (st *stanzaState) bareResult() bool {
 	return st.name.Local == "iq" && st.typ == "result" && len(st.keep) == 0 &&
-		(st.name.Space == stanza.NSComponent || st.name.Space == stanza.NSClient)
+		(st.name.Space == nsComponent || st.name.Space == nsClient)
 }
 
 // keepChild decides whether the child just read is passed on.
@@ -319,7 +372,7 @@ func (st *stanzaState) keepChild() bool {
 	case "iq":
 		switch st.typ {
 		case "result", "error":
-			return (st.child.Space == stanza.NSRoster && st.child.Local == "query") || st.child.Local == "error"
+			return (st.child.Space == nsRoster && st.child.Local == "query") || st.child.Local == "error"
 		default:
 			return st.child.Space == nsPing && st.child.Local == "ping"
 		}
@@ -331,9 +384,9 @@ func (st *stanzaState) keepChild() bool {
 // after it.
 func (st *stanzaState) assemble(tap *tapReader, end int64) []byte {
 	switch {
-	case st.name.Space == nsStreams && st.name.Local == "error":
+	case st.isStreamError():
 		return tap.bytes(st.start, end)
-	case st.name.Space != stanza.NSComponent && st.name.Space != stanza.NSClient:
+	case st.name.Space != nsComponent && st.name.Space != nsClient:
 		return nil // the library cannot decode it; servers send no such thing
 	case st.name.Local == "handshake":
 		return tap.bytes(st.start, end)

@@ -1,4 +1,4 @@
-package component
+package relay
 
 import (
 	"io"
@@ -22,7 +22,7 @@ func TestFilterStreamCoalescesAndFlushes(t *testing.T) {
 	src, feed := io.Pipe()
 	out := make(chanWriter, 16)
 	done := make(chan error, 1)
-	go func() { done <- filterStream(out, src, nil) }()
+	go func() { done <- Filter(out, src, nil) }()
 
 	next := func() string {
 		t.Helper()
@@ -62,7 +62,7 @@ func TestFilterStreamCoalescesAndFlushes(t *testing.T) {
 	}
 	feed.Close()
 	if err := <-done; err == nil {
-		t.Error("filterStream returned nil at the end of its input")
+		t.Error("Filter returned nil at the end of its input")
 	}
 	select {
 	case s := <-out:
@@ -92,7 +92,7 @@ func TestFilterStreamHandsOverBareResults(t *testing.T) {
 		`<iq type='result' id='unknown'/>` +
 		`<message from='example.test'/>`
 	var out strings.Builder
-	_ = filterStream(&out, strings.NewReader(streamHead+body+streamTail), results)
+	_ = Filter(&out, strings.NewReader(streamHead+body+streamTail), results)
 
 	want := []taken{
 		{"set1", "alice@example.test", "roster.example.test"},
@@ -117,3 +117,8 @@ func TestFilterStreamHandsOverBareResults(t *testing.T) {
 		t.Errorf("message not passed on: %s", passed)
 	}
 }
+
+const (
+	streamHead = `<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='x'>`
+	streamTail = `</stream:stream>`
+)

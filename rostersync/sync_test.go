@@ -1,4 +1,4 @@
-package component
+package rostersync
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/component"
 	"roster-sidecar/component/componenttest"
+	"roster-sidecar/roster"
 	"roster-sidecar/rosterhttp"
 )
 
@@ -42,23 +44,23 @@ func (f *fakeFetcher) Fetch(ctx context.Context, owner jid.JID) (rosterhttp.Rost
 	return r, err
 }
 
-func (f *fakeFetcher) set(user string, items ...rosterhttp.Item) {
+func (f *fakeFetcher) set(user string, items ...roster.Item) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rosters[user] = rosterhttp.Roster{Items: items}
 }
 
-func item(j, name string, groups ...string) rosterhttp.Item {
-	return rosterhttp.Item{JID: j, Name: name, Groups: groups, Subscription: "both"}
+func item(j, name string, groups ...string) roster.Item {
+	return roster.Item{JID: j, Name: name, Groups: groups, Subscription: "both"}
 }
 
 func newTestSyncer(t *testing.T, srv *componenttest.Server) (*Syncer, *fakeFetcher) {
 	t.Helper()
-	c, _ := startConn(t, testConfig(srv.Addr()))
+	c := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
 	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}}
-	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second}, c, f, discard)
-	t.Cleanup(s.Close)
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second}, c, c, f, discard)
+	run(t, s.Run)
 	return s, f
 }
 
@@ -118,7 +120,7 @@ func TestSyncWindowBoundsSETsInFlight(t *testing.T) {
 	srv.SetReply(func(iq componenttest.IQ) (string, time.Duration) {
 		return srv.AnswerRoster(iq), 20 * time.Millisecond
 	})
-	var items []rosterhttp.Item
+	var items []roster.Item
 	for i := range 20 {
 		items = append(items, item("c"+string(rune('a'+i))+"@example.test", ""))
 	}
@@ -139,12 +141,12 @@ func TestSyncOverlappingRequestsConvergeToLatest(t *testing.T) {
 	f.delay = 100 * time.Millisecond
 	f.set("john", item("old@example.test", "Old"))
 
-	first := make(chan SyncResult)
+	first := make(chan Result)
 	go func() { first <- s.Sync(context.Background(), "john") }()
 	<-f.started // the first sync has fetched the old state
 	f.set("john", item("latest@example.test", "Latest"))
 	var wg sync.WaitGroup
-	results := make([]SyncResult, 3)
+	results := make([]Result, 3)
 	for i := range results {
 		wg.Add(1)
 		go func() {
@@ -168,14 +170,14 @@ func TestSyncOverlappingRequestsConvergeToLatest(t *testing.T) {
 }
 
 func TestSyncNotReady(t *testing.T) {
-	c := NewConn(testConfig("127.0.0.1:1"), discard)
+	c := component.NewConn(testConfig("127.0.0.1:1"), discard)
 	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}}
-	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: time.Second}, c, f, discard)
-	defer s.Close()
-	if err := s.Ready(); !errors.Is(err, ErrDisconnected) {
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: time.Second}, c, c, f, discard)
+	run(t, s.Run)
+	if err := s.Ready(); !errors.Is(err, component.ErrDisconnected) {
 		t.Fatalf("Ready = %v", err)
 	}
-	if res := s.Sync(context.Background(), "john"); !errors.Is(res.Err, ErrDisconnected) || f.calls.Load() != 0 {
+	if res := s.Sync(context.Background(), "john"); !errors.Is(res.Err, component.ErrDisconnected) || f.calls.Load() != 0 {
 		t.Fatalf("Sync = %+v, fetches %d", res, f.calls.Load())
 	}
 }
@@ -198,7 +200,7 @@ func TestSyncLearnsWhetherTheServerKeepsSubscriptions(t *testing.T) {
 				t.Fatalf("unchanged roster rewritten: %+v, %d SETs", res, srv.Counts().Sets-before)
 			}
 			// A subscription change is applied only where the server keeps it.
-			f.set("john", rosterhttp.Item{JID: "a@example.test", Name: "A", Subscription: "to"}, item("b@example.test", "B"))
+			f.set("john", roster.Item{JID: "a@example.test", Name: "A", Subscription: "to"}, item("b@example.test", "B"))
 			res = s.Sync(context.Background(), "john")
 			if want := map[bool]int{false: 1, true: 0}[ignores]; res.Err != nil || res.Updated != want {
 				t.Fatalf("subscription change: %+v, want %d updated", res, want)

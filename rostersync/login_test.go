@@ -1,4 +1,4 @@
-package component
+package rostersync
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/component"
 	"roster-sidecar/component/componenttest"
+	"roster-sidecar/roster"
 	"roster-sidecar/rosterhttp"
 )
 
@@ -53,7 +55,7 @@ func (f *loginFetcher) Fetch(ctx context.Context, owner jid.JID) (rosterhttp.Ros
 	if f.fail.Load() {
 		return rosterhttp.Roster{}, errors.New("backend down")
 	}
-	return rosterhttp.Roster{Items: []rosterhttp.Item{item("friend@example.test", "Friend")}}, nil
+	return rosterhttp.Roster{Items: []roster.Item{item("friend@example.test", "Friend")}}, nil
 }
 
 func (f *loginFetcher) count(user string) int {
@@ -71,32 +73,28 @@ func (f *loginFetcher) total() int {
 // loginRig is a Conn, Syncer and LoginRefresher against the fake server.
 type loginRig struct {
 	srv   *componenttest.Server
-	conn  *Conn
+	conn  *component.Conn
 	sync  *Syncer
-	login *LoginRefresher
+	login *loginCounts
 	fetch *loginFetcher
 }
 
 func newLoginRig(t *testing.T, srv *componenttest.Server, fetch *loginFetcher, cfg LoginConfig) *loginRig {
 	t.Helper()
 	cfg.UserDomain = componenttest.UserDomain
-	c := NewConn(testConfig(srv.Addr()), discard)
+	counts := &loginCounts{}
+	cfg.Observer = counts
+	c := component.NewConn(testConfig(srv.Addr()), discard)
 	s := NewSyncer(SyncerConfig{UserDomain: componenttest.UserDomain, Window: 4, SyncTimeout: 5 * time.Second,
-		Concurrency: 8, RememberSyncs: cfg.MinInterval}, c, fetch, discard)
+		Concurrency: 8, RememberSyncs: cfg.MinInterval}, c, c, fetch, discard)
 	l := NewLoginRefresher(cfg, s, discard)
 	c.SetPresenceListener(l)
-	go l.Run()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(ctx) }()
-	t.Cleanup(func() {
-		l.Close()
-		s.Close()
-		cancel()
-		<-done
-	})
+	// Stopped in reverse order: the link last.
+	run(t, c.Run)
+	run(t, s.Run)
+	run(t, l.Run)
 	waitReady(t, c)
-	return &loginRig{srv: srv, conn: c, sync: s, login: l, fetch: fetch}
+	return &loginRig{srv: srv, conn: c, sync: s, login: counts, fetch: fetch}
 }
 
 func TestLoginRefreshesANewSessionOnce(t *testing.T) {
@@ -177,7 +175,7 @@ func TestMalformedPresenceKeepsTheLink(t *testing.T) {
 	if n := srv.Counts().Accepted; n != 1 {
 		t.Fatalf("%d connections: the presence broke the link", n)
 	}
-	if _, err := r.conn.GetRoster(context.Background(), "eve@example.test"); err != nil {
+	if _, err := r.conn.Roster(context.Background(), "eve@example.test"); err != nil {
 		t.Fatalf("link unusable: %v", err)
 	}
 }
@@ -229,7 +227,7 @@ func TestLoginJoinsARunningSync(t *testing.T) {
 	srv := componenttest.NewServer(t)
 	fetch := &loginFetcher{delay: 200 * time.Millisecond}
 	r := newLoginRig(t, srv, fetch, LoginConfig{MinInterval: time.Minute, Rate: 1000, QueueSize: 10, Concurrency: 2})
-	done := make(chan SyncResult)
+	done := make(chan Result)
 	go func() { done <- r.sync.Sync(context.Background(), "alice") }()
 	waitFor(t, "the sync to start", func() bool { return fetch.count("alice") == 1 })
 	srv.SendPresence("alice@example.test/phone", "")
@@ -278,26 +276,28 @@ func TestLoginSessionsResetOnReconnect(t *testing.T) {
 	}
 }
 
-func TestCloseWithoutRun(t *testing.T) {
-	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 1, SyncTimeout: time.Second}, NewConn(testConfig("127.0.0.1:1"), discard), &loginFetcher{}, discard)
-	defer s.Close()
+func TestRunStopsAtOnceWhenIdle(t *testing.T) {
+	c := component.NewConn(testConfig("127.0.0.1:1"), discard)
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 1, SyncTimeout: time.Second}, c, c, &loginFetcher{}, discard)
 	l := NewLoginRefresher(LoginConfig{UserDomain: "example.test"}, s, discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
 	done := make(chan struct{})
-	go func() { l.Close(); close(done) }()
+	go func() { _ = l.Run(ctx); _ = s.Run(ctx); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(time.Second):
-		t.Fatal("Close without Run blocked")
+		t.Fatal("Run blocked after its context ended")
 	}
 }
 
 func TestSyncedWithinRemembersSuccessesOnly(t *testing.T) {
 	srv := componenttest.NewServer(t)
-	c, _ := startConn(t, testConfig(srv.Addr()))
+	c := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
 	fetch := &loginFetcher{}
-	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: time.Second, RememberSyncs: 100 * time.Millisecond}, c, fetch, discard)
-	defer s.Close()
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: time.Second, RememberSyncs: 100 * time.Millisecond}, c, c, fetch, discard)
+	run(t, s.Run)
 	if s.SyncedWithin("alice", time.Hour) {
 		t.Fatal("never synced, yet synced")
 	}

@@ -1,10 +1,9 @@
-package component
+package rostersync
 
 import (
 	"context"
 
-	"gosrc.io/xmpp/stanza"
-
+	"roster-sidecar/roster"
 	"roster-sidecar/rosterhttp"
 )
 
@@ -14,12 +13,12 @@ type Change struct {
 	// server spells it.
 	JID string
 	// Want is the item a sync would write; zero for a removal.
-	Want stanza.RosterItem
+	Want roster.Item
 	// Have is the item the server holds now; zero for an addition.
-	Have stanza.RosterItem
+	Have roster.Item
 	// Fields names what differs in an update: FieldName, FieldGroups,
-	// FieldSubscription (whether or not subscriptions are compared: the SET
-	// carries the backend's subscription either way).
+	// FieldSubscription (whether or not subscriptions are compared: the
+	// write carries the backend's subscription either way).
 	Fields []string
 }
 
@@ -28,8 +27,8 @@ type Change struct {
 type Preview struct {
 	// User is the normalised localpart.
 	User string
-	// Add, Update and Remove are the SETs a sync would send, as Diff plans
-	// them.
+	// Add, Update and Remove are the writes a sync would make, as Diff
+	// plans them.
 	Add, Update, Remove []Change
 	// SubscriptionOnly holds the items that differ only in subscription
 	// while the subscription handling is CompareAuto and not yet learnt
@@ -42,12 +41,12 @@ type Preview struct {
 	Skipped []rosterhttp.Skipped
 }
 
-// Changes is the number of SETs a sync would send, SubscriptionOnly
+// Changes is the number of writes a sync would make, SubscriptionOnly
 // excluded.
 func (p Preview) Changes() int { return len(p.Add) + len(p.Update) + len(p.Remove) }
 
 // Preview reads the user's roster from the backend and from the server and
-// returns what Sync would change, sending no SET. It does not wait for a
+// returns what Sync would change, writing nothing. It does not wait for a
 // running sync of the same user.
 func (s *Syncer) Preview(ctx context.Context, user string) (Preview, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
@@ -59,37 +58,37 @@ func (s *Syncer) Preview(ctx context.Context, user string) (Preview, error) {
 		return p, err
 	}
 	compare, known := s.compareSubscription()
-	unsure := !known && s.cfg.CompareSubscription != CompareAlways && s.cfg.CompareSubscription != CompareNever
+	unsure := !known
 	if unsure {
 		compare = false
 	}
-	have := make(map[string]stanza.RosterItem, len(current))
+	have := make(map[string]roster.Item, len(current))
 	for _, it := range current {
-		have[normaliseJID(it.Jid)] = it
+		have[normaliseJID(it.JID)] = it
 	}
-	want := make(map[string]rosterhttp.Item, len(desired.Items))
+	want := make(map[string]roster.Item, len(desired.Items))
 	for _, it := range desired.Items {
 		want[it.JID] = it
 	}
-	update := func(item stanza.RosterItem) Change {
-		got := have[item.Jid]
-		return Change{JID: item.Jid, Want: item, Have: got, Fields: differences(got, want[item.Jid], true)}
+	update := func(item roster.Item) Change {
+		got := have[item.JID]
+		return Change{JID: item.JID, Want: item, Have: got, Fields: differences(got, want[item.JID], true)}
 	}
 	plan := Diff(desired.Items, current, compare)
 	for _, it := range plan.Add {
-		p.Add = append(p.Add, Change{JID: it.Jid, Want: it})
+		p.Add = append(p.Add, Change{JID: it.JID, Want: it})
 	}
 	updated := make(map[string]bool, len(plan.Update))
 	for _, it := range plan.Update {
 		p.Update = append(p.Update, update(it))
-		updated[it.Jid] = true
+		updated[it.JID] = true
 	}
 	for _, it := range plan.Remove {
-		p.Remove = append(p.Remove, Change{JID: it.Jid, Have: have[normaliseJID(it.Jid)]})
+		p.Remove = append(p.Remove, Change{JID: it.JID, Have: it})
 	}
 	if unsure {
 		for _, it := range Diff(desired.Items, current, true).Update {
-			if !updated[it.Jid] {
+			if !updated[it.JID] {
 				p.SubscriptionOnly = append(p.SubscriptionOnly, update(it))
 			}
 		}

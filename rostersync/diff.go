@@ -1,42 +1,41 @@
-package component
+package rostersync
 
 import (
 	"slices"
 	"strings"
 
-	"gosrc.io/xmpp/stanza"
 	"mellium.im/xmpp/jid"
 
-	"roster-sidecar/rosterhttp"
+	"roster-sidecar/roster"
 )
 
 // Plan is the set of roster changes that brings a current roster to the
-// desired one. Each item is one SET.
+// desired one. Each item is one write.
 type Plan struct {
 	// Add holds contacts missing from the current roster.
-	Add []stanza.RosterItem
+	Add []roster.Item
 	// Update holds contacts whose name, groups or (where compared)
-	// subscription differ.
-	Update []stanza.RosterItem
-	// Remove holds contacts the backend no longer lists, with subscription
-	// "remove".
-	Remove []stanza.RosterItem
+	// subscription differ, as they should be.
+	Update []roster.Item
+	// Remove holds the current items of contacts the backend no longer
+	// lists.
+	Remove []roster.Item
 }
 
-// Len is the number of SETs the plan needs.
+// Len is the number of writes the plan needs.
 func (p Plan) Len() int { return len(p.Add) + len(p.Update) + len(p.Remove) }
 
 // Diff computes the changes from current to desired. JIDs are compared in
 // normalised form; groups as sets; subscription only when compareSub is
 // true (servers that ignore it would otherwise differ forever).
-func Diff(desired []rosterhttp.Item, current []stanza.RosterItem, compareSub bool) Plan {
-	have := make(map[string]stanza.RosterItem, len(current))
+func Diff(desired, current []roster.Item, compareSub bool) Plan {
+	have := make(map[string]roster.Item, len(current))
 	for _, it := range current {
-		have[normaliseJID(it.Jid)] = it
+		have[normaliseJID(it.JID)] = it
 	}
 	var p Plan
 	for _, want := range desired {
-		item := stanza.RosterItem{Jid: want.JID, Name: want.Name, Groups: want.Groups, Subscription: want.Subscription}
+		item := roster.Item{JID: want.JID, Name: want.Name, Groups: want.Groups, Subscription: want.Subscription}
 		got, ok := have[want.JID]
 		if !ok {
 			p.Add = append(p.Add, item)
@@ -48,9 +47,9 @@ func Diff(desired []rosterhttp.Item, current []stanza.RosterItem, compareSub boo
 		}
 	}
 	for _, it := range current {
-		if _, stale := have[normaliseJID(it.Jid)]; stale {
-			p.Remove = append(p.Remove, stanza.RosterItem{Jid: it.Jid, Subscription: "remove"})
-			delete(have, normaliseJID(it.Jid))
+		if _, stale := have[normaliseJID(it.JID)]; stale {
+			p.Remove = append(p.Remove, it)
+			delete(have, normaliseJID(it.JID))
 		}
 	}
 	return p
@@ -66,7 +65,7 @@ const (
 // differences names the fields in which the server's item got differs from
 // the desired want: FieldName, FieldGroups and, when compareSub is true,
 // FieldSubscription. It is nil when they are equal.
-func differences(got stanza.RosterItem, want rosterhttp.Item, compareSub bool) []string {
+func differences(got, want roster.Item, compareSub bool) []string {
 	var fields []string
 	if got.Name != want.Name {
 		fields = append(fields, FieldName)
@@ -74,7 +73,7 @@ func differences(got stanza.RosterItem, want rosterhttp.Item, compareSub bool) [
 	if !sameGroups(got.Groups, want.Groups) {
 		fields = append(fields, FieldGroups)
 	}
-	if compareSub && subscriptionOf(got) != want.Subscription {
+	if compareSub && got.SubscriptionOrNone() != want.Subscription {
 		fields = append(fields, FieldSubscription)
 	}
 	return fields
@@ -108,13 +107,6 @@ func alreadyNormal(s string) bool {
 		}
 	}
 	return !strings.HasSuffix(s, ".") && !strings.Contains(s, "xn--")
-}
-
-func subscriptionOf(it stanza.RosterItem) string {
-	if it.Subscription == "" {
-		return rosterhttp.SubscriptionNone
-	}
-	return it.Subscription
 }
 
 // sameGroups compares group lists as sets; want is sorted and unique.

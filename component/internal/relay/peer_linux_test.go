@@ -1,4 +1,4 @@
-package component
+package relay
 
 import (
 	"bufio"
@@ -54,7 +54,7 @@ func TestRelayRefusesOtherProcesses(t *testing.T) {
 		_, _ = io.ReadFull(c, b)
 		received <- string(b)
 	}()
-	relay, err := startFilterRelay(server.Addr().String(), 10*time.Second, nil)
+	relay, err := Start(server.Addr().String(), 10*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,51 @@
+package daemon
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config is the validated configuration of the daemon: what the command
+// line's config file, environment and flags say (see cmd/roster-sidecar for
+// the keys).
+type Config struct {
+	XMPPAddress    string
+	XMPPDomain     string
+	XMPPSecret     string
+	UserDomain     string
+	ConnectTimeout time.Duration
+	// PrivilegeWait is how long a connected component waits for the
+	// privilege message, which servers send right after the handshake.
+	PrivilegeWait    time.Duration
+	IQTimeout        time.Duration
+	PingInterval     time.Duration
+	ReconnectMin     time.Duration
+	ReconnectMax     time.Duration
+	Window           int
+	CompareSub       string
+	RosterURL        string
+	BackendTimeout   time.Duration
+	BackendMaxBody   int64
+	BackendRedirects int
+	BackendCAFile    string
+	BackendHeaders   map[string]string
+	AdminListen      string
+	AdminToken       string
+	AdminMaxBody     int64
+	AdminMaxUsers    int
+	AdminConcurrency int
+	AdminTimeout     time.Duration
+	AdminTLSCert     string
+	AdminTLSKey      string
+	SyncTimeout      time.Duration
+	OnLogin          bool
+	LoginMinInterval time.Duration
+	LoginRate        float64
+	LoginQueue       int
+	EjabberdAPIURL   string
+	EjabberdAPIUser  string
+	EjabberdAPIPass  string
+	EjabberdAPITime  time.Duration
+	LogLevel         slog.Level
+	LogJSON          bool
+}

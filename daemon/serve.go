@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"roster-sidecar/admin"
+	"roster-sidecar/metrics"
+)
+
+// shutdownGrace bounds the wait for in-flight refresh requests on stop.
+const shutdownGrace = 30 * time.Second
+
+// Serve runs the daemon until ctx ends or the server refuses the secret:
+// the XMPP link, the sync engine, the login refresher and the admin API
+// with /metrics. It stops in order: the HTTP API first (in-flight
+// refreshes finish), then the syncs and their pending IQs, then the XMPP
+// stream. version is logged at start.
+func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) error {
+	m := metrics.New()
+	p, err := Build(cfg, log, m, true)
+	if err != nil {
+		return err
+	}
+	api, err := NewAdmin(cfg, p.Syncer, log, m)
+	if err != nil {
+		return err
+	}
+	api.Mount("/metrics", m.Handler())
+	ln, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return &ConfigError{Key: "admin.listen", Err: err}
+	}
+
+	partsCtx, stopParts := context.WithCancel(ctx)
+	defer stopParts()
+	partsDone := make(chan error, 1)
+	go func() { partsDone <- p.Run(partsCtx) }()
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- api.Serve(ln) }()
+	log.Info("roster-sidecar started", "version", version, "admin", ln.Addr().String(), "xmpp", cfg.XMPPAddress, "component", cfg.XMPPDomain, "user_domain", cfg.UserDomain)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+	case runErr = <-partsDone: // only ErrAuth ends the parts on their own
+		partsDone <- nil
+	case err := <-apiDone:
+		runErr = fmt.Errorf("admin API: %w", err)
+		apiDone <- nil
+	}
+
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if err := api.Shutdown(shutdownCtx); err != nil {
+		log.Warn("admin API shutdown", "error", err)
+	}
+	if err := <-apiDone; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
+		runErr = fmt.Errorf("admin API: %w", err)
+	}
+	stopParts()
+	<-partsDone
+	log.Info("stopped")
+	return runErr
+}
+
+// NewAdmin builds the admin API from the configuration; obs may be nil.
+func NewAdmin(cfg Config, syncer admin.Syncer, log *slog.Logger, obs admin.Observer) (*admin.Server, error) {
+	acfg := admin.Config{
+		Listen:         cfg.AdminListen,
+		Token:          cfg.AdminToken,
+		UserDomain:     cfg.UserDomain,
+		MaxBodyBytes:   cfg.AdminMaxBody,
+		MaxUsers:       cfg.AdminMaxUsers,
+		Concurrency:    cfg.AdminConcurrency,
+		RequestTimeout: cfg.AdminTimeout,
+		TLSCertFile:    cfg.AdminTLSCert,
+		TLSKeyFile:     cfg.AdminTLSKey,
+		Observer:       obs,
+	}
+	api, err := admin.New(acfg, syncer, log)
+	if err != nil {
+		return nil, &ConfigError{Key: "admin", Err: err}
+	}
+	return api, nil
+}
