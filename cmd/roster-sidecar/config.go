@@ -33,7 +33,7 @@ type setting struct {
 	secret bool
 }
 
-// settings lists every key; the README's configuration table mirrors it.
+// settings lists every key; docs/configuration.md mirrors it.
 var settings = []setting{
 	{"xmpp.address", "127.0.0.1:5347", "host:port of the XMPP server's component listener", false},
 	{"xmpp.domain", "", "the component's JID, e.g. roster.example.com (required)", false},

@@ -1,7 +1,7 @@
 // Command backend is a minimal roster backend for roster-sidecar: it
 // answers GET /roster/{username} with that user's entry of a JSON file
 // (re-read on every request, so edits show at the next refresh). A real
-// backend answers the same from its own database; see PROTOCOL.md.
+// backend answers the same from its own database; see docs/PROTOCOL.md.
 package main
 
 import (
@@ -18,9 +18,21 @@ func main() {
 	file := flag.String("rosters", "rosters.json", `JSON file {"user": {"contact@domain": {"name": ..., "groups": [...]}}}`)
 	flag.Parse()
 
-	http.HandleFunc("GET /roster/{user}", func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{Addr: *listen, Handler: handler(*file), ReadHeaderTimeout: 5 * time.Second}
+	slog.Info("example backend listening", "address", *listen, "rosters", *file)
+	if err := srv.ListenAndServe(); err != nil {
+		slog.Error("example backend", "error", err)
+		os.Exit(1)
+	}
+}
+
+// handler answers GET /roster/{user} with the user's entry of the rosters
+// file, or {} for a user the file does not name.
+func handler(file string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /roster/{user}", func(w http.ResponseWriter, r *http.Request) {
 		user := r.PathValue("user")
-		data, err := os.ReadFile(*file)
+		data, err := os.ReadFile(file)
 		if err != nil {
 			http.Error(w, "cannot read rosters", http.StatusInternalServerError)
 			return
@@ -38,10 +50,5 @@ func main() {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(roster)
 	})
-	srv := &http.Server{Addr: *listen, ReadHeaderTimeout: 5 * time.Second}
-	slog.Info("example backend listening", "address", *listen, "rosters", *file)
-	if err := srv.ListenAndServe(); err != nil {
-		slog.Error("example backend", "error", err)
-		os.Exit(1)
-	}
+	return mux
 }
