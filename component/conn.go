@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"gosrc.io/xmpp"
 	"gosrc.io/xmpp/stanza"
 
@@ -27,22 +29,8 @@ var ErrAuth = errors.New("the XMPP server refused the component secret (not-auth
 // host-unknown when the server does not know it.
 type StreamError = relay.StreamError
 
-const nsPing = "urn:xmpp:ping"
-
 // errNoPingAnswer marks a link dropped because a ping went unanswered.
 var errNoPingAnswer = errors.New("ping")
-
-// pingPayload is the XEP-0199 <ping/> element.
-type pingPayload struct {
-	XMLName xml.Name `xml:"urn:xmpp:ping ping"`
-}
-
-func (pingPayload) Namespace() string         { return nsPing }
-func (pingPayload) GetSet() *stanza.ResultSet { return nil }
-
-func init() {
-	stanza.TypeRegistry.MapExtension(stanza.PKTIQ, xml.Name{Space: nsPing, Local: "ping"}, pingPayload{})
-}
 
 // libraryTimeout, in seconds, bounds what the library waits for: its dial,
 // which reaches only the loopback relay (the relay dials the server within
@@ -71,6 +59,10 @@ type Config struct {
 	// a component's IQs to bare JIDs other than roster queries, while an IQ
 	// to a full JID gets an answer (an error counts as alive).
 	PingTo string
+	// UserDomains are the domains whose users' rosters are managed: their
+	// privileges are logged and observed. Privilege messages from other
+	// server domains are kept for diagnostics (Privileges) only.
+	UserDomains []string
 	// MinBackoff and MaxBackoff bound the delay between reconnect attempts.
 	MinBackoff, MaxBackoff time.Duration
 	// Observer, when not nil, receives the link's events (for metrics).
@@ -85,6 +77,8 @@ type Conn struct {
 	router *xmpp.Router
 	iqs    *iqTracker
 
+	// requests limits the answers to IQ requests (see Request).
+	requests *rate.Limiter
 	// presence holds the PresenceListener (see presence.go).
 	presence atomic.Pointer[presenceHolder]
 
@@ -116,8 +110,8 @@ func (s *session) fail(err error) {
 
 // NewConn returns an unconnected Conn; call Run to connect.
 func NewConn(cfg Config, log *slog.Logger) *Conn {
-	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker(), changed: make(chan struct{})}
-	c.router.HandleFunc("iq", func(_ xmpp.Sender, p stanza.Packet) { c.handleIQ(sessionSender{c}, p) })
+	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker(), changed: make(chan struct{}),
+		requests: rate.NewLimiter(requestRate, requestBurst)}
 	c.router.HandleFunc("message", c.handleMessage)
 	c.router.HandleFunc("presence", c.handlePresence)
 	c.router.NewRoute().HandlerFunc(func(xmpp.Sender, stanza.Packet) {}) // others: ignored
@@ -163,7 +157,7 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}}
 	// The library talks to the server through a relay that passes on only
 	// what it can always decode (package relay).
-	rl, err := relay.Start(c.cfg.Address, c.cfg.ConnectTimeout, c.deliverResult)
+	rl, err := relay.Start(c.cfg.Address, c.cfg.ConnectTimeout, iqHandler{c})
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
 	}
@@ -284,8 +278,9 @@ func (c *Conn) pingLoop(ctx context.Context, sess *session) {
 			return
 		case <-t.C:
 		}
-		iq := &stanza.IQ{XMLName: xml.Name{Local: "iq"}, Attrs: stanza.Attrs{Type: stanza.IQTypeGet, To: c.cfg.PingTo}, Payload: &pingPayload{}}
-		_, err := c.sendIQ(ctx, sess, iq)
+		_, err := c.roundTrip(ctx, sess, "ping", c.cfg.PingTo, func(id string) error {
+			return sess.relay.Send(appendPing(nil, id, c.cfg.Domain, c.cfg.PingTo))
+		})
 		var stErr *StanzaError
 		if err != nil && !errors.As(err, &stErr) && ctx.Err() == nil {
 			sess.fail(fmt.Errorf("%w: %w", errNoPingAnswer, err))
@@ -304,79 +299,16 @@ func (c *Conn) session() *session {
 	return c.current
 }
 
-// SendIQ sends a get or set IQ from the component JID and waits for its
-// reply, at most IQTimeout. An error reply is returned as *StanzaError.
-func (c *Conn) SendIQ(ctx context.Context, iq *stanza.IQ) (*stanza.IQ, error) {
-	sess := c.session()
-	if sess == nil {
-		return nil, ErrDisconnected
-	}
-	return c.sendIQ(ctx, sess, iq)
-}
-
-func (c *Conn) sendIQ(ctx context.Context, sess *session, iq *stanza.IQ) (*stanza.IQ, error) {
-	return c.roundTrip(ctx, sess, iqKind(iq), func(id string) error {
-		iq.Id = id
-		iq.From = c.cfg.Domain
-		return sess.send(iq)
-	})
-}
-
-// send writes a stanza to the server, encoded as the library's Send
-// encodes it, past the library (see filter.go).
-func (s *session) send(p stanza.Packet) error {
-	b, err := xml.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("encode stanza: %w", err)
-	}
-	return s.relay.Send(b)
-}
-
-// deliverResult hands an IQ result without payload, read by the relay, to
-// its waiter; it reports false when nobody waits for id.
-func (c *Conn) deliverResult(id, from, to string) bool {
-	return c.iqs.deliver(&stanza.IQ{
-		XMLName: xml.Name{Space: stanza.NSComponent, Local: "iq"},
-		Attrs:   stanza.Attrs{Type: stanza.IQTypeResult, Id: id, From: from, To: to},
-	})
-}
-
-// sessionSender is the xmpp.Sender handed to the component's handlers: it
-// writes on the current session past the library, like every other write.
-type sessionSender struct{ c *Conn }
-
-// Send encodes p and writes it on the current session.
-func (s sessionSender) Send(p stanza.Packet) error {
-	sess := s.c.session()
-	if sess == nil {
-		return ErrDisconnected
-	}
-	return sess.send(p)
-}
-
-// SendRaw writes raw on the current session.
-func (s sessionSender) SendRaw(raw string) error {
-	sess := s.c.session()
-	if sess == nil {
-		return ErrDisconnected
-	}
-	return sess.relay.Send([]byte(raw))
-}
-
-// SendIQ is refused: handlers run on the receive path and must not wait.
-func (sessionSender) SendIQ(context.Context, *stanza.IQ) (chan stanza.IQ, error) {
-	return nil, errors.New("handlers do not wait for IQ replies")
-}
-
-// roundTrip registers a waiter for a new IQ id, has send write the IQ with
-// that id (from the component JID) on sess, and waits for the reply. kind
-// names the IQ for the observer ("get", "set", "ping").
-func (c *Conn) roundTrip(ctx context.Context, sess *session, kind string, send func(id string) error) (reply *stanza.IQ, err error) {
+// roundTrip registers a waiter for a new IQ id, has send write the IQ to
+// the JID to with that id (from the component JID) on sess, and waits for
+// the reply: its raw bytes, nil for a result without payload. kind names
+// the IQ for the observer ("get", "set", "ping").
+func (c *Conn) roundTrip(ctx context.Context, sess *session, kind, to string, send func(id string) error) (reply []byte, err error) {
 	if obs := c.cfg.Observer; obs != nil {
 		start := time.Now()
 		defer func() { obs.IQDone(kind, iqOutcome(err), time.Since(start)) }()
 	}
-	id, ch := c.iqs.register()
+	id, ch := c.iqs.register(to)
 	// Registered before this check: if the session is dropped later, the
 	// drop's failAll reaches this waiter.
 	if c.session() != sess {
@@ -391,37 +323,46 @@ func (c *Conn) roundTrip(ctx context.Context, sess *session, kind string, send f
 	return c.iqs.wait(ctx, id, ch, c.cfg.IQTimeout)
 }
 
-func (c *Conn) handleIQ(s xmpp.Sender, p stanza.Packet) {
-	iq, ok := p.(*stanza.IQ)
-	if !ok {
+// Requests addressed to the component are answered at most requestRate per
+// second (bursts of requestBurst); beyond, they are dropped unanswered, so
+// that a user's flood costs little and never delays roster writes.
+const (
+	requestRate  = 50
+	requestBurst = 100
+)
+
+// iqHandler takes the IQs the relay reads.
+type iqHandler struct{ c *Conn }
+
+// Reply hands a result or error to its waiter; replies nobody waits for
+// (late, unknown or forged) are dropped undecoded.
+func (h iqHandler) Reply(id, from string, raw []byte, bare bool) {
+	if bare {
+		raw = nil
+	}
+	h.c.iqs.deliver(id, from, raw)
+}
+
+// Request answers an IQ get or set addressed to the component: a result
+// for what it serves (XEP-0199 ping, XEP-0030 disco#info), else
+// service-unavailable (RFC 6120 8.2.3). It only writes.
+func (h iqHandler) Request(typ, id, from, to string, child xml.Name) {
+	sess := h.c.session()
+	if sess == nil || !h.c.requests.Allow() {
 		return
 	}
-	switch iq.Type {
-	case stanza.IQTypeResult, stanza.IQTypeError:
-		if !c.iqs.deliver(iq) {
-			c.log.Debug("IQ reply nobody waits for", "id", iq.Id, "from", iq.From, "type", iq.Type)
-		}
-	case stanza.IQTypeGet, stanza.IQTypeSet:
-		c.answerIQ(s, iq)
+	if err := sess.relay.Send(h.c.answer(typ, id, from, to, child)); err != nil {
+		h.c.log.Debug("answering an IQ", "error", err)
 	}
 }
 
-// answerIQ answers pings and refuses every other request, as RFC 6120
-// requires. It runs on the receive goroutine and only writes.
-func (c *Conn) answerIQ(s xmpp.Sender, iq *stanza.IQ) {
-	reply := &stanza.IQ{XMLName: xml.Name{Local: "iq"}, Attrs: stanza.Attrs{Id: iq.Id, From: iq.To, To: iq.From}}
-	if _, isPing := iq.Payload.(*pingPayload); isPing && iq.Type == stanza.IQTypeGet {
-		reply.Type = stanza.IQTypeResult
-	} else {
-		reply.Type = stanza.IQTypeError
-		reply.Error = &stanza.Err{XMLName: xml.Name{Local: "error"}, Code: 503, Type: stanza.ErrorTypeCancel, Reason: "service-unavailable"}
+// answer is the answer to a request from from to to (the component's JID
+// when empty).
+func (c *Conn) answer(typ, id, from, to string, child xml.Name) []byte {
+	if to == "" {
+		to = c.cfg.Domain
 	}
-	if reply.From == "" {
-		reply.From = c.cfg.Domain
-	}
-	if err := s.Send(reply); err != nil {
-		c.log.Debug("answering IQ", "error", err)
-	}
+	return appendAnswer(nil, typ, id, to, from, child)
 }
 
 func (c *Conn) handleMessage(_ xmpp.Sender, p stanza.Packet) {
@@ -430,7 +371,8 @@ func (c *Conn) handleMessage(_ xmpp.Sender, p stanza.Packet) {
 		return
 	}
 	domain, g, ok := parsePrivilege(&msg)
-	if !ok {
+	// Only a server sends from a bare domain JID: users cannot.
+	if !ok || !isDomainJID(domain) {
 		return
 	}
 	c.mu.Lock()
@@ -441,13 +383,35 @@ func (c *Conn) handleMessage(_ xmpp.Sender, p stanza.Packet) {
 	}
 	domain = strings.ToLower(domain)
 	sess.mu.Lock()
+	_, known := sess.grants[domain]
+	if !known && len(sess.grants) >= maxGrantDomains {
+		sess.mu.Unlock()
+		return // a server has few domains; remote servers may send more
+	}
 	sess.grants[domain] = g
 	sess.mu.Unlock()
 	c.notify()
+	if !c.serves(domain) {
+		return // kept for diagnostics only: no metric, no log line
+	}
 	if c.cfg.Observer != nil {
 		c.cfg.Observer.Granted(domain, g.CanRead() && g.CanWrite())
 	}
 	c.log.Info("privileges granted", "domain", domain, "grants", g.String())
+}
+
+// maxGrantDomains bounds the domains whose privileges a session keeps.
+const maxGrantDomains = 32
+
+// isDomainJID reports whether s is a JID with neither localpart nor
+// resource: a server's.
+func isDomainJID(s string) bool {
+	return s != "" && !strings.ContainsAny(s, "@/")
+}
+
+// serves reports whether domain is one of the user domains served.
+func (c *Conn) serves(domain string) bool {
+	return slices.ContainsFunc(c.cfg.UserDomains, func(d string) bool { return strings.EqualFold(d, domain) })
 }
 
 // Ready returns nil when the component is connected and may read and write

@@ -14,7 +14,11 @@ import (
 // The item's Ask is never sent.
 func marshalRosterSet(t testing.TB, id, from, to string, it roster.Item) []byte {
 	t.Helper()
-	iq := rosterIQ(stanza.IQTypeSet, to)
+	iq := &stanza.IQ{
+		XMLName: xml.Name{Local: "iq"},
+		Attrs:   stanza.Attrs{Type: stanza.IQTypeSet, To: to},
+		Payload: &stanza.RosterItems{XMLName: xml.Name{Space: stanza.NSRoster, Local: "query"}},
+	}
 	item := stanza.RosterItem{XMLName: xml.Name{Space: stanza.NSRoster, Local: "item"}, Jid: it.JID, Name: it.Name, Subscription: it.Subscription, Groups: it.Groups}
 	iq.Payload.(*stanza.RosterItems).Items = []stanza.RosterItem{item}
 	iq.Id, iq.From = id, from

@@ -2,14 +2,13 @@ package component
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/xml"
 	"errors"
 	"fmt"
-	"strconv"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"gosrc.io/xmpp/stanza"
 )
 
 // ErrDisconnected is returned for IQs that were pending or sent while the
@@ -39,33 +38,39 @@ func (e *StanzaError) Error() string {
 
 // iqTracker matches IQ replies to the requests waiting for them. A waiter is
 // registered before its request is written, so no reply can be missed, and
-// replies are delivered without blocking the receive goroutine.
+// replies are delivered without blocking the receive goroutine. A reply
+// reaches a waiter only when its id is pending and it comes from the JID
+// the request went to; ids are random, so nobody can answer a request he
+// did not see.
 type iqTracker struct {
-	prefix string
-	next   atomic.Uint64
-
 	mu      sync.Mutex
-	waiters map[string]chan iqReply
+	waiters map[string]waiter
 }
 
+// waiter is one pending request.
+type waiter struct {
+	to string // the JID the request went to
+	ch chan iqReply
+}
+
+// iqReply is what a waiter receives: the reply's raw bytes (nil for a
+// result without payload), or why there is none.
 type iqReply struct {
-	iq  *stanza.IQ
+	raw []byte
 	err error
 }
 
 func newIQTracker() *iqTracker {
-	return &iqTracker{
-		prefix:  "rs" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
-		waiters: make(map[string]chan iqReply),
-	}
+	return &iqTracker{waiters: make(map[string]waiter)}
 }
 
-// register allocates an id and its reply channel.
-func (t *iqTracker) register() (string, chan iqReply) {
-	id := t.prefix + strconv.FormatUint(t.next.Add(1), 36)
+// register allocates an unpredictable id for a request to the JID to, and
+// the channel its reply arrives on.
+func (t *iqTracker) register(to string) (string, chan iqReply) {
+	id := rand.Text()
 	ch := make(chan iqReply, 1)
 	t.mu.Lock()
-	t.waiters[id] = ch
+	t.waiters[id] = waiter{to: to, ch: ch}
 	t.mu.Unlock()
 	return id, ch
 }
@@ -77,40 +82,66 @@ func (t *iqTracker) forget(id string) {
 	t.mu.Unlock()
 }
 
-// deliver hands a result or error IQ to its waiter. It reports false when
-// nobody waits for that id (a late or unknown reply). It never blocks.
-func (t *iqTracker) deliver(iq *stanza.IQ) bool {
+// deliver hands a result or error IQ from from to the waiter of id; raw is
+// the stanza (nil for a result without payload) and is copied. It reports
+// false when nobody waits for that id from that JID (a late, unknown or
+// forged reply). It never blocks.
+func (t *iqTracker) deliver(id, from string, raw []byte) bool {
 	t.mu.Lock()
-	ch, ok := t.waiters[iq.Id]
-	delete(t.waiters, iq.Id)
+	w, ok := t.waiters[id]
+	if ok && !repliesFor(from, w.to) {
+		ok = false
+	}
+	if ok {
+		delete(t.waiters, id)
+	}
 	t.mu.Unlock()
 	if ok {
-		ch <- iqReply{iq: iq}
+		w.ch <- iqReply{raw: clone(raw)}
 	}
 	return ok
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+// repliesFor reports whether a reply from from may answer a request to to:
+// it comes from to itself (RFC 6120 8.1.2.1) or from to's server, which
+// answers for its users and for full JIDs it cannot deliver to. Users
+// cannot send as another user nor as a server.
+func repliesFor(from, to string) bool {
+	if strings.EqualFold(from, to) {
+		return true
+	}
+	domain := to
+	if i := strings.IndexByte(domain, '@'); i >= 0 {
+		domain = domain[i+1:]
+	}
+	if i := strings.IndexByte(domain, '/'); i >= 0 {
+		domain = domain[:i]
+	}
+	return from != "" && strings.EqualFold(from, domain)
 }
 
 // failAll fails every pending IQ at once, e.g. on disconnect.
 func (t *iqTracker) failAll(err error) {
 	t.mu.Lock()
 	waiters := t.waiters
-	t.waiters = make(map[string]chan iqReply)
+	t.waiters = make(map[string]waiter)
 	t.mu.Unlock()
-	for _, ch := range waiters {
-		ch <- iqReply{err: err}
+	for _, w := range waiters {
+		w.ch <- iqReply{err: err}
 	}
 }
 
-// pending reports how many IQs await a reply.
-func (t *iqTracker) pending() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.waiters)
-}
-
-// wait blocks until the reply for id arrives, the timeout passes or ctx ends.
-// A stanza error reply is returned as *StanzaError.
-func (t *iqTracker) wait(ctx context.Context, id string, ch chan iqReply, timeout time.Duration) (*stanza.IQ, error) {
+// wait blocks until the reply for id arrives, the timeout passes or ctx
+// ends. It returns the reply's raw bytes (nil for a result without
+// payload); an error reply is returned as *StanzaError.
+func (t *iqTracker) wait(ctx context.Context, id string, ch chan iqReply, timeout time.Duration) ([]byte, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -118,10 +149,12 @@ func (t *iqTracker) wait(ctx context.Context, id string, ch chan iqReply, timeou
 		if r.err != nil {
 			return nil, r.err
 		}
-		if r.iq.Type == stanza.IQTypeError {
-			return r.iq, stanzaError(r.iq)
+		if r.raw != nil {
+			if err := stanzaError(r.raw); err != nil {
+				return nil, err
+			}
 		}
-		return r.iq, nil
+		return r.raw, nil
 	case <-timer.C:
 		t.forget(id)
 		return nil, fmt.Errorf("%w after %s", ErrIQTimeout, timeout)
@@ -131,9 +164,37 @@ func (t *iqTracker) wait(ctx context.Context, id string, ch chan iqReply, timeou
 	}
 }
 
-func stanzaError(iq *stanza.IQ) error {
-	if iq.Error == nil {
-		return &StanzaError{Type: "cancel", Condition: "undefined-condition"}
-	}
-	return &StanzaError{Type: string(iq.Error.Type), Condition: iq.Error.Reason, Text: iq.Error.Text}
+// iqHead is what stanzaError reads of an IQ: strings only, so decoding
+// cannot fail on content.
+type iqHead struct {
+	Type  string `xml:"type,attr"`
+	Error *struct {
+		Type       string     `xml:"type,attr"`
+		Conditions []struct {
+			XMLName xml.Name
+		} `xml:",any"`
+		Text       string     `xml:"urn:ietf:params:xml:ns:xmpp-stanzas text"`
+	} `xml:"error"`
 }
+
+// stanzaError returns the *StanzaError of an IQ of type error, else nil.
+func stanzaError(raw []byte) error {
+	var head iqHead
+	if xml.Unmarshal(raw, &head) != nil || head.Type != "error" {
+		return nil
+	}
+	e := &StanzaError{Type: "cancel", Condition: "undefined-condition"}
+	if head.Error == nil {
+		return e
+	}
+	e.Type, e.Text = head.Error.Type, head.Error.Text
+	for _, c := range head.Error.Conditions {
+		if c.XMLName.Space == nsStanzas && c.XMLName.Local != "text" {
+			e.Condition = c.XMLName.Local
+			break
+		}
+	}
+	return e
+}
+
+const nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"

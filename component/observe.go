@@ -5,8 +5,6 @@ import (
 	"errors"
 	"maps"
 	"time"
-
-	"gosrc.io/xmpp/stanza"
 )
 
 // ConnObserver receives the events of a Conn, e.g. to feed metrics. Its
@@ -28,14 +26,6 @@ type ConnObserver interface {
 	// component for a domain (lower case) on the current connection;
 	// rosterReadWrite tells whether they include roster get and set.
 	Granted(domain string, rosterReadWrite bool)
-}
-
-// iqKind names an IQ for ConnObserver.IQDone.
-func iqKind(iq *stanza.IQ) string {
-	if _, ok := iq.Payload.(*pingPayload); ok {
-		return "ping"
-	}
-	return string(iq.Type)
 }
 
 // iqOutcome classifies the error of an IQ round trip for

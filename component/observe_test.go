@@ -5,17 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-
-	"gosrc.io/xmpp/stanza"
 )
 
-func TestIQKindAndOutcome(t *testing.T) {
-	if k := iqKind(&stanza.IQ{Attrs: stanza.Attrs{Type: stanza.IQTypeGet}, Payload: &pingPayload{}}); k != "ping" {
-		t.Errorf("ping kind %q", k)
-	}
-	if k := iqKind(rosterIQ(stanza.IQTypeSet, "john@example.test")); k != "set" {
-		t.Errorf("set kind %q", k)
-	}
+func TestIQOutcome(t *testing.T) {
 	for err, want := range map[error]string{
 		nil:                                     "result",
 		fmt.Errorf("x: %w", &StanzaError{}):     "error",

@@ -15,20 +15,44 @@ import (
 // Roster reads owner's roster with a privileged GET (XEP-0356); owner is
 // the user's bare JID. It implements rostersync.Store.
 func (c *Conn) Roster(ctx context.Context, owner string) ([]roster.Item, error) {
-	iq := rosterIQ(stanza.IQTypeGet, owner)
-	reply, err := c.SendIQ(ctx, iq)
+	sess := c.session()
+	if sess == nil {
+		return nil, fmt.Errorf("read roster of %s: %w", owner, ErrDisconnected)
+	}
+	raw, err := c.roundTrip(ctx, sess, "get", owner, func(id string) error {
+		return sess.relay.Send(appendRosterGet(nil, id, c.cfg.Domain, owner))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read roster of %s: %w", owner, err)
 	}
-	result, ok := reply.Payload.(*stanza.RosterItems)
-	if !ok {
-		return nil, nil // a result without <query/> is an empty roster
+	return decodeRoster(raw), nil
+}
+
+// rosterResult is what decodeRoster reads of a roster GET result: strings
+// only, so decoding cannot fail on content.
+type rosterResult struct {
+	Items []struct {
+		JID          string   `xml:"jid,attr"`
+		Name         string   `xml:"name,attr"`
+		Subscription string   `xml:"subscription,attr"`
+		Ask          string   `xml:"ask,attr"`
+		Groups       []string `xml:"jabber:iq:roster group"`
+	} `xml:"jabber:iq:roster query>item"`
+}
+
+// decodeRoster returns the items of a roster GET result; a result without
+// <query/> (raw nil) is an empty roster.
+func decodeRoster(raw []byte) []roster.Item {
+	if raw == nil {
+		return nil
 	}
-	items := make([]roster.Item, len(result.Items))
-	for i, it := range result.Items {
-		items[i] = roster.Item{JID: it.Jid, Name: it.Name, Groups: it.Groups, Subscription: it.Subscription, Ask: it.Ask}
+	var r rosterResult
+	_ = xml.Unmarshal(raw, &r) // the relay has read it whole: it is well-formed
+	items := make([]roster.Item, len(r.Items))
+	for i, it := range r.Items {
+		items[i] = roster.Item{JID: it.JID, Name: it.Name, Groups: it.Groups, Subscription: it.Subscription, Ask: it.Ask}
 	}
-	return items, nil
+	return items
 }
 
 // Put adds or replaces one item of owner's roster with a privileged SET.
@@ -63,7 +87,7 @@ func (c *Conn) setItem(ctx context.Context, owner string, item roster.Item) erro
 	if sess == nil {
 		return ErrDisconnected
 	}
-	_, err := c.roundTrip(ctx, sess, string(stanza.IQTypeSet), func(id string) error {
+	_, err := c.roundTrip(ctx, sess, "set", owner, func(id string) error {
 		bp := setBuffers.Get().(*[]byte)
 		b := appendRosterSet((*bp)[:0], id, c.cfg.Domain, owner, item)
 		err := sess.relay.Send(b) // one write, past the library
@@ -78,7 +102,7 @@ func (c *Conn) setItem(ctx context.Context, owner string, item roster.Item) erro
 var setBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // appendRosterSet appends to b a roster SET of one item, exactly as
-// xml.Marshal encodes the equivalent *stanza.IQ (see rosterIQ): the same
+// xml.Marshal encodes the equivalent *stanza.IQ of gosrc.io/xmpp: the same
 // elements, attribute order, omitted empty attributes and escaping. The
 // item's Ask is never written (servers refuse it in a SET).
 func appendRosterSet(b []byte, id, from, to string, item roster.Item) []byte {
@@ -164,10 +188,53 @@ func xmlChar(r rune) bool {
 		r >= 0x10000 && r <= 0x10FFFF
 }
 
-func rosterIQ(typ stanza.StanzaType, user string) *stanza.IQ {
-	return &stanza.IQ{
-		XMLName: xml.Name{Local: "iq"},
-		Attrs:   stanza.Attrs{Type: typ, To: user},
-		Payload: &stanza.RosterItems{XMLName: xml.Name{Space: stanza.NSRoster, Local: "query"}},
+// appendRosterGet appends to b a roster GET of owner's roster.
+func appendRosterGet(b []byte, id, from, owner string) []byte {
+	b = append(b, "<iq"...)
+	b = appendAttr(b, "type", "get", true)
+	b = appendAttr(b, "id", id, true)
+	b = appendAttr(b, "from", from, true)
+	b = appendAttr(b, "to", owner, true)
+	return append(b, `><query xmlns="jabber:iq:roster"></query></iq>`...)
+}
+
+// appendPing appends to b a XEP-0199 ping.
+func appendPing(b []byte, id, from, to string) []byte {
+	b = append(b, "<iq"...)
+	b = appendAttr(b, "type", "get", true)
+	b = appendAttr(b, "id", id, true)
+	b = appendAttr(b, "from", from, true)
+	b = appendAttr(b, "to", to, true)
+	return append(b, `><ping xmlns="urn:xmpp:ping"></ping></iq>`...)
+}
+
+// Namespaces of the IQ requests the component serves.
+const (
+	nsPing      = "urn:xmpp:ping"
+	nsDiscoInfo = "http://jabber.org/protocol/disco#info"
+)
+
+// appendAnswer appends to b the answer to an IQ request of type typ and
+// id from the JID to, whose first child is named child, sent from from: a
+// result for a ping or a disco#info get, service-unavailable otherwise.
+func appendAnswer(b []byte, typ, id, from, to string, child xml.Name) []byte {
+	b = append(b, "<iq"...)
+	answer := "error"
+	if typ == "get" && (child == xml.Name{Space: nsPing, Local: "ping"} || child == xml.Name{Space: nsDiscoInfo, Local: "query"}) {
+		answer = "result"
 	}
+	b = appendAttr(b, "type", answer, true)
+	b = appendAttr(b, "id", id, false)
+	b = appendAttr(b, "from", from, true)
+	b = appendAttr(b, "to", to, true)
+	switch {
+	case answer == "error":
+		return append(b, `><error type="cancel"><service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"></service-unavailable></error></iq>`...)
+	case child.Space == nsDiscoInfo:
+		return append(b, `><query xmlns="http://jabber.org/protocol/disco#info">`+
+			`<identity category="component" type="generic" name="roster-sidecar"></identity>`+
+			`<feature var="http://jabber.org/protocol/disco#info"></feature><feature var="urn:xmpp:ping"></feature>`+
+			`</query></iq>`...)
+	}
+	return append(b, "/>"...)
 }

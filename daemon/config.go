@@ -42,6 +42,7 @@ type Config struct {
 	LoginMinInterval time.Duration
 	LoginRate        float64
 	LoginQueue       int
+	MaxPending       int
 	EjabberdAPIURL   string
 	EjabberdAPIUser  string
 	EjabberdAPIPass  string

@@ -56,6 +56,7 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 		IQTimeout:      cfg.IQTimeout,
 		PingInterval:   cfg.PingInterval,
 		PingTo:         cfg.UserDomain + "/roster-sidecar",
+		UserDomains:    []string{cfg.UserDomain},
 		MinBackoff:     cfg.ReconnectMin,
 		MaxBackoff:     cfg.ReconnectMax,
 	}
@@ -66,6 +67,7 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 		Concurrency:         cfg.AdminConcurrency,
 		CompareSubscription: cfg.CompareSub,
 		RememberSyncs:       cfg.LoginMinInterval,
+		MaxPending:          cfg.MaxPending,
 	}
 	if m != nil {
 		bcfg.Observer, ccfg.Observer, scfg.Observer = m, m, m

@@ -244,9 +244,14 @@ func (c *Client) Fetch(ctx context.Context, owner jid.JID) (Roster, error) {
 
 // fetch does the work of Fetch; its errors lack the user.
 func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
-	local := owner.Localpart()
-	if local == "" {
+	if owner.Localpart() == "" {
 		return Roster{}, errors.New("the user's JID has no localpart")
+	}
+	// Whatever asked for the sync (a refresh call, a login, the command
+	// line), the username is checked here, before any request.
+	local, err := parseLocal(owner.Localpart(), owner.Domain())
+	if err != nil {
+		return Roster{}, fmt.Errorf("invalid username %s: %w", quote(owner.Localpart()), err)
 	}
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()

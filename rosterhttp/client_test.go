@@ -540,3 +540,24 @@ func TestFetchConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Every fetch checks the username, whatever asked for the sync: a login
+// of an account named ".." must not make the sidecar fetch <url>/.., which
+// a path-cleaning backend would resolve to another document.
+func TestFetchRefusesDotSegmentsWithoutARequest(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		fmt.Fprint(w, `{"x@example.test": {}}`)
+	}))
+	defer srv.Close()
+	c := newClient(t, Config{URLTemplate: srv.URL + "/roster/%s"})
+	for _, local := range []string{".", ".."} {
+		if r, err := c.Fetch(context.Background(), owner(t, local)); err == nil {
+			t.Errorf("Fetch(%q) = %+v, want an error", local, r)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("%d backend requests for dot-segment usernames", n)
+	}
+}

@@ -208,3 +208,28 @@ func TestSyncLearnsWhetherTheServerKeepsSubscriptions(t *testing.T) {
 		})
 	}
 }
+
+// Syncs go on when their requesters stop waiting; MaxPending bounds them
+// all together, so callers that give up cannot pile up work.
+func TestSyncPendingIsBounded(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	c := startConn(t, testConfig(srv.Addr()))
+	waitReady(t, c)
+	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}, delay: 300 * time.Millisecond}
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second, Concurrency: 1, MaxPending: 3}, c, c, f, discard)
+	run(t, s.Run)
+	gone, cancel := context.WithCancel(context.Background())
+	cancel() // callers who do not wait
+	for _, u := range []string{"u1", "u2", "u3"} {
+		if res := s.Sync(gone, u); !errors.Is(res.Err, context.Canceled) {
+			t.Fatalf("Sync(%s) = %+v", u, res)
+		}
+	}
+	if res := s.Sync(context.Background(), "u4"); !errors.Is(res.Err, ErrBusy) {
+		t.Fatalf("fourth user: %+v, want ErrBusy", res)
+	}
+	if res := s.Sync(context.Background(), "u1"); res.Err != nil { // joins its own queue
+		t.Fatalf("a user already pending: %+v", res)
+	}
+	waitFor(t, "the pending syncs to end", func() bool { return s.Sync(context.Background(), "u4").Err == nil })
+}

@@ -20,6 +20,13 @@ import (
 // ErrStopped is the error of a sync requested after the Syncer stopped.
 var ErrStopped = errors.New("syncer stopped")
 
+// ErrBusy is the error of a sync requested while MaxPending users are
+// already being synced or waiting for a sync.
+var ErrBusy = errors.New("too many syncs running or waiting: try again later")
+
+// DefaultMaxPending is SyncerConfig.MaxPending when zero.
+const DefaultMaxPending = 1024
+
 // Ways of comparing subscriptions, for SyncerConfig.CompareSubscription.
 const (
 	// CompareAuto compares subscriptions once a read-back has shown that
@@ -63,6 +70,12 @@ type SyncerConfig struct {
 	// RememberSyncs is how long the start time of each user's last
 	// successful sync is kept, for SyncedWithin; 0 keeps none.
 	RememberSyncs time.Duration
+	// MaxPending bounds the users being synced or waiting for a sync, all
+	// requests together (DefaultMaxPending when zero): a sync goes on when
+	// its requester stops waiting, so without a bound callers that give up
+	// could pile up work. Beyond it, a sync of another user fails with
+	// ErrBusy.
+	MaxPending int
 }
 
 // Syncer brings users' rosters in line with the backend. Syncs of one user
@@ -196,6 +209,11 @@ func (s *Syncer) enqueue(user string, join bool) *syncCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.users[user]
+	if q == nil && len(s.users) >= s.maxPending() {
+		busy := &syncCall{done: make(chan struct{}), res: Result{User: user, Err: fmt.Errorf("sync of %s: %w", user, ErrBusy)}}
+		close(busy.done)
+		return busy
+	}
 	if q == nil {
 		q = &userQueue{running: &syncCall{done: make(chan struct{})}}
 		s.users[user] = q
@@ -210,6 +228,13 @@ func (s *Syncer) enqueue(user string, join bool) *syncCall {
 		q.next = &syncCall{done: make(chan struct{})}
 	}
 	return q.next
+}
+
+func (s *Syncer) maxPending() int {
+	if s.cfg.MaxPending > 0 {
+		return s.cfg.MaxPending
+	}
+	return DefaultMaxPending
 }
 
 // drain runs the user's syncs one after another until none is queued.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -58,6 +59,7 @@ type Server struct {
 	conns                 []net.Conn
 	writers               map[net.Conn]func(string)
 	accepted              int
+	answers               []IQ
 	wg                    sync.WaitGroup
 }
 
@@ -84,6 +86,20 @@ type IQ struct {
 		} `xml:"item"`
 	} `xml:"query"`
 	Ping *struct{} `xml:"urn:xmpp:ping ping"`
+	// Error holds the conditions of an error the component sent.
+	Error *struct {
+		Conditions []struct {
+			XMLName xml.Name
+		} `xml:",any"`
+	} `xml:"error"`
+}
+
+// Answers returns the results and errors the component sent so far, in
+// answer to requests (SendToAll) addressed to it.
+func (s *Server) Answers() []IQ {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.answers)
 }
 
 // PrivilegeBoth grants roster both, message outgoing and presence
@@ -283,6 +299,12 @@ func (s *Server) serve(c net.Conn) {
 		var iq IQ
 		if err := dec.DecodeElement(&iq, &start); err != nil {
 			return
+		}
+		if iq.Type == "result" || iq.Type == "error" { // the component answers a request
+			s.mu.Lock()
+			s.answers = append(s.answers, iq)
+			s.mu.Unlock()
+			continue
 		}
 		if iq.From != Domain {
 			s.t.Errorf("IQ %s without from=%s: from=%q", iq.ID, Domain, iq.From)

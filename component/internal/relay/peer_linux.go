@@ -15,6 +15,9 @@ import (
 // be one of this process's file descriptors. Any other local process could
 // connect to the relay's port before the library does. It reads
 // /proc/self/net/tcp, which stays visible under systemd's ProcSubset=pid.
+// An error means it cannot tell (/proc is not readable); a dialling socket
+// that is not in the table any more (closed, or its process gone) is not
+// this process's.
 func dialledHere(c net.Conn) (bool, error) {
 	local, ok1 := c.LocalAddr().(*net.TCPAddr)
 	remote, ok2 := c.RemoteAddr().(*net.TCPAddr)
@@ -22,7 +25,7 @@ func dialledHere(c net.Conn) (bool, error) {
 		return false, fmt.Errorf("not an IPv4 TCP connection: %v", c.RemoteAddr())
 	}
 	inode, err := socketInode("/proc/self/net/tcp", procAddr(remote), procAddr(local))
-	if err != nil {
+	if err != nil || inode == "" {
 		return false, err
 	}
 	fds, err := os.ReadDir("/proc/self/fd")
@@ -46,7 +49,8 @@ func procAddr(a *net.TCPAddr) string {
 }
 
 // socketInode returns the inode of the socket with the given local and
-// remote addresses in a /proc/net/tcp table.
+// remote addresses in a /proc/net/tcp table; "" when the table has no such
+// socket or it has no inode (closed: its owner is gone).
 func socketInode(table, local, remote string) (string, error) {
 	b, err := os.ReadFile(table)
 	if err != nil {
@@ -59,10 +63,10 @@ func socketInode(table, local, remote string) (string, error) {
 		// sl local rem st tx:rx tr:when retrnsmt uid timeout inode …
 		if len(f) >= 10 && f[1] == local && f[2] == remote {
 			if _, err := strconv.ParseUint(f[9], 10, 64); err != nil || f[9] == "0" {
-				return "", fmt.Errorf("%s: no inode for %s", table, local)
+				return "", nil
 			}
 			return f[9], nil
 		}
 	}
-	return "", fmt.Errorf("%s: no socket %s -> %s", table, local, remote)
+	return "", sc.Err()
 }

@@ -102,3 +102,25 @@ func TestRelayRefusesOtherProcesses(t *testing.T) {
 		t.Fatal("the library's connection was not relayed (port " + strconv.Quote(port) + ")")
 	}
 }
+
+// A connection whose dialling socket is already gone (its process exited
+// before the relay looked) is not taken: the check fails closed.
+func TestDialledHereFailsClosedWhenThePeerIsGone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if out, err := exec.Command("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/"+port).CombinedOutput(); err != nil {
+		t.Fatalf("the other process did not connect: %v %s", err, out)
+	}
+	in, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if own, err := dialledHere(in); own || err != nil {
+		t.Fatalf("dialledHere of a gone process's connection = %v, %v; want false, nil", own, err)
+	}
+}

@@ -17,14 +17,13 @@ const (
 	nsClient     = "jabber:client"
 	nsStreams    = "http://etherx.jabber.org/streams"
 	nsStreamErr  = "urn:ietf:params:xml:ns:xmpp-streams"
-	nsRoster     = "jabber:iq:roster"
-	nsPing       = "urn:xmpp:ping"
 	nsPrivilege1 = "urn:xmpp:privilege:1"
 	nsPrivilege2 = "urn:xmpp:privilege:2"
 )
 
-// Package relay sits between gosrc.io/xmpp's component and the XMPP server
-// and passes on only what the library can always decode.
+// Package relay sits between gosrc.io/xmpp's component and the XMPP server.
+// It passes on to the library only what the library can always decode, and
+// handles every IQ itself.
 //
 // The library decodes every stanza the server sends into typed structs
 // before any handler sees it, and a decode error ends its receive loop and
@@ -33,40 +32,44 @@ const (
 // sent again by Prosody at every reconnect), and any message or IQ they
 // address to the component's JID. One user sending
 // <presence><x xmlns='urn:a'><priority>128</priority></x></presence> (an
-// int8 in the library, matched in any namespace and at any depth) would
-// keep the component offline.
+// int8 in the library, matched in any namespace and at any depth), or an
+// IQ result whose roster query carries an RSM <set><count>x</count></set>,
+// would drop the link.
 //
 // So the library does not talk to the server directly: it connects to a
 // loopback relay (Relay; it takes only a connection dialled by this
 // process, see dialledHere) that passes what it sends to the server
-// unchanged and, in the other direction, passes only what the component
-// uses, re-assembled from the original bytes:
+// unchanged and, in the other direction, passes on only:
 //   - presence: the start tag (from, to, type) and no children;
 //   - message: only <privilege/> children (urn:xmpp:privilege:1 and :2);
-//   - iq result or error: only a jabber:iq:roster <query/> and <error/>;
-//   - iq get or set: only a urn:xmpp:ping <ping/> (others are refused anyway);
-//   - the handshake and stream errors: unchanged; any other element (which
-//     servers do not send, and the library cannot decode): dropped.
-// What is kept decodes without error whatever its content: strings only.
+//   - the handshake and stream errors: unchanged.
 //
-// The relay is also the component's fast path: it hands IQ results without
-// payload (the answers to roster SETs and pings) straight to their waiters
-// (results), and the component writes its stanzas straight to the server
-// (send). The library then only does the handshake, decodes what needs
-// decoding (roster GET results, errors, messages, presence, requests) and
-// closes the stream; a roster SET and its answer never cross the loopback
-// connection, and no goroutine of the library handles them.
+// IQs never reach the library. Results and errors go to Handler.Reply with
+// their raw bytes, for the component to match against the requests it is
+// waiting for and to decode itself (string fields only); requests go to
+// Handler.Request, which answers them. Anything else (which servers do not
+// send, and the library cannot decode) is dropped. The component writes
+// its own stanzas straight to the server (Send); the library only does the
+// handshake and closes the stream.
 
-// ResultFunc takes an IQ result without payload; it reports false when
-// nobody waits for id, and the result is then passed on to the library.
-type ResultFunc func(id, from, to string) bool
+// Handler takes the IQs the relay reads. Its methods run on the relay's
+// read goroutine, one stanza at a time, and must not block.
+type Handler interface {
+	// Reply takes an IQ of type result or error. raw is the whole
+	// stanza, valid only during the call; bare is true when it has no
+	// child element.
+	Reply(id, from string, raw []byte, bare bool)
+	// Request takes an IQ of type get or set; child is the name of its
+	// first child element (zero when it has none).
+	Request(typ, id, from, to string, child xml.Name)
+}
 
 // Relay relays one component connection between the library and the
 // server.
 type Relay struct {
 	ln      net.Listener
 	server  net.Conn
-	results ResultFunc // may be nil
+	handler Handler // may be nil
 
 	wg sync.WaitGroup // the relay's goroutines
 
@@ -106,8 +109,8 @@ func (r *Relay) setStreamError(condition string) {
 
 // Start dials the server (so that dial errors are the usual
 // ones) and listens on a loopback port for the library to connect to.
-// results, when not nil, takes IQ results without payload.
-func Start(address string, timeout time.Duration, results ResultFunc) (*Relay, error) {
+// h, when not nil, takes the IQs.
+func Start(address string, timeout time.Duration, h Handler) (*Relay, error) {
 	server, err := net.DialTimeout("tcp", address, timeout)
 	if err != nil {
 		return nil, err
@@ -117,7 +120,7 @@ func Start(address string, timeout time.Duration, results ResultFunc) (*Relay, e
 		server.Close()
 		return nil, fmt.Errorf("relay listener: %w", err)
 	}
-	r := &Relay{ln: ln, server: server, results: results}
+	r := &Relay{ln: ln, server: server, handler: h}
 	r.wg.Go(func() { r.run(timeout) })
 	return r, nil
 }
@@ -148,7 +151,7 @@ func (r *Relay) run(timeout time.Duration) {
 		_ = r.forward(client)
 		r.Close()
 	})
-	_ = filter(client, r.server, r.results, r.setStreamError)
+	_ = filter(client, r.server, r.handler, r.setStreamError)
 }
 
 // acceptOwn accepts the library's connection. Connections that another
@@ -252,6 +255,9 @@ type stanzaState struct {
 	keep     [][2]int64
 	childAt  int64
 	child    xml.Name
+	// hasChild and firstChild: the stanza's first child element.
+	hasChild   bool
+	firstChild xml.Name
 	// condition is a stream error's defined condition.
 	condition string
 }
@@ -263,15 +269,14 @@ func (st *stanzaState) isStreamError() bool {
 // Filter is the relay's read side: it reads the server's stream from src
 // and writes the filtered stream to out, until an error. What one read of src brings is written to
 // dst at once, before the next read: one write for many stanzas when the
-// server answers many IQs in a row. IQ results without payload go to
-// results instead, when it takes them.
-func Filter(out io.Writer, src io.Reader, results ResultFunc) error {
-	return filter(out, src, results, nil)
+// server answers many IQs in a row. IQs go to h (dropped when h is nil).
+func Filter(out io.Writer, src io.Reader, h Handler) error {
+	return filter(out, src, h, nil)
 }
 
 // filter is Filter that also tells streamError, when not nil, the
 // condition of a stream error before passing it on.
-func filter(out io.Writer, src io.Reader, results ResultFunc, streamError func(condition string)) (err error) {
+func filter(out io.Writer, src io.Reader, h Handler, streamError func(condition string)) (err error) {
 	dst := bufio.NewWriterSize(out, 64<<10)
 	defer func() { // what was read before the end
 		if ferr := dst.Flush(); err == nil {
@@ -317,6 +322,9 @@ func filter(out io.Writer, src io.Reader, results ResultFunc, streamError func(c
 				}
 			case 3:
 				st.childAt, st.child = before, t.Name
+				if !st.hasChild {
+					st.hasChild, st.firstChild = true, t.Name
+				}
 				if st.isStreamError() && t.Name.Space == nsStreamErr && t.Name.Local != "text" && st.condition == "" {
 					st.condition = t.Name.Local
 				}
@@ -331,11 +339,10 @@ func filter(out io.Writer, src io.Reader, results ResultFunc, streamError func(c
 				if st.isStreamError() && streamError != nil {
 					streamError(st.condition)
 				}
-				taken := results != nil && st.bareResult() && results(st.id, st.from, st.to)
-				if !taken {
-					if _, err := dst.Write(st.assemble(tap, after)); err != nil {
-						return err
-					}
+				if st.isIQ() {
+					st.handleIQ(h, tap, after)
+				} else if _, err := dst.Write(st.assemble(tap, after)); err != nil {
+					return err
 				}
 				tap.release(after)
 				st = nil
@@ -357,11 +364,22 @@ func filter(out io.Writer, src io.Reader, results ResultFunc, streamError func(c
 	}
 }
 
-// bareResult reports whether the stanza is an IQ result with nothing the
-// component reads inside.
-func (st *stanzaState) bareResult() bool {
-	return st.name.Local == "iq" && st.typ == "result" && len(st.keep) == 0 &&
-		(st.name.Space == nsComponent || st.name.Space == nsClient)
+// isIQ reports whether the stanza is an IQ.
+func (st *stanzaState) isIQ() bool {
+	return st.name.Local == "iq" && (st.name.Space == nsComponent || st.name.Space == nsClient)
+}
+
+// handleIQ hands the IQ that ends at end to h.
+func (st *stanzaState) handleIQ(h Handler, tap *tapReader, end int64) {
+	if h == nil {
+		return
+	}
+	switch st.typ {
+	case "result", "error":
+		h.Reply(st.id, st.from, tap.bytes(st.start, end), !st.hasChild)
+	case "get", "set":
+		h.Request(st.typ, st.id, st.from, st.to, st.firstChild)
+	}
 }
 
 // keepChild decides whether the child just read is passed on.
@@ -369,13 +387,6 @@ func (st *stanzaState) keepChild() bool {
 	switch st.name.Local {
 	case "message":
 		return st.child.Local == "privilege" && (st.child.Space == nsPrivilege1 || st.child.Space == nsPrivilege2)
-	case "iq":
-		switch st.typ {
-		case "result", "error":
-			return (st.child.Space == nsRoster && st.child.Local == "query") || st.child.Local == "error"
-		default:
-			return st.child.Space == nsPing && st.child.Local == "ping"
-		}
 	}
 	return false
 }
@@ -390,7 +401,7 @@ func (st *stanzaState) assemble(tap *tapReader, end int64) []byte {
 		return nil // the library cannot decode it; servers send no such thing
 	case st.name.Local == "handshake":
 		return tap.bytes(st.start, end)
-	case st.name.Local != "presence" && st.name.Local != "message" && st.name.Local != "iq":
+	case st.name.Local != "presence" && st.name.Local != "message":
 		return nil
 	}
 	startTag := tap.bytes(st.start, st.startEnd)
