@@ -169,11 +169,11 @@ func (t *iqTracker) wait(ctx context.Context, id string, ch chan iqReply, timeou
 type iqHead struct {
 	Type  string `xml:"type,attr"`
 	Error *struct {
-		Type       string     `xml:"type,attr"`
+		Type       string `xml:"type,attr"`
 		Conditions []struct {
 			XMLName xml.Name
 		} `xml:",any"`
-		Text       string     `xml:"urn:ietf:params:xml:ns:xmpp-stanzas text"`
+		Text string `xml:"urn:ietf:params:xml:ns:xmpp-stanzas text"`
 	} `xml:"error"`
 }
 
