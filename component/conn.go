@@ -279,7 +279,7 @@ func (c *Conn) pingLoop(ctx context.Context, sess *session) {
 		case <-t.C:
 		}
 		_, err := c.roundTrip(ctx, sess, "ping", c.cfg.PingTo, func(id string) error {
-			return sess.relay.Send(appendPing(nil, id, c.cfg.Domain, c.cfg.PingTo))
+			return sess.relay.Send(appendGet(nil, id, c.cfg.Domain, c.cfg.PingTo, pingElement))
 		})
 		var stErr *StanzaError
 		if err != nil && !errors.As(err, &stErr) && ctx.Err() == nil {

@@ -55,20 +55,9 @@ func startConn(t *testing.T, cfg Config) (*Conn, <-chan error) {
 	return c, done
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func waitReady(t *testing.T, c *Conn) {
 	t.Helper()
-	waitFor(t, "ready", func() bool { return c.Ready("example.test") == nil })
+	componenttest.WaitFor(t, "ready", func() bool { return c.Ready("example.test") == nil })
 }
 
 func TestConnectsAndIsReadyWithRosterPrivilege(t *testing.T) {
@@ -93,7 +82,7 @@ func TestNotReadyWithoutRosterSet(t *testing.T) {
 	srv := componenttest.NewServer(t)
 	srv.SetPrivilege(`<message from='example.test' to='roster.example.test'><privilege xmlns='urn:xmpp:privilege:2'><perm type='get' access='roster'/></privilege></message>`)
 	c, _ := startConn(t, testConfig(srv.Addr()))
-	waitFor(t, "grants", func() bool { _, ok := c.Privileges()["example.test"]; return ok })
+	componenttest.WaitFor(t, "grants", func() bool { _, ok := c.Privileges()["example.test"]; return ok })
 	err := c.Ready("example.test")
 	if err == nil || !strings.Contains(err.Error(), "roster=get") {
 		t.Fatalf("Ready = %v, want an error naming roster=get", err)
@@ -104,7 +93,7 @@ func TestNotReadyWithoutPrivilegeMessage(t *testing.T) {
 	srv := componenttest.NewServer(t)
 	srv.SetPrivilege("")
 	c, _ := startConn(t, testConfig(srv.Addr()))
-	waitFor(t, "connection", func() bool { return c.session() != nil })
+	componenttest.WaitFor(t, "connection", func() bool { return c.session() != nil })
 	if err := c.Ready("example.test"); err == nil || !strings.Contains(err.Error(), "mod_privilege") {
 		t.Fatalf("Ready = %v, want a hint about mod_privilege", err)
 	}
@@ -191,7 +180,7 @@ func TestDisconnectFailsPendingIQsAndReconnects(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, "5 pending IQs", func() bool { return pendingIQs(c) == 5 })
+	componenttest.WaitFor(t, "5 pending IQs", func() bool { return pendingIQs(c) == 5 })
 	start := time.Now()
 	srv.DropAll()
 	for range 5 {
@@ -220,7 +209,7 @@ func TestPingDetectsDeadLink(t *testing.T) {
 	c, _ := startConn(t, pingingConfig(srv.Addr()))
 	waitReady(t, c)
 	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 }) // alive TCP, deaf server
-	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
+	componenttest.WaitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
 	srv.SetReply(nil)
 	waitReady(t, c)
 	if accepted := srv.Counts().Accepted; accepted < 2 {
@@ -242,7 +231,7 @@ func TestConflictAtHandshakeIsRetried(t *testing.T) {
 	srv := componenttest.NewServer(t)
 	srv.RefuseHandshakes("conflict")
 	c, done := startConn(t, testConfig(srv.Addr()))
-	waitFor(t, "several attempts", func() bool { return srv.Counts().Accepted >= 3 })
+	componenttest.WaitFor(t, "several attempts", func() bool { return srv.Counts().Accepted >= 3 })
 	select {
 	case err := <-done:
 		t.Fatalf("Run gave up on <conflict/>: %v", err)
@@ -257,7 +246,7 @@ func TestServerStreamErrorReconnects(t *testing.T) {
 	c, _ := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
 	srv.SendToAll(`<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
-	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
+	componenttest.WaitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
 	waitReady(t, c)
 	if n := srv.Counts().Accepted; n != 2 {
 		t.Fatalf("connections = %d, want 2", n)
@@ -272,7 +261,7 @@ func TestServerStreamCloseIsNoticedByPing(t *testing.T) {
 	waitReady(t, c)
 	srv.SetReply(func(componenttest.IQ) (string, time.Duration) { return "", 0 })
 	srv.SendToAll(`</stream:stream>`)
-	waitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
+	componenttest.WaitFor(t, "not ready", func() bool { return c.Ready("example.test") != nil })
 	srv.SetReply(nil)
 	waitReady(t, c)
 	if n := srv.Counts().Accepted; n != 2 {

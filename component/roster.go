@@ -20,7 +20,7 @@ func (c *Conn) Roster(ctx context.Context, owner string) ([]roster.Item, error) 
 		return nil, fmt.Errorf("read roster of %s: %w", owner, ErrDisconnected)
 	}
 	raw, err := c.roundTrip(ctx, sess, "get", owner, func(id string) error {
-		return sess.relay.Send(appendRosterGet(nil, id, c.cfg.Domain, owner))
+		return sess.relay.Send(appendGet(nil, id, c.cfg.Domain, owner, rosterQuery))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read roster of %s: %w", owner, err)
@@ -188,25 +188,23 @@ func xmlChar(r rune) bool {
 		r >= 0x10000 && r <= 0x10FFFF
 }
 
-// appendRosterGet appends to b a roster GET of owner's roster.
-func appendRosterGet(b []byte, id, from, owner string) []byte {
-	b = append(b, "<iq"...)
-	b = appendAttr(b, "type", "get", true)
-	b = appendAttr(b, "id", id, true)
-	b = appendAttr(b, "from", from, true)
-	b = appendAttr(b, "to", owner, true)
-	return append(b, `><query xmlns="jabber:iq:roster"></query></iq>`...)
-}
-
-// appendPing appends to b a XEP-0199 ping.
-func appendPing(b []byte, id, from, to string) []byte {
+// appendGet appends to b an IQ get whose payload is the element payload.
+func appendGet(b []byte, id, from, to, payload string) []byte {
 	b = append(b, "<iq"...)
 	b = appendAttr(b, "type", "get", true)
 	b = appendAttr(b, "id", id, true)
 	b = appendAttr(b, "from", from, true)
 	b = appendAttr(b, "to", to, true)
-	return append(b, `><ping xmlns="urn:xmpp:ping"></ping></iq>`...)
+	b = append(b, '>')
+	b = append(b, payload...)
+	return append(b, "</iq>"...)
 }
+
+// Payloads of the IQ gets the component sends.
+const (
+	rosterQuery = `<query xmlns="jabber:iq:roster"></query>`
+	pingElement = `<ping xmlns="urn:xmpp:ping"></ping>`
+)
 
 // Namespaces of the IQ requests the component serves.
 const (

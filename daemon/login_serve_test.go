@@ -5,23 +5,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"roster-sidecar/component/componenttest"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func metricsText(t *testing.T, d *testDaemon) string {
 	t.Helper()
@@ -44,9 +34,9 @@ func TestServeRefreshesAtLogin(t *testing.T) {
 	}, nil)
 	want := []string{"c0@example.test|Contact 0|both|G", "c1@example.test|Contact 1|both|G"}
 	d.xmpp.SendPresence("alice@example.test/phone", "")
-	waitUntil(t, "alice's roster", func() bool { return slices.Equal(d.xmpp.Roster("alice@example.test"), want) })
+	componenttest.WaitFor(t, "alice's roster", func() bool { return slices.Equal(d.xmpp.Roster("alice@example.test"), want) })
 	d.xmpp.SendPresence("alice@example.test/laptop", "")
-	waitUntil(t, "the second login counted", func() bool {
+	componenttest.WaitFor(t, "the second login counted", func() bool {
 		return strings.Contains(metricsText(t, d), `roster_sidecar_login_refreshes_total{outcome="recent"} 1`)
 	})
 	if n := d.fetches.Load(); n != 1 {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,16 +46,6 @@ type testDaemon struct {
 	fetches atomic.Int64
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // contactsRoster is a backend answer with contacts c0..c{n-1}.
 func contactsRoster(n int) map[string]any {
 	roster := map[string]any{}
@@ -79,7 +68,7 @@ func startDaemon(t *testing.T, contacts int) *testDaemon {
 // discarded).
 func startDaemonWith(t *testing.T, backend http.HandlerFunc, configure func(*Config), log *slog.Logger) *testDaemon {
 	t.Helper()
-	d := &testDaemon{xmpp: componenttest.NewServer(t), admin: freeAddr(t), done: make(chan error, 1)}
+	d := &testDaemon{xmpp: componenttest.NewServer(t), admin: componenttest.FreeAddr(t), done: make(chan error, 1)}
 	d.backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.fetches.Add(1)
 		backend(w, r)

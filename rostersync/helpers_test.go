@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"roster-sidecar/component"
+	"roster-sidecar/component/componenttest"
 )
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -50,20 +51,9 @@ func run(t *testing.T, fn func(context.Context) error) {
 	})
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func waitReady(t *testing.T, c *component.Conn) {
 	t.Helper()
-	waitFor(t, "ready", func() bool { return c.Ready("example.test") == nil })
+	componenttest.WaitFor(t, "ready", func() bool { return c.Ready("example.test") == nil })
 }
 
 // loginCounts counts what a LoginRefresher reports, as metrics do.

@@ -102,10 +102,10 @@ func TestLoginRefreshesANewSessionOnce(t *testing.T) {
 	r := newLoginRig(t, srv, &loginFetcher{}, LoginConfig{MinInterval: 300 * time.Millisecond, Rate: 1000, QueueSize: 10, Concurrency: 2})
 
 	srv.SendPresence("alice@example.test/phone", "")
-	waitFor(t, "alice's roster", func() bool {
+	componenttest.WaitFor(t, "alice's roster", func() bool {
 		return slices.Equal(srv.Roster("alice@example.test"), []string{"friend@example.test|Friend|both|"})
 	})
-	waitFor(t, "the refresh to end", func() bool { return r.login.Stats().OK == 1 })
+	componenttest.WaitFor(t, "the refresh to end", func() bool { return r.login.Stats().OK == 1 })
 	// Status changes of the same session and a second session soon after
 	// do not refresh again.
 	srv.SendPresence("alice@example.test/phone", "")
@@ -128,7 +128,7 @@ func TestLoginRefreshesANewSessionOnce(t *testing.T) {
 	}
 	srv.SendPresence("alice@example.test/phone", "unavailable")
 	srv.SendPresence("alice@example.test/phone", "")
-	waitFor(t, "second refresh", func() bool { return r.fetch.count("alice") == 2 })
+	componenttest.WaitFor(t, "second refresh", func() bool { return r.fetch.count("alice") == 2 })
 }
 
 func TestLoginIgnoresOtherPresences(t *testing.T) {
@@ -170,7 +170,7 @@ func TestMalformedPresenceKeepsTheLink(t *testing.T) {
 	srv.SendToAll(`<message from='mal@example.test/r' to='roster.example.test'><event xmlns='http://jabber.org/protocol/pubsub#event'><items max_items='x'/></event></message>`)
 	srv.SendToAll(`<iq type='result' id='nobody' from='mal@example.test/r' to='roster.example.test'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items max_items='x'/></pubsub></iq>`)
 	srv.SendToAll(`<iq type='get' id='q1' from='mal@example.test/r' to='roster.example.test'><pubsub xmlns='http://jabber.org/protocol/pubsub'><set xmlns='http://jabber.org/protocol/rsm'><count>abc</count></set></pubsub></iq>`)
-	waitFor(t, "both refreshed", func() bool { return r.fetch.count("eve") == 1 && r.fetch.count("mal") == 1 })
+	componenttest.WaitFor(t, "both refreshed", func() bool { return r.fetch.count("eve") == 1 && r.fetch.count("mal") == 1 })
 	time.Sleep(100 * time.Millisecond)
 	if n := srv.Counts().Accepted; n != 1 {
 		t.Fatalf("%d connections: the presence broke the link", n)
@@ -199,11 +199,11 @@ func TestLoginBurstAtConnectIsBoundedAndComplete(t *testing.T) {
 	r := newLoginRig(t, srv, fetch, LoginConfig{MinInterval: time.Minute, Rate: rate, QueueSize: queue, Concurrency: conc})
 
 	// The whole burst is taken in at once, long before the refreshes end.
-	waitFor(t, "the burst to be read", func() bool { return r.login.Online() == users-1 })
+	componenttest.WaitFor(t, "the burst to be read", func() bool { return r.login.Online() == users-1 })
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("reading the burst took %v", d)
 	}
-	waitFor(t, "every online user refreshed", func() bool { return fetch.total() == users-1 })
+	componenttest.WaitFor(t, "every online user refreshed", func() bool { return fetch.total() == users-1 })
 	time.Sleep(100 * time.Millisecond)
 	st := r.login.Stats()
 	if st.Dropped == 0 || st.OK != users-1 || st.Queued < users-1 || st.Queued > users {
@@ -229,12 +229,12 @@ func TestLoginJoinsARunningSync(t *testing.T) {
 	r := newLoginRig(t, srv, fetch, LoginConfig{MinInterval: time.Minute, Rate: 1000, QueueSize: 10, Concurrency: 2})
 	done := make(chan Result)
 	go func() { done <- r.sync.Sync(context.Background(), "alice") }()
-	waitFor(t, "the sync to start", func() bool { return fetch.count("alice") == 1 })
+	componenttest.WaitFor(t, "the sync to start", func() bool { return fetch.count("alice") == 1 })
 	srv.SendPresence("alice@example.test/phone", "")
 	if res := <-done; res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	waitFor(t, "the login to end", func() bool { return r.login.Stats().OK == 1 })
+	componenttest.WaitFor(t, "the login to end", func() bool { return r.login.Stats().OK == 1 })
 	if n := fetch.count("alice"); n != 1 {
 		t.Fatalf("alice fetched %d times, want 1", n)
 	}
@@ -247,10 +247,10 @@ func TestLoginRetriesAfterAFailedRefresh(t *testing.T) {
 	fetch.fail.Store(true)
 	r := newLoginRig(t, srv, fetch, LoginConfig{MinInterval: time.Minute, Rate: 1000, QueueSize: 10, Concurrency: 2})
 	srv.SendPresence("alice@example.test/a", "")
-	waitFor(t, "a failed refresh", func() bool { return r.login.Stats().Error == 1 })
+	componenttest.WaitFor(t, "a failed refresh", func() bool { return r.login.Stats().Error == 1 })
 	fetch.fail.Store(false)
 	srv.SendPresence("alice@example.test/b", "")
-	waitFor(t, "a good refresh", func() bool { return r.login.Stats().OK == 1 })
+	componenttest.WaitFor(t, "a good refresh", func() bool { return r.login.Stats().OK == 1 })
 }
 
 // A reconnect forgets the sessions; the ones the server announces again are
@@ -260,17 +260,17 @@ func TestLoginSessionsResetOnReconnect(t *testing.T) {
 	srv.AnnounceAtConnect(componenttest.Presence("alice@example.test/a", ""))
 	fetch := &loginFetcher{}
 	r := newLoginRig(t, srv, fetch, LoginConfig{MinInterval: 50 * time.Millisecond, Rate: 1000, QueueSize: 10, Concurrency: 2})
-	waitFor(t, "first refresh", func() bool { return fetch.count("alice") == 1 })
+	componenttest.WaitFor(t, "first refresh", func() bool { return fetch.count("alice") == 1 })
 	srv.SendPresence("bob@example.test/b", "")
-	waitFor(t, "bob's refresh", func() bool { return fetch.count("bob") == 1 })
+	componenttest.WaitFor(t, "bob's refresh", func() bool { return fetch.count("bob") == 1 })
 	time.Sleep(60 * time.Millisecond)
 	srv.AnnounceAtConnect() // bob left while the link was down
 	srv.DropAll()
-	waitFor(t, "reconnect", func() bool { return srv.Counts().Accepted == 2 && r.conn.Ready("example.test") == nil })
-	waitFor(t, "sessions forgotten", func() bool { return r.login.Online() == 0 })
+	componenttest.WaitFor(t, "reconnect", func() bool { return srv.Counts().Accepted == 2 && r.conn.Ready("example.test") == nil })
+	componenttest.WaitFor(t, "sessions forgotten", func() bool { return r.login.Online() == 0 })
 	srv.AnnounceAtConnect(componenttest.Presence("alice@example.test/a", ""))
 	srv.DropAll()
-	waitFor(t, "second refresh after reconnect", func() bool { return fetch.count("alice") == 2 })
+	componenttest.WaitFor(t, "second refresh after reconnect", func() bool { return fetch.count("alice") == 2 })
 	if r.login.Online() != 1 {
 		t.Fatalf("online = %d, want only alice", r.login.Online())
 	}
@@ -335,14 +335,14 @@ func TestLoginOfflineBeforeItsTurnIsNotRefreshed(t *testing.T) {
 	fetch := &loginFetcher{delay: 200 * time.Millisecond}
 	r := newLoginRig(t, srv, fetch, LoginConfig{MinInterval: time.Minute, Rate: 1000, QueueSize: 2, Concurrency: 1})
 	srv.SendPresence("alice@example.test/a", "")
-	waitFor(t, "alice's refresh to start", func() bool { return fetch.count("alice") == 1 })
+	componenttest.WaitFor(t, "alice's refresh to start", func() bool { return fetch.count("alice") == 1 })
 	for i := range 100 { // churn: queued and gone again, many times
 		srv.SendPresence(fmt.Sprintf("bob%d@example.test/b", i), "")
 		srv.SendPresence(fmt.Sprintf("bob%d@example.test/b", i), "unavailable")
 	}
 	srv.SendPresence("carol@example.test/c", "")
 	srv.SendPresence("dave@example.test/d", "")
-	waitFor(t, "carol and dave", func() bool { return fetch.count("carol") == 1 && fetch.count("dave") == 1 })
+	componenttest.WaitFor(t, "carol and dave", func() bool { return fetch.count("carol") == 1 && fetch.count("dave") == 1 })
 	if n := fetch.total(); n != 3 {
 		t.Fatalf("%d fetches (%v), want alice, carol and dave only", n, fetch.order)
 	}

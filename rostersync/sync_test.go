@@ -231,5 +231,5 @@ func TestSyncPendingIsBounded(t *testing.T) {
 	if res := s.Sync(context.Background(), "u1"); res.Err != nil { // joins its own queue
 		t.Fatalf("a user already pending: %+v", res)
 	}
-	waitFor(t, "the pending syncs to end", func() bool { return s.Sync(context.Background(), "u4").Err == nil })
+	componenttest.WaitFor(t, "the pending syncs to end", func() bool { return s.Sync(context.Background(), "u4").Err == nil })
 }

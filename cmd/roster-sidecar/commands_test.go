@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -208,7 +207,7 @@ func TestSyncExplainsUnusableServer(t *testing.T) {
 	})
 	t.Run("connection refused", func(t *testing.T) {
 		c := newCLI(t)
-		addr := freeAddr(t)
+		addr := componenttest.FreeAddr(t)
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), []string{"sync", "john", "--xmpp.address", addr, "--xmpp.domain", componenttest.Domain,
 			"--xmpp.user_domain", componenttest.UserDomain, "--http_roster_url", c.backend.URL + "/roster/%s", "--xmpp.connect_timeout", "1s"}, &out, &errOut)
@@ -405,14 +404,4 @@ func TestEveryCommandHasHelpWithExamples(t *testing.T) {
 	if code := run(context.Background(), []string{"sync", "--no-such-flag"}, &out, &out); code != 2 {
 		t.Errorf("unknown flag: exit %d, want 2", code)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

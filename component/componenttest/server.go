@@ -466,3 +466,26 @@ func (s *Server) Counts() Counts {
 	defer s.mu.Unlock()
 	return Counts{Gets: s.gets, Sets: s.sets, MaxInFlight: s.maxInFlight, Accepted: s.accepted}
 }
+
+// WaitFor polls cond until it holds, failing the test after 5 seconds.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// FreeAddr returns a loopback address with a port nobody listens on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
