@@ -48,7 +48,9 @@ func FuzzRefreshBody(f *testing.F) {
 			srv = notReady
 		}
 		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/roster_admin/refresh", bytes.NewReader(body)))
+		req := httptest.NewRequest(http.MethodPost, "/roster_admin/refresh", bytes.NewReader(body))
+		req.Host = testHost
+		srv.Handler().ServeHTTP(rec, req)
 
 		switch rec.Code {
 		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusServiceUnavailable:

@@ -13,6 +13,27 @@
 // answer but the OpenAPI document is JSON; every error, including unknown
 // routes (404), wrong methods (405) and recovered panics (500), has the body
 // {"status":"error","message":"..."}.
+//
+// # Browsers
+//
+// The API listens on loopback without a token by default, where every web
+// page open in a browser on the same host can send it requests. It refuses
+// them with 403 before anything runs; backends and curl, which send neither
+// Sec-Fetch-Site nor Origin, are not affected:
+//
+//   - Cross-origin requests: under /roster_admin (every method, GET
+//     included, since GET /roster_admin/refresh/:user refreshes), a request
+//     whose Sec-Fetch-Site is cross-site or same-site (or unknown), or, without
+//     Sec-Fetch-Site, whose Origin does not match its Host. Same-origin
+//     requests and typed URLs (Sec-Fetch-Site: none) pass. These are the
+//     rules of [http.CrossOriginProtection], applied to GET, HEAD and
+//     OPTIONS too. The read-only routes (/healthz, /readyz, /metrics,
+//     /openapi.yaml) answer any page, whose scripts cannot read the answers.
+//   - DNS rebinding: without a token, every route answers only requests
+//     whose Host is a loopback name (localhost, 127.0.0.0/8 or [::1], with
+//     or without a port, or no Host at all), so a page whose own name was
+//     made to resolve to 127.0.0.1 can neither refresh nor read anything.
+//     With a token any Host is served: the token protects the refreshes.
 package admin
 
 import (
@@ -25,6 +46,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -65,6 +87,14 @@ const adminPrefix = "/roster_admin"
 // errShuttingDown cancels in-flight refreshes when a graceful Shutdown runs
 // out of time.
 var errShuttingDown = errors.New("server shutting down")
+
+// Messages of the 403 answers to browser requests (see the package doc).
+const (
+	msgCrossOrigin = "cross-origin request refused: web pages may not call /roster_admin " +
+		"(Sec-Fetch-Site or Origin names another site)"
+	msgForeignHost = "request refused: without admin.token the API answers only requests " +
+		"to a loopback name (localhost, 127.0.0.1, [::1]); the Host header names another"
+)
 
 // Syncer is what the API needs from the component.
 type Syncer interface {
@@ -127,6 +157,8 @@ type Server struct {
 	echo      *echo.Echo
 	tokenHash [sha256.Size]byte
 	tlsConfig *tls.Config
+	// crossOrigin holds the rules for refusing cross-origin requests.
+	crossOrigin *http.CrossOriginProtection
 	// abortCtx ends when a graceful shutdown ran out of time; it cancels
 	// in-flight refreshes.
 	abortCtx context.Context
@@ -158,10 +190,11 @@ func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("refusing to listen on %s without admin.token", cfg.Listen)
 	}
 	srv := &Server{
-		cfg:       cfg,
-		syncer:    s,
-		log:       log,
-		tokenHash: sha256.Sum256([]byte(cfg.Token)),
+		cfg:         cfg,
+		syncer:      s,
+		log:         log,
+		tokenHash:   sha256.Sum256([]byte(cfg.Token)),
+		crossOrigin: http.NewCrossOriginProtection(),
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("admin: set both admin.tls_cert_file and admin.tls_key_file, or neither")
@@ -215,12 +248,42 @@ func isLoopback(addr string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("admin: invalid listen address %q: %w", addr, err)
 	}
+	return loopbackName(host), nil
+}
+
+// loopbackName reports whether host (without port or brackets) is
+// "localhost" in any case or a loopback address, with or without an IPv6
+// zone. Names are not resolved.
+func loopbackName(host string) bool {
 	if strings.EqualFold(host, "localhost") {
-		return true, nil
+		return true
 	}
-	host, _, _ = strings.Cut(host, "%") // IPv6 zone
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// loopbackHost reports whether a request's Host header names a loopback
+// host: a loopback name as loopbackName reports it, with an optional
+// numeric port, IPv6 addresses in brackets. An empty Host (HTTP/1.0 without
+// one; browsers always send it) counts as loopback.
+func loopbackHost(hostport string) bool {
+	if hostport == "" {
+		return true
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil { // no port
+		host, port = hostport, ""
+		if b, ok := strings.CutPrefix(host, "["); ok {
+			if host, ok = strings.CutSuffix(b, "]"); !ok {
+				return false
+			}
+		} else if strings.Contains(host, ":") {
+			return false // an IPv6 address must be in brackets
+		}
+	} else if port == "" || strings.Trim(port, "0123456789") != "" {
+		return false
+	}
+	return loopbackName(host)
 }
 
 func (s *Server) newEcho() *echo.Echo {
@@ -241,6 +304,8 @@ func (s *Server) newEcho() *echo.Echo {
 
 	e.Use(s.observe)
 	e.Use(s.recoverPanic)
+	e.Use(s.refuseForeignHost)
+	e.Use(s.refuseCrossOrigin)
 	e.Use(s.authenticate)
 
 	e.POST(adminPrefix+"/refresh", s.handleRefresh)
@@ -329,6 +394,55 @@ func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 		}()
 		return next(c)
 	}
+}
+
+// refuseForeignHost answers 403 to a request whose Host is not a loopback
+// name when no token is configured (which New allows on loopback only): a
+// DNS-rebinding page reaches the listener under its own name and must not
+// read or trigger anything.
+func (s *Server) refuseForeignHost(next echo.HandlerFunc) echo.HandlerFunc {
+	if s.cfg.Token != "" {
+		return next
+	}
+	return func(c echo.Context) error {
+		if !loopbackHost(c.Request().Host) {
+			return s.refuse(c, msgForeignHost, "the Host header is not a loopback name")
+		}
+		return next(c)
+	}
+}
+
+// refuseCrossOrigin answers 403 to a cross-origin browser request under
+// /roster_admin, whatever its method: http.CrossOriginProtection's rules,
+// which it applies only to the methods other than GET, HEAD and OPTIONS, are
+// applied to those too (GET /roster_admin/refresh/:user refreshes, and an
+// <img> tag can send it).
+func (s *Server) refuseCrossOrigin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if !underAdmin(r.URL.Path) && !underAdmin(echo.GetPath(r)) {
+			return next(c)
+		}
+		checked := r
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			checked = r.Clone(r.Context())
+			checked.Method = http.MethodPost // judged as the unsafe request it is here
+		}
+		if err := s.crossOrigin.Check(checked); err != nil {
+			return s.refuse(c, msgCrossOrigin, err.Error())
+		}
+		return next(c)
+	}
+}
+
+// refuse logs a request refused before any handler ran and returns the 403
+// error for the error handler. Header values are not logged: they are the
+// sender's, and as long as it likes.
+func (s *Server) refuse(c echo.Context, msg, reason string) error {
+	s.log.Info("admin: request refused", "code", http.StatusForbidden, "method", c.Request().Method,
+		"route", c.Path(), "reason", reason)
+	return echo.NewHTTPError(http.StatusForbidden, msg)
 }
 
 // authenticate demands the bearer token on every /roster_admin path, also
