@@ -47,11 +47,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 
 	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
@@ -79,6 +79,8 @@ const (
 	idleTimeout       = 2 * time.Minute
 	writeTimeoutSlack = 30 * time.Second
 	maxHeaderBytes    = 64 << 10
+	// maxPanicStack bounds the stack logged with a recovered panic.
+	maxPanicStack = 64 << 10
 )
 
 // adminPrefix is the path prefix guarded by the bearer token.
@@ -303,7 +305,7 @@ func (s *Server) newEcho() *echo.Echo {
 	hs.TLSConfig = s.tlsConfig // ServeTLS clones it
 
 	e.Use(s.observe)
-	e.Use(s.recoverPanic)
+	e.Use(s.recoverPanic())
 	e.Use(s.refuseForeignHost)
 	e.Use(s.refuseCrossOrigin)
 	e.Use(s.authenticate)
@@ -374,26 +376,21 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// recoverPanic turns a panic of a handler into a 500 answer and logs it.
-// It is Echo's Recover middleware in a few lines, without importing
-// echo/middleware (whose dependencies this module does not carry).
-func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			p := recover()
-			if p == nil {
-				return
-			}
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
+// recoverPanic is Echo's Recover middleware: a panic of a handler (other
+// than http.ErrAbortHandler) is logged with the panicking goroutine's stack
+// and becomes a 500 answer, returned like any other handler error.
+func (s *Server) recoverPanic() echo.MiddlewareFunc {
+	return middleware.RecoverWithConfig(middleware.RecoverConfig{
+		StackSize:           maxPanicStack,
+		DisableStackAll:     true,
+		DisableErrorHandler: true,
+		LogErrorFunc: func(c echo.Context, p error, stack []byte) error {
 			s.log.Error("admin: panic while serving request", "method", c.Request().Method,
-				"path", c.Request().URL.Path, "panic", p, "stack", string(debug.Stack()))
-			err = echo.NewHTTPError(http.StatusInternalServerError, "internal server error").
-				SetInternal(fmt.Errorf("panic: %v", p))
-		}()
-		return next(c)
-	}
+				"path", c.Request().URL.Path, "panic", p, "stack", string(stack))
+			return echo.NewHTTPError(http.StatusInternalServerError, "internal server error").
+				SetInternal(fmt.Errorf("panic: %w", p))
+		},
+	})
 }
 
 // refuseForeignHost answers 403 to a request whose Host is not a loopback

@@ -160,11 +160,20 @@ func TestNotFoundAndMethodNotAllowedAreJSON(t *testing.T) {
 }
 
 func TestPanicIsJSON(t *testing.T) {
-	srv := newServer(t, Config{}, &fakeSyncer{readyPanic: true})
+	var logs bytes.Buffer
+	srv, err := New(Config{UserDomain: testDomain}, &fakeSyncer{readyPanic: true}, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.NoError(t, err)
 	requireJSON(t, do(t, srv, http.MethodGet, "/readyz", nil), http.StatusInternalServerError,
 		`{"status":"error","message":"internal server error"}`)
 	requireJSON(t, refresh(t, srv, `["john"]`), http.StatusInternalServerError,
 		`{"status":"error","message":"internal server error"}`)
+
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	require.Len(t, lines, 2, logs.String())
+	for i, path := range []string{"method=GET path=/readyz", "method=POST path=/roster_admin/refresh"} {
+		assert.Contains(t, lines[i], `level=ERROR msg="admin: panic while serving request" `+path+` panic="ready exploded" stack="goroutine `)
+		assert.Contains(t, lines[i], "(*fakeSyncer).Ready", "the stack shows where it panicked")
+	}
 }
 
 func TestHealthzReadyz(t *testing.T) {
