@@ -10,11 +10,12 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/errgroup"
 
 	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
@@ -338,33 +339,29 @@ func (s *Server) refreshContext(parent context.Context) (context.Context, contex
 // "request cancelled". It returns when every started Sync has returned.
 func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
 	results := make([]UserResult, len(users))
-	sem := make(chan struct{}, s.cfg.Concurrency)
-	var wg sync.WaitGroup
+	var notSynced atomic.Int64
+	var g errgroup.Group
+	g.SetLimit(s.cfg.Concurrency)
 	for i, user := range users {
-		if err := acquire(ctx, sem); err != nil {
-			for j := i; j < len(users); j++ {
-				results[j] = failed(users[j], err)
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				notSynced.Add(1)
+				results[i] = failed(user, cancelled(ctx))
+				return nil
 			}
-			s.log.Warn("admin: refresh cut short", "users_not_synced", len(users)-i, "error", err)
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
 			results[i] = toUserResult(user, s.syncOne(ctx, user))
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait() // the goroutines report in results, never an error
+	if n := notSynced.Load(); n > 0 {
+		s.log.Warn("admin: refresh cut short", "users_not_synced", n, "error", cancelled(ctx))
+	}
 	return results
 }
 
-func acquire(ctx context.Context, sem chan struct{}) error {
-	if ctx.Err() == nil {
-		select {
-		case sem <- struct{}{}:
-			return nil
-		case <-ctx.Done():
-		}
-	}
+// cancelled is the error of a user not synced because ctx ended.
+func cancelled(ctx context.Context) error {
 	return fmt.Errorf("request cancelled: %w", context.Cause(ctx))
 }
 
