@@ -23,11 +23,10 @@ import (
 
 // Values of the "status" and "message" fields.
 const (
-	statusOK          = "ok"
-	statusError       = "error"
-	messageComplete   = "roster update complete"
-	messageAllFailed  = "roster update failed for all users"
-	maxQuotedNameRune = 64
+	statusOK         = "ok"
+	statusError      = "error"
+	messageComplete  = "roster update complete"
+	messageAllFailed = "roster update failed for all users"
 )
 
 // StatusResponse is the body of GET /healthz and of a ready GET /readyz.
@@ -200,7 +199,9 @@ func badRequest(err error) *echo.HTTPError {
 // routes on the raw path when the URL has one (it is set only when the
 // client's encoding differs from Go's default, e.g. "%2F" or lowercase hex),
 // and then leaves parameters encoded; otherwise the parameter comes from the
-// already decoded path and must not be decoded twice.
+// already decoded path and must not be decoded twice. net/http refuses a
+// request line with an invalid escape, so the error is for other callers of
+// the handler; its text quotes only the bad escape, never the whole name.
 func pathUser(c echo.Context) (string, error) {
 	v := c.Param("user")
 	if c.Request().URL.RawPath == "" {
@@ -208,7 +209,7 @@ func pathUser(c echo.Context) (string, error) {
 	}
 	u, err := url.PathUnescape(v)
 	if err != nil {
-		return "", fmt.Errorf("invalid percent-encoding in username %s: %w", quoteShort(v), err)
+		return "", fmt.Errorf("invalid percent-encoding in username: %w", err)
 	}
 	return u, nil
 }
@@ -310,14 +311,6 @@ func (s *Server) normalise(names []string) ([]string, error) {
 		users = append(users, u)
 	}
 	return users, nil
-}
-
-// quoteShort quotes s for a message, cut to maxQuotedNameRune runes.
-func quoteShort(s string) string {
-	if utf8.RuneCountInString(s) <= maxQuotedNameRune {
-		return fmt.Sprintf("%q", s)
-	}
-	return fmt.Sprintf("%q…", string([]rune(s)[:maxQuotedNameRune]))
 }
 
 // refreshContext derives the context of one refresh request: it ends with
