@@ -38,6 +38,7 @@ type fakeSyncer struct {
 	panicUser   string
 	inflight    int
 	maxInflight int
+	causes      []error // why the contexts of Syncs that waited for release ended
 }
 
 func (f *fakeSyncer) Ready() error {
@@ -70,6 +71,9 @@ func (f *fakeSyncer) Sync(ctx context.Context, user string) rostersync.Result {
 		select {
 		case <-release:
 		case <-ctx.Done():
+			f.mu.Lock()
+			f.causes = append(f.causes, context.Cause(ctx))
+			f.mu.Unlock()
 			return rostersync.Result{User: user, Err: fmt.Errorf("sync %s: %w", user, ctx.Err())}
 		}
 	}

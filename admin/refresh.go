@@ -314,17 +314,11 @@ func (s *Server) normalise(names []string) ([]string, error) {
 }
 
 // refreshContext derives the context of one refresh request: it ends with
-// the request, after RequestTimeout, or when a shutdown runs out of time.
+// the request, after RequestTimeout, or, as every request served by Run
+// does, when Run's grace period runs out (cause errShuttingDown).
 func (s *Server) refreshContext(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(parent)
-	stop := context.AfterFunc(s.abortCtx, func() { cancel(context.Cause(s.abortCtx)) })
-	ctx, cancelTimeout := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout,
+	return context.WithTimeoutCause(parent, s.cfg.RequestTimeout,
 		fmt.Errorf("refresh took longer than the request timeout of %s", s.cfg.RequestTimeout))
-	return ctx, func() {
-		cancelTimeout()
-		stop()
-		cancel(context.Canceled)
-	}
 }
 
 // syncAll syncs users, at most Concurrency at once, and returns their

@@ -48,6 +48,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -69,6 +70,9 @@ const (
 	DefaultConcurrency = 8
 	// DefaultRequestTimeout bounds one refresh request.
 	DefaultRequestTimeout = 5 * time.Minute
+	// DefaultShutdownGrace bounds the wait for in-flight requests when Run
+	// stops.
+	DefaultShutdownGrace = 30 * time.Second
 )
 
 // Timeouts of the HTTP server. The write timeout is RequestTimeout plus
@@ -86,8 +90,8 @@ const (
 // adminPrefix is the path prefix guarded by the bearer token.
 const adminPrefix = "/roster_admin"
 
-// errShuttingDown cancels in-flight refreshes when a graceful Shutdown runs
-// out of time.
+// errShuttingDown cancels in-flight refreshes when Run's grace period runs
+// out.
 var errShuttingDown = errors.New("server shutting down")
 
 // Messages of the 403 answers to browser requests (see the package doc).
@@ -144,6 +148,11 @@ type Config struct {
 	// DefaultRequestTimeout. Users not synced when it ends fail with
 	// "request cancelled".
 	RequestTimeout time.Duration
+	// ShutdownGrace is how long Run waits for in-flight requests once its
+	// context ends; default DefaultShutdownGrace. Refreshes still running
+	// then are cancelled: their users not synced yet fail with
+	// "request cancelled: server shutting down".
+	ShutdownGrace time.Duration
 	// TLSCertFile and TLSKeyFile, when both set, make the listener serve
 	// HTTPS with this PEM certificate and key. Set both or neither.
 	TLSCertFile, TLSKeyFile string
@@ -161,10 +170,14 @@ type Server struct {
 	tlsConfig *tls.Config
 	// crossOrigin holds the rules for refusing cross-origin requests.
 	crossOrigin *http.CrossOriginProtection
-	// abortCtx ends when a graceful shutdown ran out of time; it cancels
-	// in-flight refreshes.
+	// abortCtx ends when Run's grace period ran out. The contexts of the
+	// requests Run serves derive from it, so it cancels in-flight refreshes
+	// at once, with errShuttingDown as their cause.
 	abortCtx context.Context
 	abort    context.CancelCauseFunc
+	// handling is read-locked while a served request is handled, so that
+	// Run can wait for the requests it cancelled by write-locking it.
+	handling sync.RWMutex
 }
 
 // New validates cfg, fills in defaults and builds the server. It refuses a
@@ -229,6 +242,9 @@ func (c *Config) setDefaults() error {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
 	switch {
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("admin: max body bytes must not be negative, got %d", c.MaxBodyBytes)
@@ -238,6 +254,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("admin: concurrency must not be negative, got %d", c.Concurrency)
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("admin: request timeout must not be negative, got %s", c.RequestTimeout)
+	case c.ShutdownGrace < 0:
+		return fmt.Errorf("admin: shutdown grace must not be negative, got %s", c.ShutdownGrace)
 	}
 	return nil
 }
@@ -295,7 +313,11 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HTTPErrorHandler = s.handleError
 
 	hs := e.Server
-	hs.Handler = e
+	hs.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.handling.RLock()
+		defer s.handling.RUnlock()
+		e.ServeHTTP(w, r)
+	})
 	hs.ReadHeaderTimeout = readHeaderTimeout
 	hs.ReadTimeout = readTimeout
 	hs.WriteTimeout = s.cfg.RequestTimeout + writeTimeoutSlack
@@ -303,6 +325,7 @@ func (s *Server) newEcho() *echo.Echo {
 	hs.MaxHeaderBytes = maxHeaderBytes
 	hs.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	hs.TLSConfig = s.tlsConfig // ServeTLS clones it
+	hs.BaseContext = func(net.Listener) context.Context { return s.abortCtx }
 
 	e.Use(s.observe)
 	e.Use(s.recoverPanic())
@@ -329,35 +352,56 @@ func (s *Server) Mount(path string, h http.Handler) {
 	s.echo.GET(path, echo.WrapHandler(h))
 }
 
-// Serve answers requests on ln (over TLS when configured) until Shutdown.
-// It returns nil after Shutdown, else the error that stopped it.
-func (s *Server) Serve(ln net.Listener) error {
-	var err error
-	if s.tlsConfig != nil {
-		err = s.echo.Server.ServeTLS(ln, "", "")
-	} else {
-		err = s.echo.Server.Serve(ln)
+// Run answers requests on ln (over TLS when configured) until ctx ends,
+// then stops gracefully: it closes ln and waits up to ShutdownGrace for the
+// requests in flight. When the grace runs out, it cancels the refreshes
+// still running (their users not synced yet fail with "request cancelled:
+// server shutting down"), closes the connections, waits for the handlers to
+// return and reports the lapse as an error wrapping
+// context.DeadlineExceeded. It returns nil after a clean stop. If serving ln
+// fails, Run stops the same way at once and returns that error. Call it
+// once.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	served := make(chan error, 1)
+	go func() {
+		if s.tlsConfig != nil {
+			served <- s.echo.Server.ServeTLS(ln, "", "")
+		} else {
+			served <- s.echo.Server.Serve(ln)
+		}
+	}()
+	select {
+	case <-ctx.Done():
+	case err := <-served: // ln failed
+		served <- err
 	}
-	if !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("admin: serve: %w", err)
+	stopErr := s.stop()
+	err := <-served
+	if errors.Is(err, http.ErrServerClosed) {
+		return stopErr
 	}
-	return nil
+	return errors.Join(fmt.Errorf("admin: serve: %w", err), stopErr)
 }
 
-// Shutdown stops the server gracefully: it stops accepting connections and
-// waits for in-flight requests to finish. If ctx ends first, it cancels the
-// in-flight refreshes (their waiting users fail with "request cancelled"),
-// closes the remaining connections and returns the context's error.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.echo.Shutdown(ctx)
+// stop shuts the HTTP server down within ShutdownGrace, then cancels what
+// is left (see Run).
+func (s *Server) stop() error {
+	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	err := s.echo.Server.Shutdown(grace)
 	if err == nil {
 		return nil
 	}
 	s.abort(errShuttingDown)
-	if cerr := s.echo.Close(); cerr != nil {
+	if cerr := s.echo.Server.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
-	return fmt.Errorf("admin: shutdown: %w", err)
+	// Wait for the handlers, which return soon now (Syncer.Sync must return
+	// soon after its context ends).
+	s.handling.Lock()
+	//lint:ignore SA2001 the critical section is empty: Lock waits for the handlers' read locks
+	s.handling.Unlock()
+	return fmt.Errorf("admin: shutdown: requests still running after %s were cancelled: %w", s.cfg.ShutdownGrace, err)
 }
 
 // observe reports each request to the Observer. It hands errors to the
