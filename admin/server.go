@@ -99,7 +99,7 @@ const (
 	msgCrossOrigin = "cross-origin request refused: web pages may not call /roster_admin " +
 		"(Sec-Fetch-Site or Origin names another site)"
 	msgForeignHost = "request refused: without admin.token the API answers only requests " +
-		"to a loopback name (localhost, 127.0.0.1, [::1]); the Host header names another"
+		"whose Host is a loopback name (localhost, 127.0.0.0/8, [::1])"
 )
 
 // Syncer is what the API needs from the component.
