@@ -7,7 +7,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"roster-sidecar/rostersync"
@@ -30,6 +33,16 @@ func (failingSyncer) Sync(_ context.Context, user string) rostersync.Result {
 	return rostersync.Result{User: user, Added: 1}
 }
 
+// countingSyncer counts Sync calls; every sync succeeds.
+type countingSyncer struct{ n atomic.Int64 }
+
+func (*countingSyncer) Ready() error { return nil }
+
+func (c *countingSyncer) Sync(_ context.Context, user string) rostersync.Result {
+	c.n.Add(1)
+	return rostersync.Result{User: user, Added: 1}
+}
+
 func FuzzRefreshBody(f *testing.F) {
 	for _, seed := range []string{
 		``, ` `, `[]`, `["john"]`, `["john","aaron"]`, `["John","john@example.test"]`, `["x1","x2"]`,
@@ -48,7 +61,9 @@ func FuzzRefreshBody(f *testing.F) {
 			srv = notReady
 		}
 		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/roster_admin/refresh", bytes.NewReader(body)))
+		req := httptest.NewRequest(http.MethodPost, "/roster_admin/refresh", bytes.NewReader(body))
+		req.Host = testHost
+		srv.Handler().ServeHTTP(rec, req)
 
 		switch rec.Code {
 		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusServiceUnavailable:
@@ -80,6 +95,88 @@ func FuzzRefreshBody(f *testing.F) {
 		}
 		if rec.Code == http.StatusOK && answer.Updated+answer.Errors != len(answer.Results) {
 			t.Fatalf("counts do not add up in %q", rec.Body)
+		}
+	})
+}
+
+// FuzzBrowserGuard sends refreshes with any Host, Origin and Sec-Fetch-Site
+// to a server without a token. A refused request (403) must not reach the
+// Syncer; an accepted one must have a Host that net/url reads as a loopback
+// name with an optional numeric port, and no Sec-Fetch-Site or Origin that
+// names another site.
+func FuzzBrowserGuard(f *testing.F) {
+	for _, seed := range []struct {
+		get                bool
+		host, origin, site string
+	}{
+		{false, "127.0.0.1:5380", "", ""},
+		{true, "localhost:5380", "", ""},
+		{true, "[::1]:5380", "", "none"},
+		{false, "127.0.0.1:5380", "http://127.0.0.1:5380", "same-origin"},
+		{false, "127.0.0.1:5380", "https://evil.example", "cross-site"},
+		{true, "127.0.0.1:5380", "", "cross-site"},
+		{true, "127.0.0.1:5380", "", "same-site"},
+		{false, "127.0.0.1:5380", "null", ""},
+		{false, "127.0.0.1:5380", "http://127.0.0.1:8080", ""},
+		{false, "evil.example:5380", "http://evil.example:5380", "same-origin"},
+		{true, "127.0.0.1:5380.evil.example", "", ""},
+		{true, "[::ffff:127.0.0.1]", "", ""},
+		{true, "[::1%25lo]:5380", "", ""},
+		{true, "localhost.", "", ""},
+		{true, "", "", ""},
+	} {
+		f.Add(seed.get, seed.host, seed.origin, seed.site)
+	}
+	syncer := &countingSyncer{}
+	srv := newServer(f, Config{}, syncer)
+	f.Fuzz(func(t *testing.T, get bool, host, origin, site string) {
+		before := syncer.n.Load()
+		req := httptest.NewRequest(http.MethodPost, "/roster_admin/refresh", strings.NewReader(`["alice"]`))
+		if get {
+			req = httptest.NewRequest(http.MethodGet, "/roster_admin/refresh/alice", nil)
+		}
+		req.Host = host
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if site != "" {
+			req.Header.Set("Sec-Fetch-Site", site)
+		}
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+
+		synced := syncer.n.Load() - before
+		if rec.Code == http.StatusForbidden {
+			if synced != 0 {
+				t.Fatalf("refused, yet synced %d users", synced)
+			}
+			return
+		}
+		if rec.Code != http.StatusOK || synced != 1 {
+			t.Fatalf("status %d, %d users synced: %s", rec.Code, synced, rec.Body)
+		}
+		if site != "" && site != "same-origin" && site != "none" {
+			t.Fatalf("accepted Sec-Fetch-Site %q", site)
+		}
+		if site == "" && origin != "" {
+			if u, err := url.Parse(origin); err != nil || u.Host != host {
+				t.Fatalf("accepted Origin %q for Host %q", origin, host)
+			}
+		}
+		if host == "" {
+			return // HTTP/1.0 without Host: no browser sends that
+		}
+		u, err := url.Parse("http://" + host + "/")
+		// net/url decodes an IPv6 zone's "%25".
+		if err != nil || u.Host != strings.ReplaceAll(host, "%25", "%") || strings.Trim(u.Port(), "0123456789") != "" {
+			t.Fatalf("accepted Host %q, which is not host[:port] (%v)", host, err)
+		}
+		name := u.Hostname()
+		if !strings.EqualFold(name, "localhost") {
+			ip, err := netip.ParseAddr(name)
+			if err != nil || !ip.Unmap().IsLoopback() {
+				t.Fatalf("accepted Host %q, whose name %q is not loopback", host, name)
+			}
 		}
 	})
 }

@@ -38,6 +38,7 @@ type fakeSyncer struct {
 	panicUser   string
 	inflight    int
 	maxInflight int
+	causes      []error // why the contexts of Syncs that waited for release ended
 }
 
 func (f *fakeSyncer) Ready() error {
@@ -70,6 +71,9 @@ func (f *fakeSyncer) Sync(ctx context.Context, user string) rostersync.Result {
 		select {
 		case <-release:
 		case <-ctx.Done():
+			f.mu.Lock()
+			f.causes = append(f.causes, context.Cause(ctx))
+			f.mu.Unlock()
 			return rostersync.Result{User: user, Err: fmt.Errorf("sync %s: %w", user, ctx.Err())}
 		}
 	}
@@ -115,7 +119,12 @@ func (r response) json(tb testing.TB) map[string]any {
 	return m
 }
 
-// do sends one request through the server's handler.
+// testHost is the Host of the test requests unless they set one: the
+// default listen address, as curl sends it.
+const testHost = DefaultListen
+
+// do sends one request through the server's handler. header holds name,
+// value pairs; a "Host" pair sets the request's Host.
 func do(tb testing.TB, srv *Server, method, target string, body io.Reader, header ...string) response {
 	tb.Helper()
 	return doCtx(tb, context.Background(), srv, method, target, body, header...)
@@ -124,7 +133,12 @@ func do(tb testing.TB, srv *Server, method, target string, body io.Reader, heade
 func doCtx(tb testing.TB, ctx context.Context, srv *Server, method, target string, body io.Reader, header ...string) response {
 	tb.Helper()
 	req := httptest.NewRequestWithContext(ctx, method, target, body)
+	req.Host = testHost
 	for i := 0; i+1 < len(header); i += 2 {
+		if http.CanonicalHeaderKey(header[i]) == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	rec := httptest.NewRecorder()

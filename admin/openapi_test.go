@@ -231,6 +231,8 @@ func openAPIProbes() []probe {
 	}
 	blocking := func() *fakeSyncer { return &fakeSyncer{release: make(chan struct{})} }
 	auth := []string{"Authorization", "Bearer " + token}
+	crossSite := []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}
+	foreignHost := []string{"Host", "evil.example:5380"}
 
 	var ps []probe
 	add := func(p probe) { ps = append(ps, p) }
@@ -238,6 +240,8 @@ func openAPIProbes() []probe {
 	add(probe{method: "POST", path: bulk, code: 200, target: bulk, body: `[]`})
 	add(probe{method: "POST", path: bulk, code: 400, target: bulk, body: `{"john":true}`})
 	add(probe{method: "POST", path: bulk, code: 401, target: bulk, body: `["john"]`, cfg: Config{Token: token}})
+	add(probe{method: "POST", path: bulk, code: 403, target: bulk, body: `["john"]`, header: crossSite})
+	add(probe{method: "POST", path: bulk, code: 403, target: bulk, body: `["john"]`, header: foreignHost})
 	add(probe{method: "POST", path: bulk, code: 413, target: bulk, body: `["` + strings.Repeat("a", 64) + `"]`, cfg: Config{MaxBodyBytes: 16}})
 	add(probe{method: "POST", path: bulk, code: 500, target: bulk, body: `["john"]`, syncer: panicking()})
 	add(probe{method: "POST", path: bulk, code: 503, target: bulk, body: `["john","aaron"]`, syncer: notReady()})
@@ -245,6 +249,8 @@ func openAPIProbes() []probe {
 		add(probe{method: m, path: one, code: 200, target: "/roster_admin/refresh/john", syncer: skipping(), header: auth, cfg: Config{Token: token}})
 		add(probe{method: m, path: one, code: 400, target: "/roster_admin/refresh/a%20b"})
 		add(probe{method: m, path: one, code: 401, target: "/roster_admin/refresh/john", header: []string{"Authorization", "Bearer wrong"}, cfg: Config{Token: token}})
+		add(probe{method: m, path: one, code: 403, target: "/roster_admin/refresh/john", header: crossSite})
+		add(probe{method: m, path: one, code: 403, target: "/roster_admin/refresh/john", header: foreignHost})
 		add(probe{method: m, path: one, code: 500, target: "/roster_admin/refresh/john", syncer: panicking()})
 		add(probe{method: m, path: one, code: 502, target: "/roster_admin/refresh/john", syncer: failing()})
 		add(probe{method: m, path: one, code: 503, target: "/roster_admin/refresh/john", syncer: notReady()})
@@ -256,6 +262,9 @@ func openAPIProbes() []probe {
 	add(probe{method: "GET", path: "/readyz", code: 503, target: "/readyz", syncer: notReady()})
 	add(probe{method: "GET", path: "/metrics", code: 200, target: "/metrics", cfg: Config{Token: token}})
 	add(probe{method: "GET", path: "/openapi.yaml", code: 200, target: "/openapi.yaml", cfg: Config{Token: token}})
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/openapi.yaml"} {
+		add(probe{method: "GET", path: path, code: 403, target: path, header: foreignHost})
+	}
 	return ps
 }
 

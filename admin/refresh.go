@@ -10,11 +10,12 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/errgroup"
 
 	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
@@ -22,11 +23,10 @@ import (
 
 // Values of the "status" and "message" fields.
 const (
-	statusOK          = "ok"
-	statusError       = "error"
-	messageComplete   = "roster update complete"
-	messageAllFailed  = "roster update failed for all users"
-	maxQuotedNameRune = 64
+	statusOK         = "ok"
+	statusError      = "error"
+	messageComplete  = "roster update complete"
+	messageAllFailed = "roster update failed for all users"
 )
 
 // StatusResponse is the body of GET /healthz and of a ready GET /readyz.
@@ -199,7 +199,9 @@ func badRequest(err error) *echo.HTTPError {
 // routes on the raw path when the URL has one (it is set only when the
 // client's encoding differs from Go's default, e.g. "%2F" or lowercase hex),
 // and then leaves parameters encoded; otherwise the parameter comes from the
-// already decoded path and must not be decoded twice.
+// already decoded path and must not be decoded twice. net/http refuses a
+// request line with an invalid escape, so the error is for other callers of
+// the handler; its text quotes only the bad escape, never the whole name.
 func pathUser(c echo.Context) (string, error) {
 	v := c.Param("user")
 	if c.Request().URL.RawPath == "" {
@@ -207,7 +209,7 @@ func pathUser(c echo.Context) (string, error) {
 	}
 	u, err := url.PathUnescape(v)
 	if err != nil {
-		return "", fmt.Errorf("invalid percent-encoding in username %s: %w", quoteShort(v), err)
+		return "", fmt.Errorf("invalid percent-encoding in username: %w", err)
 	}
 	return u, nil
 }
@@ -311,26 +313,12 @@ func (s *Server) normalise(names []string) ([]string, error) {
 	return users, nil
 }
 
-// quoteShort quotes s for a message, cut to maxQuotedNameRune runes.
-func quoteShort(s string) string {
-	if utf8.RuneCountInString(s) <= maxQuotedNameRune {
-		return fmt.Sprintf("%q", s)
-	}
-	return fmt.Sprintf("%q…", string([]rune(s)[:maxQuotedNameRune]))
-}
-
 // refreshContext derives the context of one refresh request: it ends with
-// the request, after RequestTimeout, or when a shutdown runs out of time.
+// the request, after RequestTimeout, or, as every request served by Run
+// does, when Run's grace period runs out (cause errShuttingDown).
 func (s *Server) refreshContext(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(parent)
-	stop := context.AfterFunc(s.abortCtx, func() { cancel(context.Cause(s.abortCtx)) })
-	ctx, cancelTimeout := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout,
+	return context.WithTimeoutCause(parent, s.cfg.RequestTimeout,
 		fmt.Errorf("refresh took longer than the request timeout of %s", s.cfg.RequestTimeout))
-	return ctx, func() {
-		cancelTimeout()
-		stop()
-		cancel(context.Canceled)
-	}
 }
 
 // syncAll syncs users, at most Concurrency at once, and returns their
@@ -338,33 +326,29 @@ func (s *Server) refreshContext(parent context.Context) (context.Context, contex
 // "request cancelled". It returns when every started Sync has returned.
 func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
 	results := make([]UserResult, len(users))
-	sem := make(chan struct{}, s.cfg.Concurrency)
-	var wg sync.WaitGroup
+	var notSynced atomic.Int64
+	var g errgroup.Group
+	g.SetLimit(s.cfg.Concurrency)
 	for i, user := range users {
-		if err := acquire(ctx, sem); err != nil {
-			for j := i; j < len(users); j++ {
-				results[j] = failed(users[j], err)
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				notSynced.Add(1)
+				results[i] = failed(user, cancelled(ctx))
+				return nil
 			}
-			s.log.Warn("admin: refresh cut short", "users_not_synced", len(users)-i, "error", err)
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
 			results[i] = toUserResult(user, s.syncOne(ctx, user))
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait() // the goroutines report in results, never an error
+	if n := notSynced.Load(); n > 0 {
+		s.log.Warn("admin: refresh cut short", "users_not_synced", n, "error", cancelled(ctx))
+	}
 	return results
 }
 
-func acquire(ctx context.Context, sem chan struct{}) error {
-	if ctx.Err() == nil {
-		select {
-		case sem <- struct{}{}:
-			return nil
-		case <-ctx.Done():
-		}
-	}
+// cancelled is the error of a user not synced because ctx ended.
+func cancelled(ctx context.Context) error {
 	return fmt.Errorf("request cancelled: %w", context.Cause(ctx))
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -214,6 +215,22 @@ func TestRefreshUserErrors(t *testing.T) {
 				assert.Zero(t, readyCalls)
 			})
 		}
+	})
+	t.Run("invalid percent-encoding", func(t *testing.T) {
+		// net/http answers 400 itself to such a request line; a handler
+		// can still be given one.
+		f := &fakeSyncer{}
+		srv := newServer(t, Config{}, f)
+		req := httptest.NewRequest(http.MethodGet, "/roster_admin/refresh/x", nil)
+		req.Host = testHost
+		req.URL.RawPath = "/roster_admin/refresh/" + strings.Repeat("é", 100) + "%zz"
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		requireJSON(t, response{code: rec.Code, header: rec.Header(), body: rec.Body.String()}, http.StatusBadRequest,
+			`{"status":"error","message":"invalid percent-encoding in username: invalid URL escape \"%zz\""}`)
+		calls, readyCalls, _, _ := f.snapshot()
+		assert.Empty(t, calls)
+		assert.Zero(t, readyCalls)
 	})
 	t.Run("empty username", func(t *testing.T) {
 		srv := newServer(t, Config{}, &fakeSyncer{})

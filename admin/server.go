@@ -13,6 +13,27 @@
 // answer but the OpenAPI document is JSON; every error, including unknown
 // routes (404), wrong methods (405) and recovered panics (500), has the body
 // {"status":"error","message":"..."}.
+//
+// # Browsers
+//
+// The API listens on loopback without a token by default, where every web
+// page open in a browser on the same host can send it requests. It refuses
+// them with 403 before anything runs; backends and curl, which send neither
+// Sec-Fetch-Site nor Origin, are not affected:
+//
+//   - Cross-origin requests: under /roster_admin (every method, GET
+//     included, since GET /roster_admin/refresh/:user refreshes), a request
+//     whose Sec-Fetch-Site is cross-site or same-site (or unknown), or, without
+//     Sec-Fetch-Site, whose Origin does not match its Host. Same-origin
+//     requests and typed URLs (Sec-Fetch-Site: none) pass. These are the
+//     rules of [http.CrossOriginProtection], applied to GET, HEAD and
+//     OPTIONS too. The read-only routes (/healthz, /readyz, /metrics,
+//     /openapi.yaml) answer any page, whose scripts cannot read the answers.
+//   - DNS rebinding: without a token, every route answers only requests
+//     whose Host is a loopback name (localhost, 127.0.0.0/8 or [::1], with
+//     or without a port, or no Host at all), so a page whose own name was
+//     made to resolve to 127.0.0.1 can neither refresh nor read anything.
+//     With a token any Host is served: the token protects the refreshes.
 package admin
 
 import (
@@ -25,11 +46,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 
 	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
@@ -47,6 +70,9 @@ const (
 	DefaultConcurrency = 8
 	// DefaultRequestTimeout bounds one refresh request.
 	DefaultRequestTimeout = 5 * time.Minute
+	// DefaultShutdownGrace bounds the wait for in-flight requests when Run
+	// stops.
+	DefaultShutdownGrace = 30 * time.Second
 )
 
 // Timeouts of the HTTP server. The write timeout is RequestTimeout plus
@@ -57,14 +83,24 @@ const (
 	idleTimeout       = 2 * time.Minute
 	writeTimeoutSlack = 30 * time.Second
 	maxHeaderBytes    = 64 << 10
+	// maxPanicStack bounds the stack logged with a recovered panic.
+	maxPanicStack = 64 << 10
 )
 
 // adminPrefix is the path prefix guarded by the bearer token.
 const adminPrefix = "/roster_admin"
 
-// errShuttingDown cancels in-flight refreshes when a graceful Shutdown runs
-// out of time.
+// errShuttingDown cancels in-flight refreshes when Run's grace period runs
+// out.
 var errShuttingDown = errors.New("server shutting down")
+
+// Messages of the 403 answers to browser requests (see the package doc).
+const (
+	msgCrossOrigin = "cross-origin request refused: web pages may not call /roster_admin " +
+		"(Sec-Fetch-Site or Origin names another site)"
+	msgForeignHost = "request refused: without admin.token the API answers only requests " +
+		"whose Host is a loopback name (localhost, 127.0.0.0/8, [::1])"
+)
 
 // Syncer is what the API needs from the component.
 type Syncer interface {
@@ -112,6 +148,11 @@ type Config struct {
 	// DefaultRequestTimeout. Users not synced when it ends fail with
 	// "request cancelled".
 	RequestTimeout time.Duration
+	// ShutdownGrace is how long Run waits for in-flight requests once its
+	// context ends; default DefaultShutdownGrace. Refreshes still running
+	// then are cancelled: their users not synced yet fail with
+	// "request cancelled: server shutting down".
+	ShutdownGrace time.Duration
 	// TLSCertFile and TLSKeyFile, when both set, make the listener serve
 	// HTTPS with this PEM certificate and key. Set both or neither.
 	TLSCertFile, TLSKeyFile string
@@ -127,10 +168,16 @@ type Server struct {
 	echo      *echo.Echo
 	tokenHash [sha256.Size]byte
 	tlsConfig *tls.Config
-	// abortCtx ends when a graceful shutdown ran out of time; it cancels
-	// in-flight refreshes.
+	// crossOrigin holds the rules for refusing cross-origin requests.
+	crossOrigin *http.CrossOriginProtection
+	// abortCtx ends when Run's grace period ran out. The contexts of the
+	// requests Run serves derive from it, so it cancels in-flight refreshes
+	// at once, with errShuttingDown as their cause.
 	abortCtx context.Context
 	abort    context.CancelCauseFunc
+	// handling is read-locked while a served request is handled, so that
+	// Run can wait for the requests it cancelled by write-locking it.
+	handling sync.RWMutex
 }
 
 // New validates cfg, fills in defaults and builds the server. It refuses a
@@ -158,10 +205,11 @@ func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("refusing to listen on %s without admin.token", cfg.Listen)
 	}
 	srv := &Server{
-		cfg:       cfg,
-		syncer:    s,
-		log:       log,
-		tokenHash: sha256.Sum256([]byte(cfg.Token)),
+		cfg:         cfg,
+		syncer:      s,
+		log:         log,
+		tokenHash:   sha256.Sum256([]byte(cfg.Token)),
+		crossOrigin: http.NewCrossOriginProtection(),
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("admin: set both admin.tls_cert_file and admin.tls_key_file, or neither")
@@ -194,6 +242,9 @@ func (c *Config) setDefaults() error {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
 	switch {
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("admin: max body bytes must not be negative, got %d", c.MaxBodyBytes)
@@ -203,6 +254,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("admin: concurrency must not be negative, got %d", c.Concurrency)
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("admin: request timeout must not be negative, got %s", c.RequestTimeout)
+	case c.ShutdownGrace < 0:
+		return fmt.Errorf("admin: shutdown grace must not be negative, got %s", c.ShutdownGrace)
 	}
 	return nil
 }
@@ -215,12 +268,42 @@ func isLoopback(addr string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("admin: invalid listen address %q: %w", addr, err)
 	}
+	return loopbackName(host), nil
+}
+
+// loopbackName reports whether host (without port or brackets) is
+// "localhost" in any case or a loopback address, with or without an IPv6
+// zone. Names are not resolved.
+func loopbackName(host string) bool {
 	if strings.EqualFold(host, "localhost") {
-		return true, nil
+		return true
 	}
-	host, _, _ = strings.Cut(host, "%") // IPv6 zone
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// loopbackHost reports whether a request's Host header names a loopback
+// host: a loopback name as loopbackName reports it, with an optional
+// numeric port, IPv6 addresses in brackets. An empty Host (HTTP/1.0 without
+// one; browsers always send it) counts as loopback.
+func loopbackHost(hostport string) bool {
+	if hostport == "" {
+		return true
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil { // no port
+		host, port = hostport, ""
+		if b, ok := strings.CutPrefix(host, "["); ok {
+			if host, ok = strings.CutSuffix(b, "]"); !ok {
+				return false
+			}
+		} else if strings.Contains(host, ":") {
+			return false // an IPv6 address must be in brackets
+		}
+	} else if port == "" || strings.Trim(port, "0123456789") != "" {
+		return false
+	}
+	return loopbackName(host)
 }
 
 func (s *Server) newEcho() *echo.Echo {
@@ -230,7 +313,11 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HTTPErrorHandler = s.handleError
 
 	hs := e.Server
-	hs.Handler = e
+	hs.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.handling.RLock()
+		defer s.handling.RUnlock()
+		e.ServeHTTP(w, r)
+	})
 	hs.ReadHeaderTimeout = readHeaderTimeout
 	hs.ReadTimeout = readTimeout
 	hs.WriteTimeout = s.cfg.RequestTimeout + writeTimeoutSlack
@@ -238,9 +325,12 @@ func (s *Server) newEcho() *echo.Echo {
 	hs.MaxHeaderBytes = maxHeaderBytes
 	hs.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	hs.TLSConfig = s.tlsConfig // ServeTLS clones it
+	hs.BaseContext = func(net.Listener) context.Context { return s.abortCtx }
 
 	e.Use(s.observe)
-	e.Use(s.recoverPanic)
+	e.Use(s.recoverPanic())
+	e.Use(s.refuseForeignHost)
+	e.Use(s.refuseCrossOrigin)
 	e.Use(s.authenticate)
 
 	e.POST(adminPrefix+"/refresh", s.handleRefresh)
@@ -262,35 +352,56 @@ func (s *Server) Mount(path string, h http.Handler) {
 	s.echo.GET(path, echo.WrapHandler(h))
 }
 
-// Serve answers requests on ln (over TLS when configured) until Shutdown.
-// It returns nil after Shutdown, else the error that stopped it.
-func (s *Server) Serve(ln net.Listener) error {
-	var err error
-	if s.tlsConfig != nil {
-		err = s.echo.Server.ServeTLS(ln, "", "")
-	} else {
-		err = s.echo.Server.Serve(ln)
+// Run answers requests on ln (over TLS when configured) until ctx ends,
+// then stops gracefully: it closes ln and waits up to ShutdownGrace for the
+// requests in flight. When the grace runs out, it cancels the refreshes
+// still running (their users not synced yet fail with "request cancelled:
+// server shutting down"), closes the connections, waits for the handlers to
+// return and reports the lapse as an error wrapping
+// context.DeadlineExceeded. It returns nil after a clean stop. If serving ln
+// fails, Run stops the same way at once and returns that error. Call it
+// once.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	served := make(chan error, 1)
+	go func() {
+		if s.tlsConfig != nil {
+			served <- s.echo.Server.ServeTLS(ln, "", "")
+		} else {
+			served <- s.echo.Server.Serve(ln)
+		}
+	}()
+	select {
+	case <-ctx.Done():
+	case err := <-served: // ln failed
+		served <- err
 	}
-	if !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("admin: serve: %w", err)
+	stopErr := s.stop()
+	err := <-served
+	if errors.Is(err, http.ErrServerClosed) {
+		return stopErr
 	}
-	return nil
+	return errors.Join(fmt.Errorf("admin: serve: %w", err), stopErr)
 }
 
-// Shutdown stops the server gracefully: it stops accepting connections and
-// waits for in-flight requests to finish. If ctx ends first, it cancels the
-// in-flight refreshes (their waiting users fail with "request cancelled"),
-// closes the remaining connections and returns the context's error.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.echo.Shutdown(ctx)
+// stop shuts the HTTP server down within ShutdownGrace, then cancels what
+// is left (see Run).
+func (s *Server) stop() error {
+	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	err := s.echo.Server.Shutdown(grace)
 	if err == nil {
 		return nil
 	}
 	s.abort(errShuttingDown)
-	if cerr := s.echo.Close(); cerr != nil {
+	if cerr := s.echo.Server.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
-	return fmt.Errorf("admin: shutdown: %w", err)
+	// Wait for the handlers, which return soon now (Syncer.Sync must return
+	// soon after its context ends).
+	s.handling.Lock()
+	//lint:ignore SA2001 the critical section is empty: Lock waits for the handlers' read locks
+	s.handling.Unlock()
+	return fmt.Errorf("admin: shutdown: requests still running after %s were cancelled: %w", s.cfg.ShutdownGrace, err)
 }
 
 // observe reports each request to the Observer. It hands errors to the
@@ -309,26 +420,70 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// recoverPanic turns a panic of a handler into a 500 answer and logs it.
-// It is Echo's Recover middleware in a few lines, without importing
-// echo/middleware (whose dependencies this module does not carry).
-func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			p := recover()
-			if p == nil {
-				return
-			}
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
+// recoverPanic is Echo's Recover middleware: a panic of a handler (other
+// than http.ErrAbortHandler) is logged with the panicking goroutine's stack
+// and becomes a 500 answer, returned like any other handler error.
+func (s *Server) recoverPanic() echo.MiddlewareFunc {
+	return middleware.RecoverWithConfig(middleware.RecoverConfig{
+		StackSize:           maxPanicStack,
+		DisableStackAll:     true,
+		DisableErrorHandler: true,
+		LogErrorFunc: func(c echo.Context, p error, stack []byte) error {
 			s.log.Error("admin: panic while serving request", "method", c.Request().Method,
-				"path", c.Request().URL.Path, "panic", p, "stack", string(debug.Stack()))
-			err = echo.NewHTTPError(http.StatusInternalServerError, "internal server error").
-				SetInternal(fmt.Errorf("panic: %v", p))
-		}()
+				"path", c.Request().URL.Path, "panic", p, "stack", string(stack))
+			return echo.NewHTTPError(http.StatusInternalServerError, "internal server error").
+				SetInternal(fmt.Errorf("panic: %w", p))
+		},
+	})
+}
+
+// refuseForeignHost answers 403 to a request whose Host is not a loopback
+// name when no token is configured (which New allows on loopback only): a
+// DNS-rebinding page reaches the listener under its own name and must not
+// read or trigger anything.
+func (s *Server) refuseForeignHost(next echo.HandlerFunc) echo.HandlerFunc {
+	if s.cfg.Token != "" {
+		return next
+	}
+	return func(c echo.Context) error {
+		if !loopbackHost(c.Request().Host) {
+			return s.refuse(c, msgForeignHost, "the Host header is not a loopback name")
+		}
 		return next(c)
 	}
+}
+
+// refuseCrossOrigin answers 403 to a cross-origin browser request under
+// /roster_admin, whatever its method: http.CrossOriginProtection's rules,
+// which it applies only to the methods other than GET, HEAD and OPTIONS, are
+// applied to those too (GET /roster_admin/refresh/:user refreshes, and an
+// <img> tag can send it).
+func (s *Server) refuseCrossOrigin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if !underAdmin(r.URL.Path) && !underAdmin(echo.GetPath(r)) {
+			return next(c)
+		}
+		checked := r
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			checked = r.Clone(r.Context())
+			checked.Method = http.MethodPost // judged as the unsafe request it is here
+		}
+		if err := s.crossOrigin.Check(checked); err != nil {
+			return s.refuse(c, msgCrossOrigin, err.Error())
+		}
+		return next(c)
+	}
+}
+
+// refuse logs a request refused before any handler ran and returns the 403
+// error for the error handler. Header values are not logged: they are the
+// sender's, and as long as it likes.
+func (s *Server) refuse(c echo.Context, msg, reason string) error {
+	s.log.Info("admin: request refused", "code", http.StatusForbidden, "method", c.Request().Method,
+		"route", c.Path(), "reason", reason)
+	return echo.NewHTTPError(http.StatusForbidden, msg)
 }
 
 // authenticate demands the bearer token on every /roster_admin path, also

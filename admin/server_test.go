@@ -76,6 +76,7 @@ func TestNewConfigErrors(t *testing.T) {
 		{"negative max users", Config{MaxUsers: -1}, "max users must not be negative"},
 		{"negative body limit", Config{MaxBodyBytes: -1}, "max body bytes must not be negative"},
 		{"negative timeout", Config{RequestTimeout: -time.Second}, "request timeout must not be negative"},
+		{"negative shutdown grace", Config{ShutdownGrace: -time.Second}, "shutdown grace must not be negative"},
 		{"bad user domain", Config{UserDomain: "bad domain@"}, "user domain"},
 	}
 	for _, tt := range tests {
@@ -160,11 +161,20 @@ func TestNotFoundAndMethodNotAllowedAreJSON(t *testing.T) {
 }
 
 func TestPanicIsJSON(t *testing.T) {
-	srv := newServer(t, Config{}, &fakeSyncer{readyPanic: true})
+	var logs bytes.Buffer
+	srv, err := New(Config{UserDomain: testDomain}, &fakeSyncer{readyPanic: true}, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.NoError(t, err)
 	requireJSON(t, do(t, srv, http.MethodGet, "/readyz", nil), http.StatusInternalServerError,
 		`{"status":"error","message":"internal server error"}`)
 	requireJSON(t, refresh(t, srv, `["john"]`), http.StatusInternalServerError,
 		`{"status":"error","message":"internal server error"}`)
+
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	require.Len(t, lines, 2, logs.String())
+	for i, path := range []string{"method=GET path=/readyz", "method=POST path=/roster_admin/refresh"} {
+		assert.Contains(t, lines[i], `level=ERROR msg="admin: panic while serving request" `+path+` panic="ready exploded" stack="goroutine `)
+		assert.Contains(t, lines[i], "(*fakeSyncer).Ready", "the stack shows where it panicked")
+	}
 }
 
 func TestHealthzReadyz(t *testing.T) {
@@ -241,82 +251,156 @@ func TestLogging(t *testing.T) {
 	assert.Contains(t, lines[1], `level=INFO msg="admin: roster refresh" users=3 updated=2 errors=1 duration=`)
 }
 
-// serve starts srv on a loopback listener and returns its address and a
-// channel that yields Serve's result.
-func serve(t *testing.T, srv *Server) (string, <-chan error) {
+// run runs srv on a loopback listener until ctx ends and returns its
+// address and a channel that yields Run's result.
+func run(ctx context.Context, t *testing.T, srv *Server) (string, <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- srv.Run(ctx, ln) }()
 	return ln.Addr().String(), done
 }
 
-func TestServeAndShutdown(t *testing.T) {
-	srv := newServer(t, Config{}, &fakeSyncer{})
-	addr, done := serve(t, srv)
-
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	resp, err := client.Post("http://"+addr+"/roster_admin/refresh/hash%23tag", "", nil)
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.NoError(t, resp.Body.Close())
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-	assert.JSONEq(t, `{"status":"ok","message":"roster update complete","user":"hash#tag","added":1,"updated":0,"removed":0}`,
-		string(body))
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, srv.Shutdown(ctx))
-	require.NoError(t, <-done)
+// requireReturns fails unless done yields within 5 s, and returns the value.
+func requireReturns(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+		return nil
+	}
 }
 
-// A shutdown that runs out of time cancels the refreshes still running.
-func TestShutdownCancelsRefreshes(t *testing.T) {
-	f := &fakeSyncer{release: make(chan struct{})} // never released
-	srv := newServer(t, Config{Concurrency: 1}, f)
-	addr, done := serve(t, srv)
+// answer is the outcome of one HTTP request made in the background.
+type answer struct {
+	code int
+	body string
+	err  error
+}
+
+func post(client *http.Client, url, body string) <-chan answer {
+	ch := make(chan answer, 1)
+	go func() {
+		resp, err := client.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		ch <- answer{code: resp.StatusCode, body: string(b), err: err}
+	}()
+	return ch
+}
+
+func TestRunServesUntilContextEnds(t *testing.T) {
+	srv := newServer(t, Config{}, &fakeSyncer{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, done := run(ctx, t, srv)
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	answered := make(chan struct{})
-	go func() {
-		defer close(answered)
-		resp, err := client.Post("http://"+addr+"/roster_admin/refresh", "application/json", strings.NewReader(`["a","b"]`))
-		if err == nil { // the answer may or may not make it out before the connection closes
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-		}
-	}()
+	a := <-post(client, "http://"+addr+"/roster_admin/refresh/hash%23tag", "")
+	require.NoError(t, a.err)
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	assert.JSONEq(t, `{"status":"ok","message":"roster update complete","user":"hash#tag","added":1,"updated":0,"removed":0}`,
+		a.body)
+
+	cancel()
+	require.NoError(t, requireReturns(t, done))
+	_, err := net.Dial("tcp", addr)
+	require.Error(t, err, "the listener is closed")
+}
+
+// Once the context ends, a refresh in flight finishes and is answered
+// before Run returns nil.
+func TestRunFinishesInFlightRefresh(t *testing.T) {
+	f := &fakeSyncer{release: make(chan struct{})}
+	srv := newServer(t, Config{ShutdownGrace: 5 * time.Second}, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, done := run(ctx, t, srv)
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	answered := post(&http.Client{Transport: tr, Timeout: 5 * time.Second}, "http://"+addr+"/roster_admin/refresh", `["a"]`)
 	require.Eventually(t, func() bool {
 		_, _, inflight, _ := f.snapshot()
 		return inflight == 1
 	}, 5*time.Second, time.Millisecond)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	err := srv.Shutdown(ctx)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.NoError(t, <-done)
+	cancel()
 	select {
-	case <-answered:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the in-flight request did not end")
+	case err := <-done:
+		t.Fatalf("Run returned %v while a refresh was in flight", err)
+	case <-time.After(50 * time.Millisecond):
 	}
+	close(f.release)
+	a := <-answered
+	require.NoError(t, a.err)
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	assert.Contains(t, a.body, `"updated":1`)
+	require.NoError(t, requireReturns(t, done))
+}
+
+// When the grace period runs out, the refreshes still running are
+// cancelled with errShuttingDown as the cause; Run returns once their
+// handlers have, with an error saying so.
+func TestRunCancelsRefreshesAfterGrace(t *testing.T) {
+	f := &fakeSyncer{release: make(chan struct{})} // never released
+	srv := newServer(t, Config{Concurrency: 1, ShutdownGrace: 50 * time.Millisecond}, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, done := run(ctx, t, srv)
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	answered := post(&http.Client{Transport: tr, Timeout: 5 * time.Second}, "http://"+addr+"/roster_admin/refresh", `["a","b"]`)
 	require.Eventually(t, func() bool {
 		_, _, inflight, _ := f.snapshot()
-		return inflight == 0
+		return inflight == 1
 	}, 5*time.Second, time.Millisecond)
+
+	cancel()
+	err := requireReturns(t, done)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "admin: shutdown: requests still running after 50ms were cancelled")
+	calls, _, inflight, _ := f.snapshot()
+	assert.Zero(t, inflight, "Run returns after the handlers")
+	assert.Equal(t, []string{"a"}, calls, "b was never started")
+	f.mu.Lock()
+	assert.Equal(t, []error{errShuttingDown}, f.causes)
+	f.mu.Unlock()
+	a := <-answered // the answer may or may not make it out before the connection closes
+	if a.err == nil {
+		assert.Contains(t, a.body, "request cancelled: server shutting down")
+	}
+}
+
+// A listener that fails stops Run at once with the error.
+func TestRunListenerFails(t *testing.T) {
+	srv := newServer(t, Config{}, &fakeSyncer{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	require.NoError(t, ln.Close())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background(), ln) }()
+	err = requireReturns(t, done)
+	require.ErrorContains(t, err, "admin: serve: ")
+	require.ErrorIs(t, err, net.ErrClosed)
 }
 
 func TestTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSignedCert(t)
 	srv := newServer(t, Config{TLSCertFile: certFile, TLSKeyFile: keyFile}, &fakeSyncer{})
-	addr, done := serve(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, done := run(ctx, t, srv)
 
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	defer tr.CloseIdleConnections()
@@ -329,10 +413,8 @@ func TestTLS(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.JSONEq(t, `{"status":"ok"}`, string(body))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, srv.Shutdown(ctx))
-	require.NoError(t, <-done)
+	cancel()
+	require.NoError(t, requireReturns(t, done))
 }
 
 // selfSignedCert writes a certificate for 127.0.0.1 and its key to files.

@@ -2,25 +2,19 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"time"
 
 	"roster-sidecar/admin"
 	"roster-sidecar/metrics"
 )
 
-// shutdownGrace bounds the wait for in-flight refresh requests on stop.
-const shutdownGrace = 30 * time.Second
-
 // Serve runs the daemon until ctx ends or the server refuses the secret:
 // the XMPP link, the sync engine, the login refresher and the admin API
 // with /metrics. It stops in order: the HTTP API first (in-flight
-// refreshes finish), then the syncs and their pending IQs, then the XMPP
-// stream. version is logged at start.
+// refreshes finish, within admin.DefaultShutdownGrace), then the syncs and
+// their pending IQs, then the XMPP stream. version is logged at start.
 func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) error {
 	m := metrics.New()
 	p, err := Build(cfg, log, m, true)
@@ -37,12 +31,16 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 		return &ConfigError{Key: "admin.listen", Err: err}
 	}
 
-	partsCtx, stopParts := context.WithCancel(ctx)
+	// Neither part's context is ctx: the API stops first, and the parts
+	// must keep running until its in-flight refreshes are done.
+	partsCtx, stopParts := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopParts()
 	partsDone := make(chan error, 1)
 	go func() { partsDone <- p.Run(partsCtx) }()
+	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAPI()
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- api.Serve(ln) }()
+	go func() { apiDone <- api.Run(apiCtx, ln) }()
 	log.Info("roster-sidecar started", "version", version, "admin", ln.Addr().String(), "xmpp", cfg.XMPPAddress, "component", cfg.XMPPDomain, "user_domain", cfg.UserDomain)
 
 	var runErr error
@@ -51,18 +49,14 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 		log.Info("stopping")
 	case runErr = <-partsDone: // only ErrAuth ends the parts on their own
 		partsDone <- nil
-	case err := <-apiDone:
+	case err := <-apiDone: // Run returns early only when its listener fails
 		runErr = fmt.Errorf("admin API: %w", err)
 		apiDone <- nil
 	}
 
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
-	defer cancel()
-	if err := api.Shutdown(shutdownCtx); err != nil {
+	stopAPI()
+	if err := <-apiDone; err != nil {
 		log.Warn("admin API shutdown", "error", err)
-	}
-	if err := <-apiDone; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
-		runErr = fmt.Errorf("admin API: %w", err)
 	}
 	stopParts()
 	<-partsDone
