@@ -11,10 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Environment of the browser test.
@@ -34,7 +35,7 @@ type browserContact struct {
 	Groups []string `json:"groups"`
 }
 
-func browserContacts(cs []Contact) string {
+func browserContacts(cs []harness.Contact) string {
 	out := make([]browserContact, len(cs))
 	for i, c := range cs {
 		out[i] = browserContact{JID: c.JID, Name: c.Name, Groups: c.Groups}
@@ -55,8 +56,7 @@ func browserContacts(cs []Contact) string {
 // It needs chromium, node and e2e/browser/node_modules: run
 // e2e/browser/install.sh (as root) first. Anything missing fails the test.
 func TestBrowserConverseContacts(t *testing.T) {
-	root := repoRoot(t)
-	browserDir := filepath.Join(root, "e2e", "browser")
+	browserDir := harness.RepoFile(t, "e2e", "browser")
 	chromium := os.Getenv(envChromium)
 	if chromium == "" {
 		chromium = defaultChromium
@@ -81,34 +81,35 @@ func TestBrowserConverseContacts(t *testing.T) {
 	if shots == "" {
 		shots = filepath.Join(browserDir, "out")
 	}
-	i := slices.IndexFunc(runners, func(r Runner) bool { return r.Name == "prosody" })
-	if i < 0 {
-		t.Fatal("no prosody runner")
-	}
-	runners[i].Check(t)
+	r, _ := harness.Lookup("prosody")
+	checkRunner(t, r)
 	requireSidecar(t)
 
 	// Prosody with its WebSocket endpoint on a loopback HTTP port.
-	httpPort := freePorts(t, 1)[0]
-	srv := startProsody(t, "prosody-web.cfg.lua", "PROSODY_HTTP_PORT="+strconv.Itoa(httpPort))
+	httpPort := harness.FreePorts(t, 1)[0]
+	r.Options = harness.ServerOptions{
+		ProsodyOverlay: harness.RepoFile(t, "e2e", "testdata", "prosody-web.cfg.lua"),
+		Env:            []string{"PROSODY_HTTP_PORT=" + strconv.Itoa(httpPort)},
+	}
+	srv := r.Start(t)
 	wsURL := "ws://127.0.0.1:" + strconv.Itoa(httpPort) + "/xmpp-websocket"
-	if err := waitFor(context.Background(), srv.Process, 20*time.Second, "prosody HTTP on port "+strconv.Itoa(httpPort),
-		dialCheck("127.0.0.1:"+strconv.Itoa(httpPort))); err != nil {
+	if err := harness.WaitFor(context.Background(), srv.Process, 20*time.Second, "prosody HTTP on port "+strconv.Itoa(httpPort),
+		harness.DialCheck("127.0.0.1:"+strconv.Itoa(httpPort))); err != nil {
 		t.Fatal(err)
 	}
 	const user = "web_alice"
 	srv.CreateUsers(t, user, "web_bob", "web_carol", "web_dave")
 
-	backend := NewBackend(t)
+	backend := harness.NewBackend(t)
 	opts := sidecarOptions(mainPing)
 	// The refresh at login must not apply the "after" roster before the
 	// page has shown the "before" one: the user was synced just before.
 	opts.Env = append(opts.Env, "ROSTER_SIDECAR_SYNC_LOGIN_MIN_INTERVAL=1h")
-	sc := StartSidecar(t, srv, backend, opts)
+	sc := startSidecar(t, srv, backend, opts)
 	logOnFailure(t, sc.Process, srv.Process)
 
 	// The roster the user has when logging in ...
-	before := []Contact{
+	before := []harness.Contact{
 		{JID: "web_bob@example.test", Name: "Bob", Groups: []string{"Friends"}},
 		{JID: "web_dave@example.test", Name: "Dave", Groups: []string{"Friends"}},
 	}
@@ -116,7 +117,7 @@ func TestBrowserConverseContacts(t *testing.T) {
 	expectCounts(t, sc.Admin.RefreshOK(t, user), user, 2, 0, 0)
 	// ... and what the backend says next: Bob renamed, Carol added in a
 	// new group, Dave removed. The browser script asks for the refresh.
-	after := []Contact{
+	after := []harness.Contact{
 		{JID: "web_bob@example.test", Name: "Bob Builder", Groups: []string{"Friends"}},
 		{JID: "web_carol@example.test", Name: "Carol", Groups: []string{"Work"}},
 	}
@@ -130,7 +131,7 @@ func TestBrowserConverseContacts(t *testing.T) {
 	})
 	page := httptest.NewServer(mux)
 	t.Cleanup(page.Close)
-	pageURL := page.URL + "/?" + url.Values{"ws": {wsURL}, "domain": {userDomain}}.Encode()
+	pageURL := page.URL + "/?" + url.Values{"ws": {wsURL}, "domain": {harness.UserDomain}}.Encode()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -139,8 +140,8 @@ func TestBrowserConverseContacts(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"CHROMIUM="+chromium,
 		"PAGE_URL="+pageURL,
-		"XMPP_JID="+user+"@"+userDomain,
-		"XMPP_PASSWORD="+userPassword,
+		"XMPP_JID="+user+"@"+harness.UserDomain,
+		"XMPP_PASSWORD="+harness.UserPassword,
 		"ADMIN_URL="+sc.Admin.BaseURL,
 		"ADMIN_TOKEN="+sc.Admin.Token,
 		"BEFORE="+browserContacts(before),

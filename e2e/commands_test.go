@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // runCommand runs the binary with args and env, checks its exit status and
@@ -54,16 +56,17 @@ func runCommand(t *testing.T, env []string, wantCode int, args []string, wants .
 // change. On ejabberd, which stores no subscription, diff in auto mode lists
 // the items apart as "~?" and still exits 0.
 func TestCommands(t *testing.T) {
-	for _, r := range runners {
+	for _, r := range harness.Runners() {
 		t.Run(r.Name, func(t *testing.T) {
 			t.Parallel()
-			srv := r.Run(t)
+			checkRunner(t, r)
+			srv := r.Start(t)
 			requireSidecar(t)
-			backend := NewBackend(t)
+			backend := harness.NewBackend(t)
 			srv.CreateUsers(t, "cmd_ann", "cmd_bob")
-			backend.SetRoster("cmd_ann", Contact{JID: "cmd_bob@example.test", Name: "Bob", Groups: []string{"Friends"}})
-			backend.SetRoster("cmd_bob", Contact{JID: "cmd_ann@example.test", Name: "Ann"})
-			env := sidecarEnv(srv, backend)
+			backend.SetRoster("cmd_ann", harness.Contact{JID: "cmd_bob@example.test", Name: "Bob", Groups: []string{"Friends"}})
+			backend.SetRoster("cmd_bob", harness.Contact{JID: "cmd_ann@example.test", Name: "Ann"})
+			env := harness.SidecarEnv(srv, backend)
 			runCommand(t, env, 0, []string{"check", "--user", "cmd_ann"},
 				"backend:    ok: roster of cmd_ann: 1 contacts, 0 skipped",
 				"privileges: example.test: roster=both",

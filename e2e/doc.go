@@ -2,7 +2,8 @@
 // XMPP servers (Prosody and ejabberd) from the configuration files in
 // deploy/, the roster-sidecar binary, an in-process HTTP backend and real
 // XMPP clients, and check that refreshes requested through the admin API
-// reach the users' rosters.
+// reach the users' rosters. The servers, the sidecar process and the
+// backend come from e2e/harness, which the benchmark (bench/) shares.
 //
 // The tests only build with the e2e tag:
 //

@@ -4,9 +4,12 @@ package e2e
 
 import (
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Settings of the sidecar shared by every scenario of a server.
@@ -28,11 +31,11 @@ const (
 // sidecar, shared by all scenarios of that server (each scenario uses its
 // own users).
 type Env struct {
-	Server  *Server
-	Backend *Backend
-	Sidecar *Sidecar
+	Server  *harness.Server
+	Backend *harness.Backend
+	Sidecar *harness.Sidecar
 	// Admin is the admin API client, with the right token.
-	Admin *Admin
+	Admin *harness.Admin
 }
 
 // Users registers the given localparts.
@@ -55,19 +58,48 @@ func TestE2E(t *testing.T) {
 
 // runPerServer runs scenarios against every server, in parallel: each
 // server gets its own instance, backend and sidecar started with opts.
-func runPerServer(t *testing.T, opts SidecarOptions, scenarios []Scenario) {
-	for _, r := range runners {
+func runPerServer(t *testing.T, opts harness.SidecarOptions, scenarios []Scenario) {
+	for _, r := range harness.Runners() {
 		t.Run(r.Name, func(t *testing.T) {
 			t.Parallel()
-			r.Check(t)
+			checkRunner(t, r)
 			requireSidecar(t)
 			srv := r.Start(t)
-			backend := NewBackend(t)
-			sc := StartSidecar(t, srv, backend, opts)
+			backend := harness.NewBackend(t)
+			sc := startSidecar(t, srv, backend, opts)
 			e := &Env{Server: srv, Backend: backend, Sidecar: sc, Admin: sc.Admin}
 			e.run(t, scenarios)
 		})
 	}
+}
+
+// checkRunner skips t when ROSTER_SIDECAR_E2E_SKIP lists the runner (a
+// failure when CI is set), and fails it loudly when a server binary is
+// missing.
+func checkRunner(t *testing.T, r harness.Runner) {
+	t.Helper()
+	if skipped(r.Name) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s lists %s, but CI must run every server", envSkip, r.Name)
+		}
+		t.Skipf("skipping %s: listed in %s", r.Name, envSkip)
+	}
+	if err := r.Installed(); err != nil {
+		t.Fatalf("%v: run deploy/install-servers.sh as root, or set %s=%s to skip it", err, envSkip, r.Name)
+	}
+}
+
+// envSkip lists servers the suite skips, outside CI (see doc.go).
+const envSkip = "ROSTER_SIDECAR_E2E_SKIP"
+
+// skipped reports whether ROSTER_SIDECAR_E2E_SKIP lists name.
+func skipped(name string) bool {
+	for _, s := range strings.Split(os.Getenv(envSkip), ",") {
+		if strings.EqualFold(strings.TrimSpace(s), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // run runs each scenario as a subtest of t on e; the sidecar must be alive
@@ -87,8 +119,8 @@ func (e *Env) run(t *testing.T, scenarios []Scenario) {
 // refresh at login (sync.on_login, on by default) is off: these scenarios
 // log users in and count backend requests, and a login refresh racing the
 // refresh under test would make them flaky. TestLoginRefresh tests it.
-func sidecarOptions(ping time.Duration) SidecarOptions {
-	return SidecarOptions{
+func sidecarOptions(ping time.Duration) harness.SidecarOptions {
+	return harness.SidecarOptions{
 		Token:          adminToken,
 		BackendTimeout: backendTimeout,
 		IQTimeout:      iqTimeout,
@@ -99,7 +131,7 @@ func sidecarOptions(ping time.Duration) SidecarOptions {
 
 // logOnFailure logs what the processes printed during the current
 // (sub)test if it fails.
-func logOnFailure(t *testing.T, procs ...*Process) {
+func logOnFailure(t *testing.T, procs ...*harness.Process) {
 	marks := make([]int, len(procs))
 	for i, p := range procs {
 		marks[i] = len(p.Output())
@@ -121,9 +153,9 @@ var scenarios = []Scenario{
 	{"group_change", testGroupChange},
 	{"removal", testRemoval},
 	{"offline_user", testOfflineUser},
-	{"backend_500", testBackendError("e500", Reply{Status: 500, Body: `{"error":"boom"}`})},
-	{"backend_invalid_json", testBackendError("ejson", Reply{Body: `{"marie@example.test": {"name": `})},
-	{"backend_not_object", testBackendError("earray", Reply{Body: `["marie@example.test"]`})},
+	{"backend_500", testBackendError("e500", harness.Reply{Status: 500, Body: `{"error":"boom"}`})},
+	{"backend_invalid_json", testBackendError("ejson", harness.Reply{Body: `{"marie@example.test": {"name": `})},
+	{"backend_not_object", testBackendError("earray", harness.Reply{Body: `["marie@example.test"]`})},
 	{"backend_timeout", testBackendTimeout},
 	{"invalid_contact_jid", testInvalidContactJID},
 	{"url_escaping", testURLEscaping},
@@ -141,7 +173,7 @@ var scenarios = []Scenario{
 }
 
 // expectCounts checks a user's added/updated/removed counts.
-func expectCounts(t testing.TB, r RefreshResponse, user string, added, updated, removed int) {
+func expectCounts(t testing.TB, r harness.RefreshResponse, user string, added, updated, removed int) {
 	t.Helper()
 	res := r.Result(t, user)
 	if res.Status != "ok" || res.Added != added || res.Updated != updated || res.Removed != removed {
@@ -151,7 +183,7 @@ func expectCounts(t testing.TB, r RefreshResponse, user string, added, updated, 
 
 // populate gives user the roster contacts through the backend and a
 // refresh, and waits until the client (if any) shows it.
-func populate(t *testing.T, e *Env, c *Client, user string, contacts ...Contact) {
+func populate(t *testing.T, e *Env, c *Client, user string, contacts ...harness.Contact) {
 	t.Helper()
 	e.Backend.SetRoster(user, contacts...)
 	e.Admin.RefreshOK(t, user)
@@ -167,7 +199,7 @@ func testFirstPopulation(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 
-	contacts := []Contact{
+	contacts := []harness.Contact{
 		{JID: "marie@example.test", Name: "Marie", Groups: []string{"Friends"}},
 		{JID: "michael@example.test", Name: "Michael"},
 		{JID: "Judy@Example.TEST", Name: "Judy", Groups: []string{"Work", "Friends"}}, // normalised by everyone
@@ -206,10 +238,10 @@ func testRename(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 	populate(t, e, c, user,
-		Contact{JID: "carl@example.test", Name: "Carl"},
-		Contact{JID: "dora@example.test", Name: "Dora", Groups: []string{"G"}})
+		harness.Contact{JID: "carl@example.test", Name: "Carl"},
+		harness.Contact{JID: "dora@example.test", Name: "Dora", Groups: []string{"G"}})
 
-	renamed := []Contact{
+	renamed := []harness.Contact{
 		{JID: "carl@example.test", Name: "Carl Renamed"},
 		{JID: "dora@example.test", Name: "Dora", Groups: []string{"G"}},
 	}
@@ -225,11 +257,11 @@ func testGroupChange(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 	populate(t, e, c, user,
-		Contact{JID: "ed@example.test", Name: "Ed", Groups: []string{"A"}},
-		Contact{JID: "flo@example.test", Name: "Flo", Groups: []string{"X", "Y"}},
-		Contact{JID: "gus@example.test", Name: "Gus", Groups: []string{"Same"}})
+		harness.Contact{JID: "ed@example.test", Name: "Ed", Groups: []string{"A"}},
+		harness.Contact{JID: "flo@example.test", Name: "Flo", Groups: []string{"X", "Y"}},
+		harness.Contact{JID: "gus@example.test", Name: "Gus", Groups: []string{"Same"}})
 
-	changed := []Contact{
+	changed := []harness.Contact{
 		{JID: "ed@example.test", Name: "Ed", Groups: []string{"B", "C"}},
 		{JID: "flo@example.test", Name: "Flo"},
 		{JID: "gus@example.test", Name: "Gus", Groups: []string{"Same"}},
@@ -246,14 +278,14 @@ func testRemoval(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 	populate(t, e, c, user,
-		Contact{JID: "hal@example.test", Name: "Hal"},
-		Contact{JID: "ivy@example.test", Name: "Ivy"},
-		Contact{JID: "jon@example.test", Name: "Jon"})
+		harness.Contact{JID: "hal@example.test", Name: "Hal"},
+		harness.Contact{JID: "ivy@example.test", Name: "Ivy"},
+		harness.Contact{JID: "jon@example.test", Name: "Jon"})
 
-	e.Backend.SetRoster(user, Contact{JID: "hal@example.test", Name: "Hal"})
+	e.Backend.SetRoster(user, harness.Contact{JID: "hal@example.test", Name: "Hal"})
 	r := e.Admin.RefreshOK(t, user)
 	expectCounts(t, r, user, 0, 0, 2)
-	c.WaitForRoster(t, []Contact{{JID: "hal@example.test", Name: "Hal"}}, pushWait)
+	c.WaitForRoster(t, []harness.Contact{{JID: "hal@example.test", Name: "Hal"}}, pushWait)
 
 	e.Backend.SetRoster(user) // {}
 	r = e.Admin.RefreshOK(t, user)
@@ -266,7 +298,7 @@ func testRemoval(t *testing.T, e *Env) {
 func testOfflineUser(t *testing.T, e *Env) {
 	const user = "off_erin"
 	e.Users(t, user)
-	v1 := []Contact{
+	v1 := []harness.Contact{
 		{JID: "kim@example.test", Name: "Kim", Groups: []string{"Friends"}},
 		{JID: "lou@example.test", Name: "Lou"},
 	}
@@ -278,7 +310,7 @@ func testOfflineUser(t *testing.T, e *Env) {
 	c.WaitForRoster(t, v1, 0)
 	c.Close()
 
-	v2 := []Contact{{JID: "kim@example.test", Name: "Kim K.", Groups: []string{"Friends", "Work"}}}
+	v2 := []harness.Contact{{JID: "kim@example.test", Name: "Kim K.", Groups: []string{"Friends", "Work"}}}
 	e.Backend.SetRoster(user, v2...)
 	r = e.Admin.RefreshOK(t, user)
 	expectCounts(t, r, user, 0, 1, 1)
@@ -289,14 +321,14 @@ func testOfflineUser(t *testing.T, e *Env) {
 // testBackendError returns a scenario where the backend fails for one user
 // with reply: that user's roster stays as it was and is counted in
 // errors, while another user in the same request is updated.
-func testBackendError(prefix string, reply Reply) func(t *testing.T, e *Env) {
+func testBackendError(prefix string, reply harness.Reply) func(t *testing.T, e *Env) {
 	return func(t *testing.T, e *Env) {
 		bad, good := prefix+"_bad", prefix+"_good"
 		e.Users(t, bad, good)
 		c := Login(t, e.Server, bad)
-		v1 := []Contact{{JID: "max@example.test", Name: "Max", Groups: []string{"Friends"}}}
+		v1 := []harness.Contact{{JID: "max@example.test", Name: "Max", Groups: []string{"Friends"}}}
 		populate(t, e, c, bad, v1...)
-		e.Backend.SetRoster(good, Contact{JID: "ned@example.test", Name: "Ned"})
+		e.Backend.SetRoster(good, harness.Contact{JID: "ned@example.test", Name: "Ned"})
 
 		e.Backend.Set(bad, reply)
 		n := c.Pushes()
@@ -324,11 +356,11 @@ func testBackendTimeout(t *testing.T, e *Env) {
 	const user = "slow_fay"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	v1 := []Contact{{JID: "ola@example.test", Name: "Ola"}}
+	v1 := []harness.Contact{{JID: "ola@example.test", Name: "Ola"}}
 	populate(t, e, c, user, v1...)
 
 	delay := 3 * backendTimeout
-	e.Backend.Set(user, Reply{Contacts: []Contact{{JID: "pat@example.test"}}, Delay: delay})
+	e.Backend.Set(user, harness.Reply{Contacts: []harness.Contact{{JID: "pat@example.test"}}, Delay: delay})
 	n := c.Pushes()
 	r, raw := e.Admin.Refresh(t, user)
 	if r.Errors != 1 || r.Updated != 0 {
@@ -347,14 +379,14 @@ func testInvalidContactJID(t *testing.T, e *Env) {
 	const user = "inv_gina"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	valid := []Contact{
+	valid := []harness.Contact{
 		{JID: "quinn@example.test", Name: "Quinn"},
 		{JID: "rita@example.test", Name: "Rita", Groups: []string{"Friends"}},
 	}
 	invalid := []string{"a@b@c", "@x"}
-	all := append([]Contact(nil), valid...)
+	all := append([]harness.Contact(nil), valid...)
 	for _, j := range invalid {
-		all = append(all, Contact{JID: j, Name: "Invalid"})
+		all = append(all, harness.Contact{JID: j, Name: "Invalid"})
 	}
 	e.Backend.SetRoster(user, all...)
 
@@ -377,14 +409,14 @@ func testInvalidContactJID(t *testing.T, e *Env) {
 // backend URL, and their rosters are applied.
 func testURLEscaping(t *testing.T, e *Env) {
 	users := map[string]string{ // username -> escaped path
-		"hash#tag": backendPrefix + "hash%23tag",
-		"q?mark":   backendPrefix + "q%3Fmark",
+		"hash#tag": harness.BackendPrefix + "hash%23tag",
+		"q?mark":   harness.BackendPrefix + "q%3Fmark",
 	}
 	for u := range users {
 		e.Users(t, u)
 	}
 	for u, path := range users {
-		contacts := []Contact{{JID: "sam@example.test", Name: "Sam for " + u}}
+		contacts := []harness.Contact{{JID: "sam@example.test", Name: "Sam for " + u}}
 		e.Backend.SetRoster(u, contacts...)
 		r := e.Admin.RefreshOK(t, u)
 		expectCounts(t, r, u, 1, 0, 0)
@@ -400,7 +432,7 @@ func testURLEscaping(t *testing.T, e *Env) {
 func testDuplicateUsers(t *testing.T, e *Env) {
 	const user = "dup_hank"
 	e.Users(t, user)
-	e.Backend.SetRoster(user, Contact{JID: "tom@example.test", Name: "Tom"})
+	e.Backend.SetRoster(user, harness.Contact{JID: "tom@example.test", Name: "Tom"})
 	r, raw := e.Admin.Refresh(t, user, user)
 	if r.Updated != 1 || r.Errors != 0 || len(r.Results) != 1 {
 		t.Errorf("want updated 1, errors 0, one result; got %s", raw.Body)
@@ -431,9 +463,9 @@ func testUnauthenticated(t *testing.T, e *Env) {
 	const user = "auth_ivan"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	v1 := []Contact{{JID: "uma@example.test", Name: "Uma"}}
+	v1 := []harness.Contact{{JID: "uma@example.test", Name: "Uma"}}
 	populate(t, e, c, user, v1...)
-	e.Backend.SetRoster(user, Contact{JID: "vic@example.test", Name: "Vic"})
+	e.Backend.SetRoster(user, harness.Contact{JID: "vic@example.test", Name: "Vic"})
 	before := len(e.Backend.Requests(user))
 	n := c.Pushes()
 
@@ -459,11 +491,11 @@ func testUnauthenticated(t *testing.T, e *Env) {
 // server" at each connection and "XMPP connection lost" at each loss.
 func testLinkStaysUp(t *testing.T, e *Env) {
 	e.Sidecar.Stop(10 * time.Second)
-	sc := StartSidecar(t, e.Server, e.Backend, sidecarOptions(linkPing))
+	sc := startSidecar(t, e.Server, e.Backend, sidecarOptions(linkPing))
 	e.Sidecar, e.Admin = sc, sc.Admin
 	mark := len(sc.Output())
 
-	ready := httpCheck(sc.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
+	ready := harness.HTTPCheck(sc.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
 	for deadline := time.Now().Add(3*linkPing + iqTimeout); time.Now().Before(deadline); {
 		if err := ready(); err != nil {
 			t.Errorf("/readyz: %v", err)
@@ -479,5 +511,5 @@ func testLinkStaysUp(t *testing.T, e *Env) {
 
 	const user = "link_judy"
 	e.Users(t, user)
-	populate(t, e, Login(t, e.Server, user), user, Contact{JID: "walt@example.test", Name: "Walt"})
+	populate(t, e, Login(t, e.Server, user), user, harness.Contact{JID: "walt@example.test", Name: "Walt"})
 }
