@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -27,92 +26,10 @@ const (
 	quiet = 500 * time.Millisecond
 )
 
-// Env is what a scenario runs against: one server, one backend and one
-// sidecar, shared by all scenarios of that server (each scenario uses its
-// own users).
-type Env struct {
-	Server  *harness.Server
-	Backend *harness.Backend
-	Sidecar *harness.Sidecar
-	// Admin is the admin API client, with the right token.
-	Admin *harness.Admin
-}
-
-// Users registers the given localparts.
-func (e *Env) Users(t testing.TB, names ...string) {
-	t.Helper()
-	e.Server.CreateUsers(t, names...)
-}
-
-// Scenario is one end-to-end check, run against every server.
-type Scenario struct {
-	Name string
-	Run  func(t *testing.T, e *Env)
-}
-
 // TestE2E runs every scenario against every server:
 // TestE2E/<server>/<scenario>.
 func TestE2E(t *testing.T) {
-	runPerServer(t, sidecarOptions(mainPing), scenarios)
-}
-
-// runPerServer runs scenarios against every server, in parallel: each
-// server gets its own instance, backend and sidecar started with opts.
-func runPerServer(t *testing.T, opts harness.SidecarOptions, scenarios []Scenario) {
-	for _, r := range harness.Runners() {
-		t.Run(r.Name, func(t *testing.T) {
-			t.Parallel()
-			checkRunner(t, r)
-			requireSidecar(t)
-			srv := r.Start(t)
-			backend := harness.NewBackend(t)
-			sc := startSidecar(t, srv, backend, opts)
-			e := &Env{Server: srv, Backend: backend, Sidecar: sc, Admin: sc.Admin}
-			e.run(t, scenarios)
-		})
-	}
-}
-
-// checkRunner skips t when ROSTER_SIDECAR_E2E_SKIP lists the runner (a
-// failure when CI is set), and fails it loudly when a server binary is
-// missing.
-func checkRunner(t *testing.T, r harness.Runner) {
-	t.Helper()
-	if skipped(r.Name) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s lists %s, but CI must run every server", envSkip, r.Name)
-		}
-		t.Skipf("skipping %s: listed in %s", r.Name, envSkip)
-	}
-	if err := r.Installed(); err != nil {
-		t.Fatalf("%v: run deploy/install-servers.sh as root, or set %s=%s to skip it", err, envSkip, r.Name)
-	}
-}
-
-// envSkip lists servers the suite skips, outside CI (see doc.go).
-const envSkip = "ROSTER_SIDECAR_E2E_SKIP"
-
-// skipped reports whether ROSTER_SIDECAR_E2E_SKIP lists name.
-func skipped(name string) bool {
-	for _, s := range strings.Split(os.Getenv(envSkip), ",") {
-		if strings.EqualFold(strings.TrimSpace(s), name) {
-			return true
-		}
-	}
-	return false
-}
-
-// run runs each scenario as a subtest of t on e; the sidecar must be alive
-// before and after, and a failure logs the processes' output.
-func (e *Env) run(t *testing.T, scenarios []Scenario) {
-	for _, s := range scenarios {
-		t.Run(s.Name, func(t *testing.T) {
-			e.Sidecar.Alive(t)
-			logOnFailure(t, e.Sidecar.Process, e.Server.Process)
-			s.Run(t, e)
-			e.Sidecar.Alive(t)
-		})
-	}
+	runPerServer(t, servers{}, withSidecar(sidecarOptions(mainPing), scenarios))
 }
 
 // sidecarOptions are the settings of every sidecar the scenarios run. The
@@ -127,23 +44,6 @@ func sidecarOptions(ping time.Duration) harness.SidecarOptions {
 		PingInterval:   ping,
 		Env:            []string{"ROSTER_SIDECAR_SYNC_ON_LOGIN=false"},
 	}
-}
-
-// logOnFailure logs what the processes printed during the current
-// (sub)test if it fails.
-func logOnFailure(t *testing.T, procs ...*harness.Process) {
-	marks := make([]int, len(procs))
-	for i, p := range procs {
-		marks[i] = len(p.Output())
-	}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for i, p := range procs {
-			t.Logf("---- %s output during %s ----\n%s", p.Name, t.Name(), p.Output()[marks[i]:])
-		}
-	})
 }
 
 // scenarios are run in this order against each server.
@@ -491,8 +391,7 @@ func testUnauthenticated(t *testing.T, e *Env) {
 // server" at each connection and "XMPP connection lost" at each loss.
 func testLinkStaysUp(t *testing.T, e *Env) {
 	e.Sidecar.Stop(10 * time.Second)
-	sc := startSidecar(t, e.Server, e.Backend, sidecarOptions(linkPing))
-	e.Sidecar, e.Admin = sc, sc.Admin
+	sc := e.StartSidecar(t, sidecarOptions(linkPing))
 	mark := len(sc.Output())
 
 	ready := harness.HTTPCheck(sc.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)

@@ -15,17 +15,19 @@ import (
 // ejabberd_api.url set: rosters are read and written through ejabberd's
 // HTTP API (get_roster, add_rosteritem, delete_rosteritem), which stores
 // subscriptions and sends the presence they allow, while the component
-// connection serves readiness and login presence.
+// connection serves readiness and login presence. It means something on
+// ejabberd only: TestEjabberdAPIMode/ejabberd/<scenario>.
 func TestEjabberdAPIMode(t *testing.T) {
-	r, _ := harness.Lookup("ejabberd")
-	checkRunner(t, r)
-	requireSidecar(t)
-	srv := r.Start(t)
+	runPerServer(t, servers{only: []string{"ejabberd"}}, testAPIMode)
+}
+
+func testAPIMode(t *testing.T, e *Env) {
+	srv := e.Server
 	ensureAPIAccount(t, srv)
 	// In this mode subscriptions are stored: the clients compare them.
 	api := *srv
 	api.HonoursSubscription = true
-	backend := harness.NewBackend(t)
+	e.Server = &api
 	apiEnv := []string{
 		"ROSTER_SIDECAR_EJABBERD_API_URL=" + srv.APIURL,
 		"ROSTER_SIDECAR_EJABBERD_API_USER=" + apiAccount + "@" + srv.Domain,
@@ -33,17 +35,17 @@ func TestEjabberdAPIMode(t *testing.T) {
 	}
 	// check proves the API settings (before serve: it connects as the
 	// component too), and names what to fix when the password is wrong.
+	requireSidecar(t)
 	srv.CreateUsers(t, "api_check")
-	backend.SetRoster("api_check")
-	env := append(harness.SidecarEnv(&api, backend), apiEnv...)
+	e.Backend.SetRoster("api_check")
+	env := append(harness.SidecarEnv(&api, e.Backend), apiEnv...)
 	runCommand(t, env, 0, []string{"check", "--user", "api_check"},
 		"api:        ok: get_roster of api_check@example.test answered through "+srv.APIURL+" (0 items)\n",
 		"ready:      ok: the component may read and write the rosters of example.test\n")
 	runCommand(t, append(env, "ROSTER_SIDECAR_EJABBERD_API_PASSWORD=wrong"), 1, []string{"check", "--user", "api_check"},
 		"api:        FAIL: read roster of api_check@example.test: ejabberd API get_roster: HTTP 40",
 		"(check ejabberd_api.user/password and the api_permissions rule for the sidecar)\n")
-	sc := startSidecar(t, &api, backend, loginOptions(apiEnv...))
-	e := &Env{Server: &api, Backend: backend, Sidecar: sc, Admin: sc.Admin}
+	e.StartSidecar(t, loginOptions(apiEnv...))
 	e.run(t, []Scenario{
 		{"friends_see_each_other_then_unfriend", testAPIFriendsPresence},
 		{"pair_converges_in_any_order", testAPIPairConverges},

@@ -34,44 +34,36 @@ func faultOptions() harness.SidecarOptions {
 
 // TestFaults runs, per server, what goes wrong around the sidecar: the
 // backend gone, overlapping refreshes while the backend changes, and the
-// XMPP server killed during a large refresh.
+// XMPP server killed during a large refresh. The servers take turns (one
+// at a time), as they always did here.
 func TestFaults(t *testing.T) {
-	for _, r := range harness.Runners() {
-		t.Run(r.Name, func(t *testing.T) {
-			checkRunner(t, r)
-			requireSidecar(t)
-			srv := r.Start(t)
-			t.Run("backend_down", func(t *testing.T) { testBackendDown(t, srv) })
-
-			// Registered before any restart, in one go.
-			crashUsers := make([]string, faultUsers)
-			for i := range crashUsers {
-				crashUsers[i] = fmt.Sprintf("crash_%03d", i)
-			}
-			srv.CreateUsers(t, crashUsers...)
-
-			backend := harness.NewBackend(t)
-			sc := startSidecar(t, srv, backend, faultOptions())
-			e := &Env{Server: srv, Backend: backend, Sidecar: sc, Admin: sc.Admin}
-			t.Run("overlapping_refreshes", func(t *testing.T) {
-				logOnFailure(t, sc.Process, srv.Process)
-				testOverlappingRefreshes(t, e)
-			})
-			t.Run("server_restarted", func(t *testing.T) {
-				logOnFailure(t, sc.Process)
-				testServerRestarted(t, e)
-			})
-			t.Run("server_killed_during_refresh", func(t *testing.T) {
-				logOnFailure(t, sc.Process)
-				testServerKilled(t, e, crashUsers)
-			})
+	runPerServer(t, servers{inTurn: true}, func(t *testing.T, e *Env) {
+		e.run(t, []Scenario{{"backend_down", testBackendDown}}) // with a sidecar of its own
+		// Registered before any restart, in one go.
+		e.Users(t, crashUsers()...)
+		e.StartSidecar(t, faultOptions())
+		e.run(t, []Scenario{
+			{"overlapping_refreshes", testOverlappingRefreshes},
+			{"server_restarted", testServerRestarted},
+			{"server_killed_during_refresh", testServerKilled},
 		})
+	})
+}
+
+// crashUsers are the users of testServerKilled.
+func crashUsers() []string {
+	users := make([]string, faultUsers)
+	for i := range users {
+		users[i] = fmt.Sprintf("crash_%03d", i)
 	}
+	return users
 }
 
 // testBackendDown: with the backend process gone, refreshes fail for every
-// user, promptly, and no roster changes.
-func testBackendDown(t *testing.T, srv *harness.Server) {
+// user, promptly, and no roster changes. It runs a sidecar and a backend of
+// its own on e's server.
+func testBackendDown(t *testing.T, e *Env) {
+	srv := e.Server
 	backend := harness.NewBackend(t)
 	sc := startSidecar(t, srv, backend, faultOptions())
 	defer sc.Stop(10 * time.Second)
@@ -141,7 +133,8 @@ func testOverlappingRefreshes(t *testing.T, e *Env) {
 // counted; /readyz turns 503 and a new refresh is refused with 503; once
 // the server is back the same sidecar is ready again, and one refresh
 // brings every roster exactly to the backend's state.
-func testServerKilled(t *testing.T, e *Env, users []string) {
+func testServerKilled(t *testing.T, e *Env) {
+	users := crashUsers()
 	rosters := map[string][]harness.Contact{}
 	for _, u := range users {
 		var contacts []harness.Contact

@@ -38,7 +38,7 @@ func loginOptions(extra ...string) harness.SidecarOptions {
 // the admin API in these scenarios unless stated: the sidecar refreshes a
 // user when the server forwards the presence of a new session.
 func TestLoginRefresh(t *testing.T) {
-	runPerServer(t, loginOptions(), loginScenarios)
+	runPerServer(t, servers{}, withSidecar(loginOptions(), loginScenarios))
 }
 
 var loginScenarios = []Scenario{
@@ -142,9 +142,8 @@ func testSessionsOnlineAtConnect(t *testing.T, e *Env) {
 	}
 	before := len(e.Backend.Requests(""))
 	start := time.Now()
-	sc := startSidecar(t, e.Server, e.Backend, loginOptions(
+	sc := e.StartSidecar(t, loginOptions(
 		fmt.Sprintf("ROSTER_SIDECAR_SYNC_LOGIN_RATE=%d", rate), fmt.Sprintf("ROSTER_SIDECAR_SYNC_LOGIN_QUEUE=%d", queue)))
-	e.Sidecar, e.Admin = sc, sc.Admin
 
 	if e.Server.Name == "ejabberd" {
 		time.Sleep(2 * time.Second)
