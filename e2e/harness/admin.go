@@ -56,8 +56,8 @@ type Admin struct {
 	client *http.Client
 }
 
-// NewAdmin returns a client for the admin API at baseURL.
-func NewAdmin(baseURL, token string) *Admin {
+// newAdmin returns a client for the admin API at baseURL.
+func newAdmin(baseURL, token string) *Admin {
 	return &Admin{BaseURL: baseURL, Token: token, client: &http.Client{Timeout: 60 * time.Second}}
 }
 

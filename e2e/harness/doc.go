@@ -34,10 +34,9 @@ type TB interface {
 	Logf(format string, args ...any)
 }
 
-// Environment variables read by the harness.
+// Environment variables read by the harness (see the package documentation).
 const (
-	// EnvBinary names a roster-sidecar binary to run instead of building one.
-	EnvBinary = "ROSTER_SIDECAR_E2E_BINARY"
+	envBinary = "ROSTER_SIDECAR_E2E_BINARY"
 	envDebug  = "ROSTER_SIDECAR_E2E_DEBUG"
 	envKeep   = "ROSTER_SIDECAR_E2E_KEEP"
 )

@@ -86,7 +86,7 @@ func startEjabberd(t TB, o ServerOptions) *Server {
 	cmd.Dir = dir
 	cmd.Env = env
 	start := time.Now()
-	p := StartProcess(t, "ejabberd", cmd)
+	p := startProcess(t, "ejabberd", cmd)
 
 	s := &Server{
 		Name:            "ejabberd",

@@ -84,9 +84,9 @@ type Process struct {
 	err  error
 }
 
-// StartProcess starts cmd with stdout and stderr collected, and registers
+// startProcess starts cmd with stdout and stderr collected, and registers
 // a cleanup that stops it and, if the test failed, logs its output.
-func StartProcess(t TB, name string, cmd *exec.Cmd) *Process {
+func startProcess(t TB, name string, cmd *exec.Cmd) *Process {
 	t.Helper()
 	p := &Process{Name: name, cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout = &p.out

@@ -69,7 +69,7 @@ func startProsody(t TB, o ServerOptions) *Server {
 	cmd.Dir = dir
 	cmd.Env = env
 	start := time.Now()
-	p := StartProcess(t, "prosody", cmd)
+	p := startProcess(t, "prosody", cmd)
 
 	s := &Server{
 		Name:                "prosody",

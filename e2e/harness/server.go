@@ -62,7 +62,7 @@ func (s *Server) Crash(t TB) {
 func (s *Server) Restart(t TB) {
 	t.Helper()
 	start := time.Now()
-	s.Process = StartProcess(s.owner, s.Name, s.Process.Command())
+	s.Process = startProcess(s.owner, s.Name, s.Process.Command())
 	if err := s.waitReady(context.Background(), s.Process); err != nil {
 		t.Fatal(err)
 	}

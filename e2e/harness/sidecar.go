@@ -13,18 +13,18 @@ import (
 )
 
 // SidecarBinary returns the roster-sidecar binary to run: the one named by
-// ROSTER_SIDECAR_E2E_BINARY, else one built with the given build tags into
-// dir (see BuildSidecar).
+// ROSTER_SIDECAR_E2E_BINARY, else ./cmd/roster-sidecar of this module
+// built with the given build tags into dir.
 func SidecarBinary(dir string, tags ...string) (string, error) {
-	if bin := os.Getenv(EnvBinary); bin != "" {
+	if bin := os.Getenv(envBinary); bin != "" {
 		return bin, nil
 	}
-	return BuildSidecar(dir, tags...)
+	return buildSidecar(dir, tags...)
 }
 
-// BuildSidecar builds ./cmd/roster-sidecar of this module with the given
+// buildSidecar builds ./cmd/roster-sidecar of this module with the given
 // build tags into dir and returns the binary's path.
-func BuildSidecar(dir string, tags ...string) (string, error) {
+func buildSidecar(dir string, tags ...string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return "", err
@@ -108,8 +108,8 @@ func StartSidecar(t TB, srv *Server, backend *Backend, opts SidecarOptions) *Sid
 	cmd.Env = env
 	cmd.WaitDelay = 5 * time.Second
 	s := &Sidecar{
-		Process: StartProcess(t, "roster-sidecar ("+srv.Name+")", cmd),
-		Admin:   NewAdmin("http://"+adminAddr, opts.Token),
+		Process: startProcess(t, "roster-sidecar ("+srv.Name+")", cmd),
+		Admin:   newAdmin("http://"+adminAddr, opts.Token),
 		Opts:    opts,
 	}
 	header := http.Header{}
