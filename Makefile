@@ -21,9 +21,8 @@ test: lint unit fuzz check-deploy e2e browser-test
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./e2e/
-	$(GO) vet -tags 'e2e bench' ./e2e/
-	$(GO) vet -tags 'e2e browser' ./e2e/
+	$(GO) vet -tags e2e ./e2e/...
+	$(GO) vet -tags 'e2e browser' ./e2e/...
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -53,12 +52,13 @@ browser-test:
 	$(GO) test -tags 'e2e browser' -count=1 -timeout 10m -v -run '^TestBrowser' ./e2e/
 
 ## bench: the sidecar against each server's own limit on real Prosody and ejabberd (about 7 minutes
-## on 2 cores; e2e/bench_test.go): prints the tables, the full log goes to bench.out, and the report
-## to docs/BENCHMARKS.md (text outside its generated markers is kept). Other sizes: BENCH_ARGS, e.g.
-## make bench BENCH_ARGS='-bench.users=5000 -bench.contacts=50 -bench.rounds=5'.
-BENCH_ARGS ?= -bench.users=1000 -bench.contacts=20 -bench.servers=prosody,ejabberd
+## on 2 cores; the program in bench/): prints the tables, the full log goes to bench.out, and the
+## report to docs/BENCHMARKS.md (text outside its generated markers is kept). Other sizes and
+## settings: BENCH_ARGS, the flags of `go run ./bench -help` (those of the former e2e TestBench
+## without their "bench." prefix), e.g. make bench BENCH_ARGS='-users=5000 -contacts=50 -rounds=5'.
+BENCH_ARGS ?= -users=1000 -contacts=20 -servers=prosody,ejabberd
 bench:
-	$(GO) test -tags 'e2e bench' -count=1 -run '^TestBench$$' -v -timeout 60m ./e2e/ -args $(BENCH_ARGS) -bench.out=../docs/BENCHMARKS.md 2>&1 | tee bench.out | grep -vE '^ {8}' ; exit $${PIPESTATUS[0]}
+	$(GO) run ./bench $(BENCH_ARGS) -out=docs/BENCHMARKS.md 2>&1 | tee bench.out | grep -vE '^ {8}' ; exit $${PIPESTATUS[0]}
 
 ## servers: install Prosody 13 + mod_privilege and ejabberd 24.12 from Debian packages (root).
 servers:

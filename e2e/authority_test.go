@@ -19,6 +19,8 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/roster"
 	"mellium.im/xmpp/stanza"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // The ejabberd account roster-sidecar authenticates as in API mode; the
@@ -33,23 +35,18 @@ const (
 var apiAccounts sync.Map // *Server -> struct{}: account registered
 
 // ensureAPIAccount registers the API account on an ejabberd server once.
-func ensureAPIAccount(t testing.TB, srv *Server) {
+func ensureAPIAccount(t testing.TB, srv *harness.Server) {
 	t.Helper()
 	if _, done := apiAccounts.Load(srv); done {
 		return
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	err := ejabberdAPI(context.Background(), client, srv.APIURL+"register",
-		map[string]string{"user": apiAccount, "host": srv.Domain, "password": apiPassword})
-	if err != nil {
-		t.Fatalf("registering the API account: %v", err)
-	}
+	srv.CreateUsersWithPassword(t, apiPassword, apiAccount)
 	apiAccounts.Store(srv, struct{}{})
 }
 
 // apiCall runs an ejabberd API command as the API account and returns the
 // answer body; a status other than 200 fails the test.
-func apiCall(t testing.TB, srv *Server, command string, args any) string {
+func apiCall(t testing.TB, srv *harness.Server, command string, args any) string {
 	t.Helper()
 	ensureAPIAccount(t, srv)
 	body, _ := json.Marshal(args)
@@ -77,7 +74,7 @@ func apiCall(t testing.TB, srv *Server, command string, args any) string {
 // subscription is "both". On ejabberd it goes through the HTTP API, on
 // Prosody through its admin shell, inside the server (online clients get a
 // push either way).
-func injectRoster(t testing.TB, srv *Server, user string, c Contact) {
+func injectRoster(t testing.TB, srv *harness.Server, user string, c harness.Contact) {
 	t.Helper()
 	sub := c.Subscription
 	if sub == "" {
@@ -121,9 +118,9 @@ func injectRoster(t testing.TB, srv *Server, user string, c Contact) {
 
 // prosodyShell runs one `prosodyctl shell` command against the running
 // server (its admin socket) and checks that the output contains want.
-func prosodyShell(t testing.TB, srv *Server, command, want string) {
+func prosodyShell(t testing.TB, srv *harness.Server, command, want string) {
 	t.Helper()
-	run := srv.Process.cmd // prosody --config FILE -F
+	run := srv.Process.Command() // prosody --config FILE -F
 	cfg := ""
 	for i, a := range run.Args {
 		if a == "--config" && i+1 < len(run.Args) {
@@ -147,7 +144,7 @@ func testClientRosterEditRefused(t *testing.T, e *Env) {
 	const user = "lock_ann"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	v1 := []Contact{{JID: "kit@example.test", Name: "Kit", Groups: []string{"Friends"}}}
+	v1 := []harness.Contact{{JID: "kit@example.test", Name: "Kit", Groups: []string{"Friends"}}}
 	populate(t, e, c, user, v1...)
 	n := c.Pushes()
 	for what, it := range map[string]roster.Item{
@@ -230,15 +227,15 @@ func testOutsideChangesReverted(t *testing.T, e *Env) {
 	const user = "rev_dan"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	v1 := []Contact{
+	v1 := []harness.Contact{
 		{JID: "ann@example.test", Name: "Ann", Groups: []string{"G"}},
 		{JID: "ben@example.test", Name: "Ben"},
 	}
 	populate(t, e, c, user, v1...)
-	injectRoster(t, e.Server, user, Contact{JID: "stray@example.test", Name: "Stray"})
-	injectRoster(t, e.Server, user, Contact{JID: "ann@example.test", Name: "Not Ann", Groups: []string{"Other"}})
-	injectRoster(t, e.Server, user, Contact{JID: "ben@example.test", Subscription: "remove"})
-	changed := []Contact{
+	injectRoster(t, e.Server, user, harness.Contact{JID: "stray@example.test", Name: "Stray"})
+	injectRoster(t, e.Server, user, harness.Contact{JID: "ann@example.test", Name: "Not Ann", Groups: []string{"Other"}})
+	injectRoster(t, e.Server, user, harness.Contact{JID: "ben@example.test", Subscription: "remove"})
+	changed := []harness.Contact{
 		{JID: "ann@example.test", Name: "Not Ann", Groups: []string{"Other"}},
 		{JID: "stray@example.test", Name: "Stray"},
 	}

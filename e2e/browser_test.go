@@ -11,10 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Environment of the browser test.
@@ -34,7 +35,7 @@ type browserContact struct {
 	Groups []string `json:"groups"`
 }
 
-func browserContacts(cs []Contact) string {
+func browserContacts(cs []harness.Contact) string {
 	out := make([]browserContact, len(cs))
 	for i, c := range cs {
 		out[i] = browserContact{JID: c.JID, Name: c.Name, Groups: c.Groups}
@@ -54,9 +55,10 @@ func browserContacts(cs []Contact) string {
 //
 // It needs chromium, node and e2e/browser/node_modules: run
 // e2e/browser/install.sh (as root) first. Anything missing fails the test.
+// It runs on Prosody only (TestBrowserConverseContacts/prosody), started
+// with e2e/testdata/prosody-web.cfg.lua.
 func TestBrowserConverseContacts(t *testing.T) {
-	root := repoRoot(t)
-	browserDir := filepath.Join(root, "e2e", "browser")
+	browserDir := harness.RepoFile(t, "e2e", "browser")
 	chromium := os.Getenv(envChromium)
 	if chromium == "" {
 		chromium = defaultChromium
@@ -81,77 +83,76 @@ func TestBrowserConverseContacts(t *testing.T) {
 	if shots == "" {
 		shots = filepath.Join(browserDir, "out")
 	}
-	i := slices.IndexFunc(runners, func(r Runner) bool { return r.Name == "prosody" })
-	if i < 0 {
-		t.Fatal("no prosody runner")
-	}
-	runners[i].Check(t)
-	requireSidecar(t)
-
 	// Prosody with its WebSocket endpoint on a loopback HTTP port.
-	httpPort := freePorts(t, 1)[0]
-	srv := startProsody(t, "prosody-web.cfg.lua", "PROSODY_HTTP_PORT="+strconv.Itoa(httpPort))
-	wsURL := "ws://127.0.0.1:" + strconv.Itoa(httpPort) + "/xmpp-websocket"
-	if err := waitFor(context.Background(), srv.Process, 20*time.Second, "prosody HTTP on port "+strconv.Itoa(httpPort),
-		dialCheck("127.0.0.1:"+strconv.Itoa(httpPort))); err != nil {
-		t.Fatal(err)
-	}
-	const user = "web_alice"
-	srv.CreateUsers(t, user, "web_bob", "web_carol", "web_dave")
+	httpPort := harness.FreePorts(t, 1)[0]
+	web := servers{only: []string{"prosody"}, start: harness.ServerOptions{
+		ProsodyOverlay: harness.RepoFile(t, "e2e", "testdata", "prosody-web.cfg.lua"),
+		Env:            []string{"PROSODY_HTTP_PORT=" + strconv.Itoa(httpPort)},
+	}}
+	runPerServer(t, web, func(t *testing.T, e *Env) {
+		srv := e.Server
+		wsURL := "ws://127.0.0.1:" + strconv.Itoa(httpPort) + "/xmpp-websocket"
+		if err := harness.WaitFor(context.Background(), srv.Process, 20*time.Second, "prosody HTTP on port "+strconv.Itoa(httpPort),
+			harness.DialCheck("127.0.0.1:"+strconv.Itoa(httpPort))); err != nil {
+			t.Fatal(err)
+		}
+		const user = "web_alice"
+		srv.CreateUsers(t, user, "web_bob", "web_carol", "web_dave")
 
-	backend := NewBackend(t)
-	opts := sidecarOptions(mainPing)
-	// The refresh at login must not apply the "after" roster before the
-	// page has shown the "before" one: the user was synced just before.
-	opts.Env = append(opts.Env, "ROSTER_SIDECAR_SYNC_LOGIN_MIN_INTERVAL=1h")
-	sc := StartSidecar(t, srv, backend, opts)
-	logOnFailure(t, sc.Process, srv.Process)
+		backend := e.Backend
+		opts := sidecarOptions(mainPing)
+		// The refresh at login must not apply the "after" roster before the
+		// page has shown the "before" one: the user was synced just before.
+		opts.Env = append(opts.Env, "ROSTER_SIDECAR_SYNC_LOGIN_MIN_INTERVAL=1h")
+		sc := e.StartSidecar(t, opts)
+		logOnFailure(t, sc.Process, srv.Process)
 
-	// The roster the user has when logging in ...
-	before := []Contact{
-		{JID: "web_bob@example.test", Name: "Bob", Groups: []string{"Friends"}},
-		{JID: "web_dave@example.test", Name: "Dave", Groups: []string{"Friends"}},
-	}
-	backend.SetRoster(user, before...)
-	expectCounts(t, sc.Admin.RefreshOK(t, user), user, 2, 0, 0)
-	// ... and what the backend says next: Bob renamed, Carol added in a
-	// new group, Dave removed. The browser script asks for the refresh.
-	after := []Contact{
-		{JID: "web_bob@example.test", Name: "Bob Builder", Groups: []string{"Friends"}},
-		{JID: "web_carol@example.test", Name: "Carol", Groups: []string{"Work"}},
-	}
-	backend.SetRoster(user, after...)
+		// The roster the user has when logging in ...
+		before := []harness.Contact{
+			{JID: "web_bob@example.test", Name: "Bob", Groups: []string{"Friends"}},
+			{JID: "web_dave@example.test", Name: "Dave", Groups: []string{"Friends"}},
+		}
+		backend.SetRoster(user, before...)
+		expectCounts(t, sc.Admin.RefreshOK(t, user), user, 2, 0, 0)
+		// ... and what the backend says next: Bob renamed, Carol added in a
+		// new group, Dave removed. The browser script asks for the refresh.
+		after := []harness.Contact{
+			{JID: "web_bob@example.test", Name: "Bob Builder", Groups: []string{"Friends"}},
+			{JID: "web_carol@example.test", Name: "Carol", Groups: []string{"Work"}},
+		}
+		backend.SetRoster(user, after...)
 
-	// The page: index.html and Converse.js's dist/ files, from loopback.
-	mux := http.NewServeMux()
-	mux.Handle("GET /dist/", http.StripPrefix("/dist/", http.FileServer(http.Dir(dist))))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFile(w, r, filepath.Join(browserDir, "index.html"))
+		// The page: index.html and Converse.js's dist/ files, from loopback.
+		mux := http.NewServeMux()
+		mux.Handle("GET /dist/", http.StripPrefix("/dist/", http.FileServer(http.Dir(dist))))
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+			http.ServeFile(w, r, filepath.Join(browserDir, "index.html"))
+		})
+		page := httptest.NewServer(mux)
+		t.Cleanup(page.Close)
+		pageURL := page.URL + "/?" + url.Values{"ws": {wsURL}, "domain": {harness.UserDomain}}.Encode()
+
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, node, filepath.Join(browserDir, "converse-contacts.mjs"))
+		cmd.Dir = browserDir
+		cmd.Env = append(os.Environ(),
+			"CHROMIUM="+chromium,
+			"PAGE_URL="+pageURL,
+			"XMPP_JID="+user+"@"+harness.UserDomain,
+			"XMPP_PASSWORD="+harness.UserPassword,
+			"ADMIN_URL="+sc.Admin.BaseURL,
+			"ADMIN_TOKEN="+sc.Admin.Token,
+			"BEFORE="+browserContacts(before),
+			"AFTER="+browserContacts(after),
+			"SCREENSHOT_DIR="+shots,
+		)
+		cmd.WaitDelay = 10 * time.Second
+		out, err := cmd.CombinedOutput()
+		t.Logf("converse-contacts.mjs:\n%s", out)
+		if err != nil {
+			t.Fatalf("the browser test failed: %v", err)
+		}
+		t.Logf("screenshot: %s", filepath.Join(shots, "converse-contacts.png"))
 	})
-	page := httptest.NewServer(mux)
-	t.Cleanup(page.Close)
-	pageURL := page.URL + "/?" + url.Values{"ws": {wsURL}, "domain": {userDomain}}.Encode()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(browserDir, "converse-contacts.mjs"))
-	cmd.Dir = browserDir
-	cmd.Env = append(os.Environ(),
-		"CHROMIUM="+chromium,
-		"PAGE_URL="+pageURL,
-		"XMPP_JID="+user+"@"+userDomain,
-		"XMPP_PASSWORD="+userPassword,
-		"ADMIN_URL="+sc.Admin.BaseURL,
-		"ADMIN_TOKEN="+sc.Admin.Token,
-		"BEFORE="+browserContacts(before),
-		"AFTER="+browserContacts(after),
-		"SCREENSHOT_DIR="+shots,
-	)
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.CombinedOutput()
-	t.Logf("converse-contacts.mjs:\n%s", out)
-	if err != nil {
-		t.Fatalf("the browser test failed: %v", err)
-	}
-	t.Logf("screenshot: %s", filepath.Join(shots, "converse-contacts.png"))
 }

@@ -21,6 +21,8 @@ import (
 	"mellium.im/xmpp/mux"
 	"mellium.im/xmpp/roster"
 	"mellium.im/xmpp/stanza"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Client is a real XMPP client (c2s over plain TCP on loopback) logged in
@@ -30,7 +32,7 @@ import (
 type Client struct {
 	// JID is the user's bare JID.
 	JID    jid.JID
-	server *Server
+	server *harness.Server
 	t      testing.TB
 
 	session *xmpp.Session
@@ -65,7 +67,7 @@ func (p PresenceEvent) String() string {
 // Login connects as user (a localpart on srv's domain) with userPassword,
 // sends initial presence, fetches the roster and starts collecting roster
 // pushes. The connection is closed at the end of the test.
-func Login(t testing.TB, srv *Server, user string) *Client {
+func Login(t testing.TB, srv *harness.Server, user string) *Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -87,11 +89,11 @@ func Login(t testing.TB, srv *Server, user string) *Client {
 			// declared Secure below since it only ever runs on loopback.
 			// Both servers offer SCRAM-SHA-1 without TLS; PLAIN is the
 			// fallback (Prosody needs allow_unencrypted_plain_auth).
-			xmpp.SASL("", userPassword, sasl.ScramSha1, sasl.Plain),
+			xmpp.SASL("", harness.UserPassword, sasl.ScramSha1, sasl.Plain),
 			xmpp.BindResource(),
 		},
 	}
-	if debug() {
+	if harness.Debug() {
 		cfg.TeeIn = &clientLog{c: c, prefix: "RECV"}
 		cfg.TeeOut = &clientLog{c: c, prefix: "SENT"}
 	}
@@ -169,7 +171,7 @@ func (c *Client) recordPresence(start *xml.StartElement) {
 			ev.Type = a.Value
 		}
 	}
-	if debug() {
+	if harness.Debug() {
 		c.t.Logf("%s: presence %s", c.JID, ev)
 	}
 	c.mu.Lock()
@@ -345,7 +347,7 @@ func (c *Client) PushesSince(n int) []roster.Item {
 // pushes) equals want, then checks that a fresh fetch from the server
 // equals want too. Items compare by normalised JID, name, group set and,
 // only where the server honours it, subscription.
-func (c *Client) WaitForRoster(t testing.TB, want []Contact, timeout time.Duration) {
+func (c *Client) WaitForRoster(t testing.TB, want []harness.Contact, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -366,7 +368,7 @@ func (c *Client) WaitForRoster(t testing.TB, want []Contact, timeout time.Durati
 
 // AssertRosterStays checks that no roster push arrives for d after the
 // first n pushes, and that the server's roster still equals want.
-func (c *Client) AssertRosterStays(t testing.TB, n int, want []Contact, d time.Duration) {
+func (c *Client) AssertRosterStays(t testing.TB, n int, want []harness.Contact, d time.Duration) {
 	t.Helper()
 	time.Sleep(d)
 	if extra := c.PushesSince(n); len(extra) > 0 {
@@ -408,7 +410,7 @@ func NormalizeJID(s string) string {
 
 // DiffRoster compares expected contacts with roster items; it returns ""
 // when they are equal and a line per difference otherwise.
-func DiffRoster(want []Contact, got []roster.Item, withSubscription bool) string {
+func DiffRoster(want []harness.Contact, got []roster.Item, withSubscription bool) string {
 	w := map[string]normItem{}
 	for _, c := range want {
 		n := normItem{JID: NormalizeJID(c.JID), Name: c.Name, Groups: groupKey(c.Groups)}

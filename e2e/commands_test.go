@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // runCommand runs the binary with args and env, checks its exit status and
@@ -54,36 +56,34 @@ func runCommand(t *testing.T, env []string, wantCode int, args []string, wants .
 // change. On ejabberd, which stores no subscription, diff in auto mode lists
 // the items apart as "~?" and still exits 0.
 func TestCommands(t *testing.T) {
-	for _, r := range runners {
-		t.Run(r.Name, func(t *testing.T) {
-			t.Parallel()
-			srv := r.Run(t)
-			requireSidecar(t)
-			backend := NewBackend(t)
-			srv.CreateUsers(t, "cmd_ann", "cmd_bob")
-			backend.SetRoster("cmd_ann", Contact{JID: "cmd_bob@example.test", Name: "Bob", Groups: []string{"Friends"}})
-			backend.SetRoster("cmd_bob", Contact{JID: "cmd_ann@example.test", Name: "Ann"})
-			env := sidecarEnv(srv, backend)
-			runCommand(t, env, 0, []string{"check", "--user", "cmd_ann"},
-				"backend:    ok: roster of cmd_ann: 1 contacts, 0 skipped",
-				"privileges: example.test: roster=both",
-				"ready:      ok: the component may read and write the rosters of example.test\n")
-			runCommand(t, env, 1, []string{"diff", "cmd_ann", "cmd_bob"},
-				"cmd_ann: 1 to add, 0 to change, 0 to remove\n",
-				`  + cmd_bob@example.test  name "Bob", groups [Friends], subscription both`+"\n",
-				"2 users: 2 would change, 0 up to date, 0 could not be read\n")
-			runCommand(t, env, 0, []string{"sync", "cmd_ann", "cmd_bob"},
-				"synced 2 of 2 users in ", "roster items: 2 added, 0 updated, 0 removed; 0 contacts skipped\n")
-			out := runCommand(t, env, 0, []string{"diff", "cmd_ann", "cmd_bob"}, "2 users: 0 would change, 2 up to date, 0 could not be read\n")
-			if srv.HonoursSubscription {
-				if !strings.Contains(out, "cmd_ann: up to date\n") {
-					t.Errorf("diff after sync on %s:\n%s", srv.Name, out)
-				}
-			} else if !strings.Contains(out, "  ~? cmd_bob@example.test  subscription none -> both") {
-				t.Errorf("diff after sync on %s does not list the subscription apart:\n%s", srv.Name, out)
-			}
-			runCommand(t, env, 0, []string{"diff", "cmd_ann", "cmd_bob", "--xmpp.compare_subscription", "never"},
-				"cmd_ann: up to date\n", "cmd_bob: up to date\n")
-		})
+	runPerServer(t, servers{}, testCommands)
+}
+
+func testCommands(t *testing.T, e *Env) {
+	srv, backend := e.Server, e.Backend
+	requireSidecar(t)
+	srv.CreateUsers(t, "cmd_ann", "cmd_bob")
+	backend.SetRoster("cmd_ann", harness.Contact{JID: "cmd_bob@example.test", Name: "Bob", Groups: []string{"Friends"}})
+	backend.SetRoster("cmd_bob", harness.Contact{JID: "cmd_ann@example.test", Name: "Ann"})
+	env := harness.SidecarEnv(srv, backend)
+	runCommand(t, env, 0, []string{"check", "--user", "cmd_ann"},
+		"backend:    ok: roster of cmd_ann: 1 contacts, 0 skipped",
+		"privileges: example.test: roster=both",
+		"ready:      ok: the component may read and write the rosters of example.test\n")
+	runCommand(t, env, 1, []string{"diff", "cmd_ann", "cmd_bob"},
+		"cmd_ann: 1 to add, 0 to change, 0 to remove\n",
+		`  + cmd_bob@example.test  name "Bob", groups [Friends], subscription both`+"\n",
+		"2 users: 2 would change, 0 up to date, 0 could not be read\n")
+	runCommand(t, env, 0, []string{"sync", "cmd_ann", "cmd_bob"},
+		"synced 2 of 2 users in ", "roster items: 2 added, 0 updated, 0 removed; 0 contacts skipped\n")
+	out := runCommand(t, env, 0, []string{"diff", "cmd_ann", "cmd_bob"}, "2 users: 0 would change, 2 up to date, 0 could not be read\n")
+	if srv.HonoursSubscription {
+		if !strings.Contains(out, "cmd_ann: up to date\n") {
+			t.Errorf("diff after sync on %s:\n%s", srv.Name, out)
+		}
+	} else if !strings.Contains(out, "  ~? cmd_bob@example.test  subscription none -> both") {
+		t.Errorf("diff after sync on %s does not list the subscription apart:\n%s", srv.Name, out)
 	}
+	runCommand(t, env, 0, []string{"diff", "cmd_ann", "cmd_bob", "--xmpp.compare_subscription", "never"},
+		"cmd_ann: up to date\n", "cmd_bob: up to date\n")
 }

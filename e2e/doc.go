@@ -2,7 +2,10 @@
 // XMPP servers (Prosody and ejabberd) from the configuration files in
 // deploy/, the roster-sidecar binary, an in-process HTTP backend and real
 // XMPP clients, and check that refreshes requested through the admin API
-// reach the users' rosters.
+// reach the users' rosters. The servers, the sidecar process and the
+// backend come from e2e/harness, which the benchmark (bench/) shares.
+// Every test runs on the servers through runPerServer (runner_test.go):
+// TestX/<server>/<scenario>.
 //
 // The tests only build with the e2e tag:
 //
@@ -11,7 +14,8 @@
 // They need prosody, prosodyctl and ejabberdctl on PATH (see
 // deploy/install-servers.sh). A missing server fails the run unless the
 // environment variable ROSTER_SIDECAR_E2E_SKIP lists it (comma separated,
-// e.g. "prosody,ejabberd"). Other environment variables:
+// e.g. "prosody,ejabberd"); when CI is set, listing a server there fails
+// the run instead. Other environment variables:
 //
 //	ROSTER_SIDECAR_E2E_BINARY  use this roster-sidecar binary instead of building one
 //	ROSTER_SIDECAR_E2E_DEBUG   1: debug logging in the servers, XML console of test clients

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Settings of the sidecar shared by every scenario of a server.
@@ -24,94 +26,24 @@ const (
 	quiet = 500 * time.Millisecond
 )
 
-// Env is what a scenario runs against: one server, one backend and one
-// sidecar, shared by all scenarios of that server (each scenario uses its
-// own users).
-type Env struct {
-	Server  *Server
-	Backend *Backend
-	Sidecar *Sidecar
-	// Admin is the admin API client, with the right token.
-	Admin *Admin
-}
-
-// Users registers the given localparts.
-func (e *Env) Users(t testing.TB, names ...string) {
-	t.Helper()
-	e.Server.CreateUsers(t, names...)
-}
-
-// Scenario is one end-to-end check, run against every server.
-type Scenario struct {
-	Name string
-	Run  func(t *testing.T, e *Env)
-}
-
 // TestE2E runs every scenario against every server:
 // TestE2E/<server>/<scenario>.
 func TestE2E(t *testing.T) {
-	runPerServer(t, sidecarOptions(mainPing), scenarios)
-}
-
-// runPerServer runs scenarios against every server, in parallel: each
-// server gets its own instance, backend and sidecar started with opts.
-func runPerServer(t *testing.T, opts SidecarOptions, scenarios []Scenario) {
-	for _, r := range runners {
-		t.Run(r.Name, func(t *testing.T) {
-			t.Parallel()
-			r.Check(t)
-			requireSidecar(t)
-			srv := r.Start(t)
-			backend := NewBackend(t)
-			sc := StartSidecar(t, srv, backend, opts)
-			e := &Env{Server: srv, Backend: backend, Sidecar: sc, Admin: sc.Admin}
-			e.run(t, scenarios)
-		})
-	}
-}
-
-// run runs each scenario as a subtest of t on e; the sidecar must be alive
-// before and after, and a failure logs the processes' output.
-func (e *Env) run(t *testing.T, scenarios []Scenario) {
-	for _, s := range scenarios {
-		t.Run(s.Name, func(t *testing.T) {
-			e.Sidecar.Alive(t)
-			logOnFailure(t, e.Sidecar.Process, e.Server.Process)
-			s.Run(t, e)
-			e.Sidecar.Alive(t)
-		})
-	}
+	runPerServer(t, servers{}, withSidecar(sidecarOptions(mainPing), scenarios))
 }
 
 // sidecarOptions are the settings of every sidecar the scenarios run. The
 // refresh at login (sync.on_login, on by default) is off: these scenarios
 // log users in and count backend requests, and a login refresh racing the
 // refresh under test would make them flaky. TestLoginRefresh tests it.
-func sidecarOptions(ping time.Duration) SidecarOptions {
-	return SidecarOptions{
+func sidecarOptions(ping time.Duration) harness.SidecarOptions {
+	return harness.SidecarOptions{
 		Token:          adminToken,
 		BackendTimeout: backendTimeout,
 		IQTimeout:      iqTimeout,
 		PingInterval:   ping,
 		Env:            []string{"ROSTER_SIDECAR_SYNC_ON_LOGIN=false"},
 	}
-}
-
-// logOnFailure logs what the processes printed during the current
-// (sub)test if it fails.
-func logOnFailure(t *testing.T, procs ...*Process) {
-	marks := make([]int, len(procs))
-	for i, p := range procs {
-		marks[i] = len(p.Output())
-	}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for i, p := range procs {
-			t.Logf("---- %s output during %s ----\n%s", p.Name, t.Name(), p.Output()[marks[i]:])
-		}
-	})
 }
 
 // scenarios are run in this order against each server.
@@ -121,9 +53,9 @@ var scenarios = []Scenario{
 	{"group_change", testGroupChange},
 	{"removal", testRemoval},
 	{"offline_user", testOfflineUser},
-	{"backend_500", testBackendError("e500", Reply{Status: 500, Body: `{"error":"boom"}`})},
-	{"backend_invalid_json", testBackendError("ejson", Reply{Body: `{"marie@example.test": {"name": `})},
-	{"backend_not_object", testBackendError("earray", Reply{Body: `["marie@example.test"]`})},
+	{"backend_500", testBackendError("e500", harness.Reply{Status: 500, Body: `{"error":"boom"}`})},
+	{"backend_invalid_json", testBackendError("ejson", harness.Reply{Body: `{"marie@example.test": {"name": `})},
+	{"backend_not_object", testBackendError("earray", harness.Reply{Body: `["marie@example.test"]`})},
 	{"backend_timeout", testBackendTimeout},
 	{"invalid_contact_jid", testInvalidContactJID},
 	{"url_escaping", testURLEscaping},
@@ -141,7 +73,7 @@ var scenarios = []Scenario{
 }
 
 // expectCounts checks a user's added/updated/removed counts.
-func expectCounts(t testing.TB, r RefreshResponse, user string, added, updated, removed int) {
+func expectCounts(t testing.TB, r harness.RefreshResponse, user string, added, updated, removed int) {
 	t.Helper()
 	res := r.Result(t, user)
 	if res.Status != "ok" || res.Added != added || res.Updated != updated || res.Removed != removed {
@@ -151,7 +83,7 @@ func expectCounts(t testing.TB, r RefreshResponse, user string, added, updated, 
 
 // populate gives user the roster contacts through the backend and a
 // refresh, and waits until the client (if any) shows it.
-func populate(t *testing.T, e *Env, c *Client, user string, contacts ...Contact) {
+func populate(t *testing.T, e *Env, c *Client, user string, contacts ...harness.Contact) {
 	t.Helper()
 	e.Backend.SetRoster(user, contacts...)
 	e.Admin.RefreshOK(t, user)
@@ -167,7 +99,7 @@ func testFirstPopulation(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 
-	contacts := []Contact{
+	contacts := []harness.Contact{
 		{JID: "marie@example.test", Name: "Marie", Groups: []string{"Friends"}},
 		{JID: "michael@example.test", Name: "Michael"},
 		{JID: "Judy@Example.TEST", Name: "Judy", Groups: []string{"Work", "Friends"}}, // normalised by everyone
@@ -206,10 +138,10 @@ func testRename(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 	populate(t, e, c, user,
-		Contact{JID: "carl@example.test", Name: "Carl"},
-		Contact{JID: "dora@example.test", Name: "Dora", Groups: []string{"G"}})
+		harness.Contact{JID: "carl@example.test", Name: "Carl"},
+		harness.Contact{JID: "dora@example.test", Name: "Dora", Groups: []string{"G"}})
 
-	renamed := []Contact{
+	renamed := []harness.Contact{
 		{JID: "carl@example.test", Name: "Carl Renamed"},
 		{JID: "dora@example.test", Name: "Dora", Groups: []string{"G"}},
 	}
@@ -225,11 +157,11 @@ func testGroupChange(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 	populate(t, e, c, user,
-		Contact{JID: "ed@example.test", Name: "Ed", Groups: []string{"A"}},
-		Contact{JID: "flo@example.test", Name: "Flo", Groups: []string{"X", "Y"}},
-		Contact{JID: "gus@example.test", Name: "Gus", Groups: []string{"Same"}})
+		harness.Contact{JID: "ed@example.test", Name: "Ed", Groups: []string{"A"}},
+		harness.Contact{JID: "flo@example.test", Name: "Flo", Groups: []string{"X", "Y"}},
+		harness.Contact{JID: "gus@example.test", Name: "Gus", Groups: []string{"Same"}})
 
-	changed := []Contact{
+	changed := []harness.Contact{
 		{JID: "ed@example.test", Name: "Ed", Groups: []string{"B", "C"}},
 		{JID: "flo@example.test", Name: "Flo"},
 		{JID: "gus@example.test", Name: "Gus", Groups: []string{"Same"}},
@@ -246,14 +178,14 @@ func testRemoval(t *testing.T, e *Env) {
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
 	populate(t, e, c, user,
-		Contact{JID: "hal@example.test", Name: "Hal"},
-		Contact{JID: "ivy@example.test", Name: "Ivy"},
-		Contact{JID: "jon@example.test", Name: "Jon"})
+		harness.Contact{JID: "hal@example.test", Name: "Hal"},
+		harness.Contact{JID: "ivy@example.test", Name: "Ivy"},
+		harness.Contact{JID: "jon@example.test", Name: "Jon"})
 
-	e.Backend.SetRoster(user, Contact{JID: "hal@example.test", Name: "Hal"})
+	e.Backend.SetRoster(user, harness.Contact{JID: "hal@example.test", Name: "Hal"})
 	r := e.Admin.RefreshOK(t, user)
 	expectCounts(t, r, user, 0, 0, 2)
-	c.WaitForRoster(t, []Contact{{JID: "hal@example.test", Name: "Hal"}}, pushWait)
+	c.WaitForRoster(t, []harness.Contact{{JID: "hal@example.test", Name: "Hal"}}, pushWait)
 
 	e.Backend.SetRoster(user) // {}
 	r = e.Admin.RefreshOK(t, user)
@@ -266,7 +198,7 @@ func testRemoval(t *testing.T, e *Env) {
 func testOfflineUser(t *testing.T, e *Env) {
 	const user = "off_erin"
 	e.Users(t, user)
-	v1 := []Contact{
+	v1 := []harness.Contact{
 		{JID: "kim@example.test", Name: "Kim", Groups: []string{"Friends"}},
 		{JID: "lou@example.test", Name: "Lou"},
 	}
@@ -278,7 +210,7 @@ func testOfflineUser(t *testing.T, e *Env) {
 	c.WaitForRoster(t, v1, 0)
 	c.Close()
 
-	v2 := []Contact{{JID: "kim@example.test", Name: "Kim K.", Groups: []string{"Friends", "Work"}}}
+	v2 := []harness.Contact{{JID: "kim@example.test", Name: "Kim K.", Groups: []string{"Friends", "Work"}}}
 	e.Backend.SetRoster(user, v2...)
 	r = e.Admin.RefreshOK(t, user)
 	expectCounts(t, r, user, 0, 1, 1)
@@ -289,14 +221,14 @@ func testOfflineUser(t *testing.T, e *Env) {
 // testBackendError returns a scenario where the backend fails for one user
 // with reply: that user's roster stays as it was and is counted in
 // errors, while another user in the same request is updated.
-func testBackendError(prefix string, reply Reply) func(t *testing.T, e *Env) {
+func testBackendError(prefix string, reply harness.Reply) func(t *testing.T, e *Env) {
 	return func(t *testing.T, e *Env) {
 		bad, good := prefix+"_bad", prefix+"_good"
 		e.Users(t, bad, good)
 		c := Login(t, e.Server, bad)
-		v1 := []Contact{{JID: "max@example.test", Name: "Max", Groups: []string{"Friends"}}}
+		v1 := []harness.Contact{{JID: "max@example.test", Name: "Max", Groups: []string{"Friends"}}}
 		populate(t, e, c, bad, v1...)
-		e.Backend.SetRoster(good, Contact{JID: "ned@example.test", Name: "Ned"})
+		e.Backend.SetRoster(good, harness.Contact{JID: "ned@example.test", Name: "Ned"})
 
 		e.Backend.Set(bad, reply)
 		n := c.Pushes()
@@ -324,11 +256,11 @@ func testBackendTimeout(t *testing.T, e *Env) {
 	const user = "slow_fay"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	v1 := []Contact{{JID: "ola@example.test", Name: "Ola"}}
+	v1 := []harness.Contact{{JID: "ola@example.test", Name: "Ola"}}
 	populate(t, e, c, user, v1...)
 
 	delay := 3 * backendTimeout
-	e.Backend.Set(user, Reply{Contacts: []Contact{{JID: "pat@example.test"}}, Delay: delay})
+	e.Backend.Set(user, harness.Reply{Contacts: []harness.Contact{{JID: "pat@example.test"}}, Delay: delay})
 	n := c.Pushes()
 	r, raw := e.Admin.Refresh(t, user)
 	if r.Errors != 1 || r.Updated != 0 {
@@ -347,14 +279,14 @@ func testInvalidContactJID(t *testing.T, e *Env) {
 	const user = "inv_gina"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	valid := []Contact{
+	valid := []harness.Contact{
 		{JID: "quinn@example.test", Name: "Quinn"},
 		{JID: "rita@example.test", Name: "Rita", Groups: []string{"Friends"}},
 	}
 	invalid := []string{"a@b@c", "@x"}
-	all := append([]Contact(nil), valid...)
+	all := append([]harness.Contact(nil), valid...)
 	for _, j := range invalid {
-		all = append(all, Contact{JID: j, Name: "Invalid"})
+		all = append(all, harness.Contact{JID: j, Name: "Invalid"})
 	}
 	e.Backend.SetRoster(user, all...)
 
@@ -377,14 +309,14 @@ func testInvalidContactJID(t *testing.T, e *Env) {
 // backend URL, and their rosters are applied.
 func testURLEscaping(t *testing.T, e *Env) {
 	users := map[string]string{ // username -> escaped path
-		"hash#tag": backendPrefix + "hash%23tag",
-		"q?mark":   backendPrefix + "q%3Fmark",
+		"hash#tag": harness.BackendPrefix + "hash%23tag",
+		"q?mark":   harness.BackendPrefix + "q%3Fmark",
 	}
 	for u := range users {
 		e.Users(t, u)
 	}
 	for u, path := range users {
-		contacts := []Contact{{JID: "sam@example.test", Name: "Sam for " + u}}
+		contacts := []harness.Contact{{JID: "sam@example.test", Name: "Sam for " + u}}
 		e.Backend.SetRoster(u, contacts...)
 		r := e.Admin.RefreshOK(t, u)
 		expectCounts(t, r, u, 1, 0, 0)
@@ -400,7 +332,7 @@ func testURLEscaping(t *testing.T, e *Env) {
 func testDuplicateUsers(t *testing.T, e *Env) {
 	const user = "dup_hank"
 	e.Users(t, user)
-	e.Backend.SetRoster(user, Contact{JID: "tom@example.test", Name: "Tom"})
+	e.Backend.SetRoster(user, harness.Contact{JID: "tom@example.test", Name: "Tom"})
 	r, raw := e.Admin.Refresh(t, user, user)
 	if r.Updated != 1 || r.Errors != 0 || len(r.Results) != 1 {
 		t.Errorf("want updated 1, errors 0, one result; got %s", raw.Body)
@@ -431,9 +363,9 @@ func testUnauthenticated(t *testing.T, e *Env) {
 	const user = "auth_ivan"
 	e.Users(t, user)
 	c := Login(t, e.Server, user)
-	v1 := []Contact{{JID: "uma@example.test", Name: "Uma"}}
+	v1 := []harness.Contact{{JID: "uma@example.test", Name: "Uma"}}
 	populate(t, e, c, user, v1...)
-	e.Backend.SetRoster(user, Contact{JID: "vic@example.test", Name: "Vic"})
+	e.Backend.SetRoster(user, harness.Contact{JID: "vic@example.test", Name: "Vic"})
 	before := len(e.Backend.Requests(user))
 	n := c.Pushes()
 
@@ -459,11 +391,10 @@ func testUnauthenticated(t *testing.T, e *Env) {
 // server" at each connection and "XMPP connection lost" at each loss.
 func testLinkStaysUp(t *testing.T, e *Env) {
 	e.Sidecar.Stop(10 * time.Second)
-	sc := StartSidecar(t, e.Server, e.Backend, sidecarOptions(linkPing))
-	e.Sidecar, e.Admin = sc, sc.Admin
+	sc := e.StartSidecar(t, sidecarOptions(linkPing))
 	mark := len(sc.Output())
 
-	ready := httpCheck(sc.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
+	ready := harness.HTTPCheck(sc.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
 	for deadline := time.Now().Add(3*linkPing + iqTimeout); time.Now().Before(deadline); {
 		if err := ready(); err != nil {
 			t.Errorf("/readyz: %v", err)
@@ -479,5 +410,5 @@ func testLinkStaysUp(t *testing.T, e *Env) {
 
 	const user = "link_judy"
 	e.Users(t, user)
-	populate(t, e, Login(t, e.Server, user), user, Contact{JID: "walt@example.test", Name: "Walt"})
+	populate(t, e, Login(t, e.Server, user), user, harness.Contact{JID: "walt@example.test", Name: "Walt"})
 }

@@ -7,28 +7,27 @@ import (
 	"time"
 
 	"mellium.im/xmpp/stanza"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // TestEjabberdAPIMode runs the sidecar against ejabberd 24.12 with
 // ejabberd_api.url set: rosters are read and written through ejabberd's
 // HTTP API (get_roster, add_rosteritem, delete_rosteritem), which stores
 // subscriptions and sends the presence they allow, while the component
-// connection serves readiness and login presence.
+// connection serves readiness and login presence. It means something on
+// ejabberd only: TestEjabberdAPIMode/ejabberd/<scenario>.
 func TestEjabberdAPIMode(t *testing.T) {
-	var r Runner
-	for _, rr := range runners {
-		if rr.Name == "ejabberd" {
-			r = rr
-		}
-	}
-	r.Check(t)
-	requireSidecar(t)
-	srv := r.Start(t)
+	runPerServer(t, servers{only: []string{"ejabberd"}}, testAPIMode)
+}
+
+func testAPIMode(t *testing.T, e *Env) {
+	srv := e.Server
 	ensureAPIAccount(t, srv)
 	// In this mode subscriptions are stored: the clients compare them.
 	api := *srv
 	api.HonoursSubscription = true
-	backend := NewBackend(t)
+	e.Server = &api
 	apiEnv := []string{
 		"ROSTER_SIDECAR_EJABBERD_API_URL=" + srv.APIURL,
 		"ROSTER_SIDECAR_EJABBERD_API_USER=" + apiAccount + "@" + srv.Domain,
@@ -36,17 +35,17 @@ func TestEjabberdAPIMode(t *testing.T) {
 	}
 	// check proves the API settings (before serve: it connects as the
 	// component too), and names what to fix when the password is wrong.
+	requireSidecar(t)
 	srv.CreateUsers(t, "api_check")
-	backend.SetRoster("api_check")
-	env := append(sidecarEnv(&api, backend), apiEnv...)
+	e.Backend.SetRoster("api_check")
+	env := append(harness.SidecarEnv(&api, e.Backend), apiEnv...)
 	runCommand(t, env, 0, []string{"check", "--user", "api_check"},
 		"api:        ok: get_roster of api_check@example.test answered through "+srv.APIURL+" (0 items)\n",
 		"ready:      ok: the component may read and write the rosters of example.test\n")
 	runCommand(t, append(env, "ROSTER_SIDECAR_EJABBERD_API_PASSWORD=wrong"), 1, []string{"check", "--user", "api_check"},
 		"api:        FAIL: read roster of api_check@example.test: ejabberd API get_roster: HTTP 40",
 		"(check ejabberd_api.user/password and the api_permissions rule for the sidecar)\n")
-	sc := StartSidecar(t, &api, backend, loginOptions(apiEnv...))
-	e := &Env{Server: &api, Backend: backend, Sidecar: sc, Admin: sc.Admin}
+	e.StartSidecar(t, loginOptions(apiEnv...))
 	e.run(t, []Scenario{
 		{"friends_see_each_other_then_unfriend", testAPIFriendsPresence},
 		{"pair_converges_in_any_order", testAPIPairConverges},
@@ -71,8 +70,8 @@ func onlinePair(t *testing.T, e *Env, a, b string) (*Client, *Client) {
 func befriend(t *testing.T, e *Env, ca, cb *Client) {
 	t.Helper()
 	a, b := ca.JID.Localpart(), cb.JID.Localpart()
-	aWants := []Contact{{JID: cb.JID.String(), Name: "Friend " + b}}
-	bWants := []Contact{{JID: ca.JID.String(), Name: "Friend " + a}}
+	aWants := []harness.Contact{{JID: cb.JID.String(), Name: "Friend " + b}}
+	bWants := []harness.Contact{{JID: ca.JID.String(), Name: "Friend " + a}}
 	e.Backend.SetRoster(a, aWants...)
 	e.Backend.SetRoster(b, bWants...)
 	e.Admin.RefreshOK(t, a, b)
@@ -119,7 +118,7 @@ func testAPIFriendsPresence(t *testing.T, e *Env) {
 func testAPIPairConverges(t *testing.T, e *Env) {
 	const a, b = "pair_ann", "pair_ben"
 	ca, cb := onlinePair(t, e, a, b)
-	bKeeps := []Contact{{JID: ca.JID.String(), Name: "Friend " + a}}
+	bKeeps := []harness.Contact{{JID: ca.JID.String(), Name: "Friend " + a}}
 	for _, order := range [][]string{{a, b}, {b, a}, nil} {
 		befriend(t, e, ca, cb)
 		e.Backend.SetRoster(a)
@@ -144,10 +143,10 @@ func testAPIClientUnsubscribedReverted(t *testing.T, e *Env) {
 	ca, cb := onlinePair(t, e, a, b)
 	befriend(t, e, ca, cb)
 	cb.SendPresence(t, ca.JID, stanza.UnsubscribedPresence)
-	changed := []Contact{{JID: cb.JID.String(), Name: "Friend " + b, Subscription: "from"}}
+	changed := []harness.Contact{{JID: cb.JID.String(), Name: "Friend " + b, Subscription: "from"}}
 	ca.WaitForRoster(t, changed, pushWait)
 	r := e.Admin.RefreshOK(t, a)
 	expectCounts(t, r, a, 0, 1, 0)
-	ca.WaitForRoster(t, []Contact{{JID: cb.JID.String(), Name: "Friend " + b}}, pushWait)
-	cb.WaitForRoster(t, []Contact{{JID: ca.JID.String(), Name: "Friend " + a}}, pushWait)
+	ca.WaitForRoster(t, []harness.Contact{{JID: cb.JID.String(), Name: "Friend " + b}}, pushWait)
+	cb.WaitForRoster(t, []harness.Contact{{JID: ca.JID.String(), Name: "Friend " + a}}, pushWait)
 }

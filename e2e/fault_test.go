@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Fault-test settings: a sidecar that notices losses fast and redials
@@ -24,7 +26,7 @@ const (
 	recovered = 30 * time.Second
 )
 
-func faultOptions() SidecarOptions {
+func faultOptions() harness.SidecarOptions {
 	opts := sidecarOptions(time.Second)
 	opts.Env = append(opts.Env, "ROSTER_SIDECAR_XMPP_RECONNECT_MIN=100ms", "ROSTER_SIDECAR_XMPP_RECONNECT_MAX=1s")
 	return opts
@@ -32,50 +34,42 @@ func faultOptions() SidecarOptions {
 
 // TestFaults runs, per server, what goes wrong around the sidecar: the
 // backend gone, overlapping refreshes while the backend changes, and the
-// XMPP server killed during a large refresh.
+// XMPP server killed during a large refresh. The servers take turns (one
+// at a time), as they always did here.
 func TestFaults(t *testing.T) {
-	for _, r := range runners {
-		t.Run(r.Name, func(t *testing.T) {
-			r.Check(t)
-			requireSidecar(t)
-			srv := r.Start(t)
-			t.Run("backend_down", func(t *testing.T) { testBackendDown(t, srv) })
-
-			// Registered before any restart, in one go.
-			crashUsers := make([]string, faultUsers)
-			for i := range crashUsers {
-				crashUsers[i] = fmt.Sprintf("crash_%03d", i)
-			}
-			srv.CreateUsers(t, crashUsers...)
-
-			backend := NewBackend(t)
-			sc := StartSidecar(t, srv, backend, faultOptions())
-			e := &Env{Server: srv, Backend: backend, Sidecar: sc, Admin: sc.Admin}
-			t.Run("overlapping_refreshes", func(t *testing.T) {
-				logOnFailure(t, sc.Process, srv.Process)
-				testOverlappingRefreshes(t, e)
-			})
-			t.Run("server_restarted", func(t *testing.T) {
-				logOnFailure(t, sc.Process)
-				testServerRestarted(t, e)
-			})
-			t.Run("server_killed_during_refresh", func(t *testing.T) {
-				logOnFailure(t, sc.Process)
-				testServerKilled(t, e, crashUsers)
-			})
+	runPerServer(t, servers{inTurn: true}, func(t *testing.T, e *Env) {
+		e.run(t, []Scenario{{"backend_down", testBackendDown}}) // with a sidecar of its own
+		// Registered before any restart, in one go.
+		e.Users(t, crashUsers()...)
+		e.StartSidecar(t, faultOptions())
+		e.run(t, []Scenario{
+			{"overlapping_refreshes", testOverlappingRefreshes},
+			{"server_restarted", testServerRestarted},
+			{"server_killed_during_refresh", testServerKilled},
 		})
+	})
+}
+
+// crashUsers are the users of testServerKilled.
+func crashUsers() []string {
+	users := make([]string, faultUsers)
+	for i := range users {
+		users[i] = fmt.Sprintf("crash_%03d", i)
 	}
+	return users
 }
 
 // testBackendDown: with the backend process gone, refreshes fail for every
-// user, promptly, and no roster changes.
-func testBackendDown(t *testing.T, srv *Server) {
-	backend := NewBackend(t)
-	sc := StartSidecar(t, srv, backend, faultOptions())
+// user, promptly, and no roster changes. It runs a sidecar and a backend of
+// its own on e's server.
+func testBackendDown(t *testing.T, e *Env) {
+	srv := e.Server
+	backend := harness.NewBackend(t)
+	sc := startSidecar(t, srv, backend, faultOptions())
 	defer sc.Stop(10 * time.Second)
 	users := []string{"down_a", "down_b"}
 	srv.CreateUsers(t, users...)
-	v1 := []Contact{{JID: "x@example.test", Name: "X", Groups: []string{"G"}}}
+	v1 := []harness.Contact{{JID: "x@example.test", Name: "X", Groups: []string{"G"}}}
 	for _, u := range users {
 		backend.SetRoster(u, v1...)
 	}
@@ -101,12 +95,12 @@ func testBackendDown(t *testing.T, srv *Server) {
 func testOverlappingRefreshes(t *testing.T, e *Env) {
 	const user = "overlap_kay"
 	e.Users(t, user)
-	old := []Contact{{JID: "old@example.test", Name: "Old"}}
-	latest := []Contact{{JID: "new@example.test", Name: "New", Groups: []string{"Latest"}}}
-	e.Backend.Set(user, Reply{Contacts: old, Delay: time.Second})
+	old := []harness.Contact{{JID: "old@example.test", Name: "Old"}}
+	latest := []harness.Contact{{JID: "new@example.test", Name: "New", Groups: []string{"Latest"}}}
+	e.Backend.Set(user, harness.Reply{Contacts: old, Delay: time.Second})
 
 	var wg sync.WaitGroup
-	answers := make([]RefreshResponse, 3)
+	answers := make([]harness.RefreshResponse, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -139,20 +133,21 @@ func testOverlappingRefreshes(t *testing.T, e *Env) {
 // counted; /readyz turns 503 and a new refresh is refused with 503; once
 // the server is back the same sidecar is ready again, and one refresh
 // brings every roster exactly to the backend's state.
-func testServerKilled(t *testing.T, e *Env, users []string) {
-	rosters := map[string][]Contact{}
+func testServerKilled(t *testing.T, e *Env) {
+	users := crashUsers()
+	rosters := map[string][]harness.Contact{}
 	for _, u := range users {
-		var contacts []Contact
+		var contacts []harness.Contact
 		for k := range faultContacts {
-			contacts = append(contacts, Contact{JID: fmt.Sprintf("c%02d@example.test", k), Name: fmt.Sprintf("%s's contact %d", u, k), Groups: []string{"G" + fmt.Sprint(k%3)}})
+			contacts = append(contacts, harness.Contact{JID: fmt.Sprintf("c%02d@example.test", k), Name: fmt.Sprintf("%s's contact %d", u, k), Groups: []string{"G" + fmt.Sprint(k%3)}})
 		}
 		rosters[u] = contacts
 		e.Backend.SetRoster(u, contacts...)
 	}
 
 	type answer struct {
-		r   RefreshResponse
-		raw AdminReply
+		r   harness.RefreshResponse
+		raw harness.AdminReply
 	}
 	done := make(chan answer, 1)
 	go func() {
@@ -163,7 +158,7 @@ func testServerKilled(t *testing.T, e *Env, users []string) {
 	e.Server.Crash(t)
 	killed := time.Now()
 
-	ready := httpCheck(e.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
+	ready := harness.HTTPCheck(e.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
 	waitUntil(t, lossNoticed, "/readyz to report the loss", func() bool { return ready() != nil })
 	t.Logf("/readyz not ready %v after the kill", time.Since(killed).Round(time.Millisecond))
 
@@ -210,7 +205,7 @@ func testServerKilled(t *testing.T, e *Env, users []string) {
 func testServerRestarted(t *testing.T, e *Env) {
 	const user = "restart_lee"
 	e.Users(t, user)
-	ready := httpCheck(e.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
+	ready := harness.HTTPCheck(e.Admin.BaseURL+"/readyz", http.Header{"Authorization": {"Bearer " + adminToken}}, http.StatusOK)
 	e.Server.Process.Stop(20 * time.Second)
 	stopped := time.Now()
 	waitUntil(t, lossNoticed, "/readyz to report the stop", func() bool { return ready() != nil })
@@ -219,7 +214,7 @@ func testServerRestarted(t *testing.T, e *Env) {
 	restarted := time.Now()
 	waitUntil(t, recovered, "/readyz after the restart", func() bool { return ready() == nil })
 	t.Logf("ready again %v after the restart", time.Since(restarted).Round(time.Millisecond))
-	contacts := []Contact{{JID: "mo@example.test", Name: "Mo"}}
+	contacts := []harness.Contact{{JID: "mo@example.test", Name: "Mo"}}
 	populate(t, e, Login(t, e.Server, user), user, contacts...)
 }
 

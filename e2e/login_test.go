@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Settings of the sidecar in TestLoginRefresh.
@@ -21,8 +23,8 @@ const (
 	loginWait = 10 * time.Second
 )
 
-func loginOptions(extra ...string) SidecarOptions {
-	return SidecarOptions{
+func loginOptions(extra ...string) harness.SidecarOptions {
+	return harness.SidecarOptions{
 		Token:          adminToken,
 		BackendTimeout: backendTimeout,
 		IQTimeout:      iqTimeout,
@@ -36,7 +38,7 @@ func loginOptions(extra ...string) SidecarOptions {
 // the admin API in these scenarios unless stated: the sidecar refreshes a
 // user when the server forwards the presence of a new session.
 func TestLoginRefresh(t *testing.T) {
-	runPerServer(t, loginOptions(), loginScenarios)
+	runPerServer(t, servers{}, withSidecar(loginOptions(), loginScenarios))
 }
 
 var loginScenarios = []Scenario{
@@ -49,7 +51,7 @@ var loginScenarios = []Scenario{
 
 // waitRequests waits until the backend got n requests for user and checks
 // that no more come within quiet.
-func waitRequests(t *testing.T, b *Backend, user string, n int) {
+func waitRequests(t *testing.T, b *harness.Backend, user string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(loginWait)
 	for len(b.Requests(user)) < n && time.Now().Before(deadline) {
@@ -66,7 +68,7 @@ func waitRequests(t *testing.T, b *Backend, user string, n int) {
 func testFirstLogin(t *testing.T, e *Env) {
 	const user = "lg_first"
 	e.Users(t, user)
-	want := []Contact{{JID: "ama@example.test", Name: "Ama", Groups: []string{"Friends"}}, {JID: "bea@example.test", Name: "Bea"}}
+	want := []harness.Contact{{JID: "ama@example.test", Name: "Ama", Groups: []string{"Friends"}}, {JID: "bea@example.test", Name: "Bea"}}
 	e.Backend.SetRoster(user, want...)
 	start := time.Now()
 	c := Login(t, e.Server, user)
@@ -84,7 +86,7 @@ func testFirstLogin(t *testing.T, e *Env) {
 func testChangedWhileOffline(t *testing.T, e *Env) {
 	const user = "lg_offline"
 	e.Users(t, user)
-	v1 := []Contact{{JID: "cai@example.test", Name: "Cai"}}
+	v1 := []harness.Contact{{JID: "cai@example.test", Name: "Cai"}}
 	e.Backend.SetRoster(user, v1...)
 	e.Admin.RefreshOK(t, user)
 	c := Login(t, e.Server, user) // within loginMinInterval of the sync: no fetch
@@ -92,7 +94,7 @@ func testChangedWhileOffline(t *testing.T, e *Env) {
 	waitRequests(t, e.Backend, user, 1)
 	c.Close()
 
-	v2 := []Contact{{JID: "cai@example.test", Name: "Cai C.", Groups: []string{"Work"}}, {JID: "dev@example.test", Name: "Dev"}}
+	v2 := []harness.Contact{{JID: "cai@example.test", Name: "Cai C.", Groups: []string{"Work"}}, {JID: "dev@example.test", Name: "Dev"}}
 	e.Backend.SetRoster(user, v2...)
 	time.Sleep(loginMinInterval)
 	start := time.Now()
@@ -107,7 +109,7 @@ func testChangedWhileOffline(t *testing.T, e *Env) {
 func testStatusChangeIsNoLogin(t *testing.T, e *Env) {
 	const user = "lg_status"
 	e.Users(t, user)
-	want := []Contact{{JID: "eve@example.test", Name: "Eve"}}
+	want := []harness.Contact{{JID: "eve@example.test", Name: "Eve"}}
 	e.Backend.SetRoster(user, want...)
 	c := Login(t, e.Server, user)
 	c.WaitForRoster(t, want, loginWait)
@@ -131,18 +133,17 @@ func testSessionsOnlineAtConnect(t *testing.T, e *Env) {
 		users = append(users, fmt.Sprintf("lg_burst%02d", i))
 	}
 	e.Users(t, users...)
-	want := map[string][]Contact{}
+	want := map[string][]harness.Contact{}
 	clients := map[string]*Client{}
 	for _, u := range users {
-		want[u] = []Contact{{JID: "friend-of-" + u + "@example.test", Name: strings.ToUpper(u)}}
+		want[u] = []harness.Contact{{JID: "friend-of-" + u + "@example.test", Name: strings.ToUpper(u)}}
 		e.Backend.SetRoster(u, want[u]...)
 		clients[u] = Login(t, e.Server, u)
 	}
 	before := len(e.Backend.Requests(""))
 	start := time.Now()
-	sc := StartSidecar(t, e.Server, e.Backend, loginOptions(
+	sc := e.StartSidecar(t, loginOptions(
 		fmt.Sprintf("ROSTER_SIDECAR_SYNC_LOGIN_RATE=%d", rate), fmt.Sprintf("ROSTER_SIDECAR_SYNC_LOGIN_QUEUE=%d", queue)))
-	e.Sidecar, e.Admin = sc, sc.Admin
 
 	if e.Server.Name == "ejabberd" {
 		time.Sleep(2 * time.Second)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // presenceWatch is how long testPresenceAfterBoth watches for presence that
@@ -27,8 +29,8 @@ func testPresenceAfterBoth(t *testing.T, e *Env) {
 	const a, b = "pres_amy", "pres_bo"
 	e.Users(t, a, b)
 	ca, cb := Login(t, e.Server, a), Login(t, e.Server, b)
-	aWants := []Contact{{JID: b + "@example.test", Name: "Bo"}}
-	bWants := []Contact{{JID: a + "@example.test", Name: "Amy"}}
+	aWants := []harness.Contact{{JID: b + "@example.test", Name: "Bo"}}
+	bWants := []harness.Contact{{JID: a + "@example.test", Name: "Amy"}}
 	e.Backend.SetRoster(a, aWants...)
 	e.Backend.SetRoster(b, bWants...)
 	na, nb := ca.PresenceCount(), cb.PresenceCount()

@@ -8,7 +8,7 @@ import (
 	"os"
 )
 
-// Built with -tags pprof (the benchmark does, for -bench.pprof), the binary
+// Built with -tags pprof (the benchmark does, for -pprof), the binary
 // serves net/http/pprof on ROSTER_SIDECAR_PPROF_LISTEN when it is set. Release
 // builds never contain this file.
 func init() {

@@ -1,6 +1,4 @@
-//go:build e2e && bench
-
-package e2e
+package main
 
 import (
 	"bytes"
@@ -13,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // ejabberdAPIClient calls ejabberd's mod_http_api with keep-alive
@@ -22,7 +22,7 @@ type ejabberdAPIClient struct {
 	hc  *http.Client
 }
 
-func newEjabberdAPI(srv *Server) *ejabberdAPIClient {
+func newEjabberdAPI(srv *harness.Server) *ejabberdAPIClient {
 	return &ejabberdAPIClient{url: srv.APIURL, hc: &http.Client{
 		Timeout:   time.Minute,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute},
@@ -46,7 +46,7 @@ type addRosterItem struct {
 func (a *ejabberdAPIClient) addRosterItems(ctx context.Context, s *benchSet, conc int) (int, error) {
 	type job struct {
 		owner string
-		c     Contact
+		c     harness.Contact
 	}
 	jobs := make(chan job)
 	var done atomic.Int64
@@ -56,7 +56,7 @@ func (a *ejabberdAPIClient) addRosterItems(ctx context.Context, s *benchSet, con
 			for j := range jobs {
 				user, host, _ := cutJID(j.c.JID)
 				if err := a.call(ctx, "add_rosteritem", addRosterItem{
-					LocalUser: j.owner, LocalHost: userDomain, User: user, Host: host,
+					LocalUser: j.owner, LocalHost: harness.UserDomain, User: user, Host: host,
 					Nick: j.c.Name, Groups: j.c.Groups, Subs: "both",
 				}); err != nil {
 					return err
@@ -93,7 +93,7 @@ func (a *ejabberdAPIClient) call(ctx context.Context, command string, args any) 
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Host = userDomain // see ejabberdAPI
+	req.Host = harness.UserDomain // the virtual host, as ejabberdAPI (e2e/harness) names it
 	resp, err := a.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", command, err)

@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package harness
 
 import (
 	"context"
@@ -10,69 +8,51 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"testing"
+	"strings"
 	"time"
 )
 
-// sidecarBinary is the roster-sidecar binary built (or named by
-// ROSTER_SIDECAR_E2E_BINARY) in TestMain; sidecarBuildErr is why not.
-var (
-	sidecarBinary   string
-	sidecarBuildErr error
-)
-
-// TestMain builds roster-sidecar once into a temporary directory.
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
+// SidecarBinary returns the roster-sidecar binary to run: the one named by
+// ROSTER_SIDECAR_E2E_BINARY, else ./cmd/roster-sidecar of this module
+// built with the given build tags into dir.
+func SidecarBinary(dir string, tags ...string) (string, error) {
 	if bin := os.Getenv(envBinary); bin != "" {
-		sidecarBinary = bin
-		return m.Run()
+		return bin, nil
 	}
-	dir, err := os.MkdirTemp("", "e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	sidecarBinary, sidecarBuildErr = buildSidecar(dir)
-	if sidecarBuildErr != nil {
-		fmt.Fprintf(os.Stderr, "e2e: building roster-sidecar failed; tests that need it will fail:\n%v\n", sidecarBuildErr)
-	}
-	return m.Run()
+	return buildSidecar(dir, tags...)
 }
 
-func buildSidecar(dir string) (string, error) {
+// buildSidecar builds ./cmd/roster-sidecar of this module with the given
+// build tags into dir and returns the binary's path.
+func buildSidecar(dir string, tags ...string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return "", err
 	}
-	wd, err := os.Getwd() // the e2e package directory
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "roster-sidecar")
-	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/roster-sidecar")
-	cmd.Dir = filepath.Dir(wd)
+	name := "roster-sidecar"
+	args := []string{"build"}
+	if len(tags) > 0 {
+		name += "-" + strings.Join(tags, "-")
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command(goBin, append(args, "-o", bin, "./cmd/roster-sidecar")...)
+	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("go build ./cmd/roster-sidecar: %v\n%s", err, out)
+		return "", fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
 	}
 	return bin, nil
 }
 
-// requireSidecar fails the test when there is no binary to run.
-func requireSidecar(t testing.TB) {
-	t.Helper()
-	if sidecarBuildErr != nil {
-		t.Fatalf("no roster-sidecar binary: %v", sidecarBuildErr)
-	}
-}
-
 // SidecarOptions are the per-run settings of the sidecar.
 type SidecarOptions struct {
+	// Binary is the roster-sidecar executable (see SidecarBinary).
+	Binary string
 	// Token is ROSTER_SIDECAR_ADMIN_TOKEN ("" for none).
 	Token string
 	// BackendTimeout and IQTimeout are ROSTER_SIDECAR_BACKEND_TIMEOUT and
@@ -93,9 +73,9 @@ type Sidecar struct {
 	Opts SidecarOptions
 }
 
-// sidecarEnv is the environment of a roster-sidecar command that talks to
+// SidecarEnv is the environment of a roster-sidecar command that talks to
 // srv and backend.
-func sidecarEnv(srv *Server, backend *Backend) []string {
+func SidecarEnv(srv *Server, backend *Backend) []string {
 	return append(os.Environ(),
 		"ROSTER_SIDECAR_XMPP_ADDRESS="+srv.ComponentAddr,
 		"ROSTER_SIDECAR_XMPP_DOMAIN="+srv.ComponentDomain,
@@ -107,11 +87,13 @@ func sidecarEnv(srv *Server, backend *Backend) []string {
 
 // StartSidecar runs `roster-sidecar serve` against srv and backend, and
 // waits until /readyz says it is connected with the roster privilege.
-func StartSidecar(t testing.TB, srv *Server, backend *Backend, opts SidecarOptions) *Sidecar {
+func StartSidecar(t TB, srv *Server, backend *Backend, opts SidecarOptions) *Sidecar {
 	t.Helper()
-	requireSidecar(t)
-	adminAddr := "127.0.0.1:" + strconv.Itoa(freePorts(t, 1)[0])
-	env := append(sidecarEnv(srv, backend),
+	if opts.Binary == "" {
+		t.Fatal("no roster-sidecar binary given (SidecarOptions.Binary)")
+	}
+	adminAddr := "127.0.0.1:" + strconv.Itoa(FreePorts(t, 1)[0])
+	env := append(SidecarEnv(srv, backend),
 		"ROSTER_SIDECAR_ADMIN_LISTEN="+adminAddr,
 		"ROSTER_SIDECAR_ADMIN_TOKEN="+opts.Token,
 		"ROSTER_SIDECAR_BACKEND_TIMEOUT="+opts.BackendTimeout.String(),
@@ -122,20 +104,20 @@ func StartSidecar(t testing.TB, srv *Server, backend *Backend, opts SidecarOptio
 		env = append(env, "ROSTER_SIDECAR_XMPP_PING_INTERVAL="+opts.PingInterval.String())
 	}
 	env = append(env, opts.Env...)
-	cmd := exec.Command(sidecarBinary, "serve")
+	cmd := exec.Command(opts.Binary, "serve")
 	cmd.Env = env
 	cmd.WaitDelay = 5 * time.Second
 	s := &Sidecar{
-		Process: StartProcess(t, "roster-sidecar ("+srv.Name+")", cmd),
-		Admin:   NewAdmin("http://"+adminAddr, opts.Token),
+		Process: startProcess(t, "roster-sidecar ("+srv.Name+")", cmd),
+		Admin:   newAdmin("http://"+adminAddr, opts.Token),
 		Opts:    opts,
 	}
 	header := http.Header{}
 	if opts.Token != "" {
 		header.Set("Authorization", "Bearer "+opts.Token)
 	}
-	err := waitFor(context.Background(), s.Process, 30*time.Second, "roster-sidecar /readyz",
-		httpCheck(s.Admin.BaseURL+"/readyz", header, http.StatusOK))
+	err := WaitFor(context.Background(), s.Process, 30*time.Second, "roster-sidecar /readyz",
+		HTTPCheck(s.Admin.BaseURL+"/readyz", header, http.StatusOK))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +125,7 @@ func StartSidecar(t testing.TB, srv *Server, backend *Backend, opts SidecarOptio
 }
 
 // Alive fails the test if the sidecar has exited.
-func (s *Sidecar) Alive(t testing.TB) {
+func (s *Sidecar) Alive(t TB) {
 	t.Helper()
 	if ok, err := s.Exited(); ok {
 		t.Fatalf("roster-sidecar exited: %v", err)

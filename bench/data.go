@@ -1,6 +1,4 @@
-//go:build e2e && bench
-
-package e2e
+package main
 
 import (
 	"bytes"
@@ -15,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // benchSet is a set of users with their desired rosters. Contact j of user i
@@ -22,18 +22,18 @@ import (
 type benchSet struct {
 	prefix  string
 	users   []string
-	rosters [][]Contact
+	rosters [][]harness.Contact
 }
 
 var benchGroups = []string{"Friends", "Work", "Family", "Team Blue", "Team Red"}
 
 func newBenchSet(prefix string, n, k int) *benchSet {
-	s := &benchSet{prefix: prefix, users: make([]string, n), rosters: make([][]Contact, n)}
+	s := &benchSet{prefix: prefix, users: make([]string, n), rosters: make([][]harness.Contact, n)}
 	for i := range n {
 		s.users[i] = prefix + strconv.Itoa(i)
 	}
 	for i := range n {
-		cs := make([]Contact, k)
+		cs := make([]harness.Contact, k)
 		for j := range k {
 			var local string
 			if k < n {
@@ -41,7 +41,7 @@ func newBenchSet(prefix string, n, k int) *benchSet {
 			} else { // more contacts than users: invent them
 				local = prefix + "x" + strconv.Itoa(j)
 			}
-			cs[j] = Contact{JID: local + "@" + userDomain, Name: "User " + local, Groups: []string{benchGroups[(i+j)%len(benchGroups)]}}
+			cs[j] = harness.Contact{JID: local + "@" + harness.UserDomain, Name: "User " + local, Groups: []string{benchGroups[(i+j)%len(benchGroups)]}}
 		}
 		s.rosters[i] = cs
 	}
@@ -60,7 +60,7 @@ func changeShare(k int) int {
 // updatePlan is the change of one user's roster made by mutate, in the
 // order the sidecar sends it (removals, updates, additions).
 type updatePlan struct {
-	removed, renamed, added []Contact
+	removed, renamed, added []harness.Contact
 }
 
 // mutate renames the first r contacts of every user, removes the next r and
@@ -73,7 +73,7 @@ func (s *benchSet) mutate() []updatePlan {
 			continue
 		}
 		var p updatePlan
-		next := make([]Contact, 0, len(cs))
+		next := make([]harness.Contact, 0, len(cs))
 		for j, c := range cs {
 			switch {
 			case j < r:
@@ -88,7 +88,7 @@ func (s *benchSet) mutate() []updatePlan {
 		}
 		for m := range r {
 			local := s.prefix + "n" + strconv.Itoa(i) + "_" + strconv.Itoa(m)
-			c := Contact{JID: local + "@" + userDomain, Name: "New " + local, Groups: []string{benchGroups[m%len(benchGroups)]}}
+			c := harness.Contact{JID: local + "@" + harness.UserDomain, Name: "New " + local, Groups: []string{benchGroups[m%len(benchGroups)]}}
 			p.added = append(p.added, c)
 			next = append(next, c)
 		}
@@ -108,9 +108,9 @@ func (s *benchSet) items() int {
 }
 
 // serve scripts the backend with the set's current rosters, pre-encoded.
-func (s *benchSet) serve(b *Backend) {
+func (s *benchSet) serve(b *harness.Backend) {
 	for i, u := range s.users {
-		b.Set(u, Reply{Body: EncodeRoster(s.rosters[i])})
+		b.Set(u, harness.Reply{Body: harness.EncodeRoster(s.rosters[i])})
 	}
 }
 
@@ -122,7 +122,7 @@ var blastReadFirst bool
 func (s *benchSet) populateStanzas(from string, ids *int) [][]byte {
 	var out [][]byte
 	for i, u := range s.users {
-		owner := u + "@" + userDomain
+		owner := u + "@" + harness.UserDomain
 		if blastReadFirst {
 			*ids++
 			out = append(out, getStanza(blastID(*ids), from, owner))
@@ -140,7 +140,7 @@ func (s *benchSet) getStanzas(from string, ids *int) [][]byte {
 	out := make([][]byte, 0, len(s.users))
 	for _, u := range s.users {
 		*ids++
-		out = append(out, getStanza(blastID(*ids), from, u+"@"+userDomain))
+		out = append(out, getStanza(blastID(*ids), from, u+"@"+harness.UserDomain))
 	}
 	return out
 }
@@ -168,8 +168,8 @@ func interleave(stanzas [][]byte, perUser, g int) [][]byte {
 func (s *benchSet) updateStanzas(plans []updatePlan, from string, ids *int) [][]byte {
 	var out [][]byte
 	for i, u := range s.users {
-		owner := u + "@" + userDomain
-		add := func(cs []Contact, remove bool) {
+		owner := u + "@" + harness.UserDomain
+		add := func(cs []harness.Contact, remove bool) {
 			for _, c := range cs {
 				*ids++
 				out = append(out, setStanza(blastID(*ids), from, owner, c, remove))
@@ -203,7 +203,7 @@ type refreshTotals struct {
 	MaxRequest, MinRequest  time.Duration
 }
 
-func (t *refreshTotals) add(r *RefreshResponse, d time.Duration) {
+func (t *refreshTotals) add(r *harness.RefreshResponse, d time.Duration) {
 	t.Requests++
 	t.OK += r.Updated
 	t.Errors += r.Errors
@@ -222,7 +222,7 @@ func (t *refreshTotals) add(r *RefreshResponse, d time.Duration) {
 }
 
 // bulk posts one refresh request for users.
-func (r *refresher) bulk(ctx context.Context, users []string) (*RefreshResponse, error) {
+func (r *refresher) bulk(ctx context.Context, users []string) (*harness.RefreshResponse, error) {
 	body, err := json.Marshal(users)
 	if err != nil {
 		return nil, err
@@ -244,7 +244,7 @@ func (r *refresher) bulk(ctx context.Context, users []string) (*RefreshResponse,
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return nil, fmt.Errorf("refresh of %d users: %s: %s", len(users), resp.Status, b)
 	}
-	var out RefreshResponse
+	var out harness.RefreshResponse
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, fmt.Errorf("refresh of %d users: decoding answer: %w", len(users), err)
 	}

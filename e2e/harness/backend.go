@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package harness
 
 import (
 	"encoding/json"
@@ -9,13 +7,12 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
-// backendPrefix is the path under which the backend serves rosters; the
+// BackendPrefix is the path under which the backend serves rosters; the
 // sidecar is configured with ROSTER_SIDECAR_HTTP_ROSTER_URL = URL + prefix + "%s".
-const backendPrefix = "/roster/"
+const BackendPrefix = "/roster/"
 
 // Contact is one roster entry: what the backend sends for a user and what
 // the tests expect on the XMPP server.
@@ -68,7 +65,7 @@ type Backend struct {
 }
 
 // NewBackend starts a backend closed at the end of the test.
-func NewBackend(t testing.TB) *Backend {
+func NewBackend(t TB) *Backend {
 	t.Helper()
 	b := &Backend{replies: map[string]Reply{}}
 	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
@@ -77,7 +74,7 @@ func NewBackend(t testing.TB) *Backend {
 }
 
 // RosterURL is the value for ROSTER_SIDECAR_HTTP_ROSTER_URL.
-func (b *Backend) RosterURL() string { return b.URL + backendPrefix + "%s" }
+func (b *Backend) RosterURL() string { return b.URL + BackendPrefix + "%s" }
 
 // Set scripts the reply for user (the decoded username).
 func (b *Backend) Set(user string, r Reply) {
@@ -113,7 +110,7 @@ func (b *Backend) serve(w http.ResponseWriter, r *http.Request) {
 		Authorization: r.Header.Get("Authorization"),
 		At:            time.Now(),
 	}
-	user, ok := strings.CutPrefix(escaped, backendPrefix)
+	user, ok := strings.CutPrefix(escaped, BackendPrefix)
 	if ok {
 		if u, err := url.PathUnescape(user); err == nil {
 			rec.User = u

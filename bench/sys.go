@@ -1,6 +1,4 @@
-//go:build e2e && bench
-
-package e2e
+package main
 
 import (
 	"bufio"
@@ -9,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -17,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // clockTicks is USER_HZ, the unit of CPU times in /proc/PID/stat (100 on
@@ -144,7 +143,7 @@ func machineBusy() time.Duration {
 // cpuMeter measures the CPU used by the server, the sidecar and the
 // benchmark process itself over a phase.
 type cpuMeter struct {
-	procs []*Process
+	procs []*harness.Process
 	start []time.Duration
 	self  time.Duration
 	all   time.Duration
@@ -153,13 +152,13 @@ type cpuMeter struct {
 	vol, invol int64
 }
 
-func startCPU(procs ...*Process) *cpuMeter {
+func startCPU(procs ...*harness.Process) *cpuMeter {
 	m := &cpuMeter{procs: procs, self: selfCPU(), all: machineBusy(), at: time.Now()}
 	if len(procs) > 0 {
-		m.vol, m.invol = groupSwitches(procs[0].cmd.Process.Pid)
+		m.vol, m.invol = groupSwitches(procs[0].Pid())
 	}
 	for _, p := range procs {
-		m.start = append(m.start, groupCPU(p.cmd.Process.Pid))
+		m.start = append(m.start, groupCPU(p.Pid()))
 	}
 	return m
 }
@@ -180,12 +179,12 @@ func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at).Seconds()
 	u := cpuUse{Self: (selfCPU() - m.self).Seconds() / wall}
 	if len(m.procs) > 0 {
-		vol, invol := groupSwitches(m.procs[0].cmd.Process.Pid)
+		vol, invol := groupSwitches(m.procs[0].Pid())
 		u.ServerWaited, u.ServerPreempted = float64(vol-m.vol)/wall, float64(invol-m.invol)/wall
 	}
 	u.Other = (machineBusy()-m.all).Seconds()/wall - u.Self
 	for i, p := range m.procs {
-		u.Procs = append(u.Procs, (groupCPU(p.cmd.Process.Pid)-m.start[i]).Seconds()/wall)
+		u.Procs = append(u.Procs, (groupCPU(p.Pid())-m.start[i]).Seconds()/wall)
 		u.Other -= u.Procs[i]
 	}
 	u.Other = max(0, u.Other)
@@ -251,23 +250,6 @@ func pkgVersion(pkg string) string {
 	return string(out)
 }
 
-// buildProfilingSidecar builds roster-sidecar with the pprof build tag
-// (cmd/roster-sidecar/pprof.go), which serves net/http/pprof on
-// ROSTER_SIDECAR_PPROF_LISTEN when that variable is set.
-func buildProfilingSidecar(dir string) (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "roster-sidecar-pprof")
-	cmd := exec.Command("go", "build", "-tags", "pprof", "-o", bin, "./cmd/roster-sidecar")
-	cmd.Dir = filepath.Dir(wd)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build -tags pprof: %v\n%s", err, out)
-	}
-	return bin, nil
-}
-
 // cpuLayout is where the benchmark runs what: the servers on CPUs of their
 // own (Server), everything else on the others (Rest): the benchmark
 // process with its backend, proxy and blaster, and the sidecar it starts.
@@ -288,7 +270,7 @@ func (l cpuLayout) String() string {
 		cpuList(l.Server), cpuList(l.Server), cpuList(l.Rest))
 }
 
-// planCPUs turns -bench.servercpus into a layout: "auto" gives the server
+// planCPUs turns -servercpus into a layout: "auto" gives the server
 // the first available CPU when there are two or more, "" or "none" shares
 // them all, else a CPU list such as "0" or "0-1" for the server.
 func planCPUs(spec string) (cpuLayout, error) {
@@ -324,10 +306,14 @@ func planCPUs(spec string) (cpuLayout, error) {
 		}
 	}
 	if len(rest) == 0 || len(server) == 0 {
-		return cpuLayout{}, fmt.Errorf("-bench.servercpus=%s leaves no CPU for the server or for the rest (available: %s)", spec, cpuList(all))
+		return cpuLayout{}, fmt.Errorf("-servercpus=%s leaves no CPU for the server or for the rest (available: %s)", spec, cpuList(all))
 	}
 	return cpuLayout{Server: server, Rest: rest, All: all}, nil
 }
+
+// serverCPUs is the CPU list (taskset -c) that freshServer starts servers
+// on, "" for every CPU: the current layout's (cpuLayout.apply).
+var serverCPUs string
 
 // apply starts servers on l.Server from now on and moves every thread of
 // this process (and so what it starts later) to l.Rest; a shared layout

@@ -1,6 +1,4 @@
-//go:build e2e && bench
-
-package e2e
+package main
 
 import (
 	"bufio"
@@ -12,12 +10,13 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // What ejabberd does inside while roster SETs arrive, read from its Erlang
-// node by e2e/testdata/e2e_probe.erl: how busy its schedulers really are
+// node by bench/testdata/e2e_probe.erl: how busy its schedulers really are
 // (the OS counts their busy waiting as CPU time) and which processes run.
 
 // vmNoBusyWait are erl flags that stop the Erlang schedulers from busy
@@ -58,10 +57,10 @@ type erlangProbe struct {
 const probeDeadline = 10 * time.Minute
 
 // compileErlangProbe compiles e2e_probe.erl into a new directory.
-func compileErlangProbe(t *testing.T) string {
+func compileErlangProbe(t *T) string {
 	t.Helper()
-	dir := tempDir(t, "e2e-probe-")
-	out, err := exec.Command("erlc", "-o", dir, testdataFile(t, "e2e_probe.erl")).CombinedOutput()
+	dir := harness.TempDir(t, "e2e-probe-")
+	out, err := exec.Command("erlc", "-o", dir, harness.RepoFile(t, "bench", "testdata", "e2e_probe.erl")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("erlc e2e_probe.erl: %v\n%s", err, out)
 	}
@@ -70,7 +69,7 @@ func compileErlangProbe(t *testing.T) string {
 
 // attachErlangProbe starts a hidden Erlang node that connects to srv's
 // node and waits for start. Starting it costs CPU: do it before a run.
-func attachErlangProbe(t *testing.T, srv *Server, beamDir string) *erlangProbe {
+func attachErlangProbe(t *T, srv *harness.Server, beamDir string) *erlangProbe {
 	t.Helper()
 	n := srv.Erlang
 	if n == nil {
@@ -100,7 +99,7 @@ func attachErlangProbe(t *testing.T, srv *Server, beamDir string) *erlangProbe {
 }
 
 // expect reads the probe's next line, which must be want.
-func (p *erlangProbe) expect(t *testing.T, want string) {
+func (p *erlangProbe) expect(t *T, want string) {
 	t.Helper()
 	if !p.out.Scan() || p.out.Text() != want {
 		p.deadline.Stop()
@@ -111,7 +110,7 @@ func (p *erlangProbe) expect(t *testing.T, want string) {
 }
 
 // start begins the measurement.
-func (p *erlangProbe) start(t *testing.T) {
+func (p *erlangProbe) start(t *T) {
 	t.Helper()
 	if _, err := io.WriteString(p.stdin, "start\n"); err != nil {
 		t.Fatalf("e2e_probe: %v", err)
@@ -120,7 +119,7 @@ func (p *erlangProbe) start(t *testing.T) {
 }
 
 // stop ends the measurement and the probe node, and returns the figures.
-func (p *erlangProbe) stop(t *testing.T) erlangUse {
+func (p *erlangProbe) stop(t *T) erlangUse {
 	t.Helper()
 	var u erlangUse
 	if _, err := io.WriteString(p.stdin, "stop\n"); err != nil {
@@ -171,7 +170,7 @@ type insideVariant struct {
 // the server on CPUs of its own (when layout gives it some), with every
 // process on every CPU, and so again with Erlang schedulers that do not
 // busy-wait. It puts layout back in place before it returns.
-func insideEjabberd(t *testing.T, ctx context.Context, r Runner, backend *Backend, n, k, window int, opts SidecarOptions, layout cpuLayout) []insideRun {
+func insideEjabberd(t *T, ctx context.Context, r harness.Runner, backend *harness.Backend, n, k, window int, opts harness.SidecarOptions, layout cpuLayout) []insideRun {
 	t.Helper()
 	beams := compileErlangProbe(t)
 	var variants []insideVariant
@@ -192,7 +191,8 @@ func insideEjabberd(t *testing.T, ctx context.Context, r Runner, backend *Backen
 		if err := v.Layout.apply(); err != nil {
 			t.Fatal(err)
 		}
-		rv := Runner{Name: r.Name, Binaries: r.Binaries, Start: func(t *testing.T) *Server { return startEjabberd(t, v.VM) }}
+		rv := r
+		rv.Options.ErlOptions = v.VM
 
 		set := newBenchSet("inb"+strconv.Itoa(len(out))+"u", n, k)
 		srv := freshServer(t, rv, set)
@@ -233,7 +233,7 @@ func insideTable(b *strings.Builder, runs []insideRun, users, contacts int) {
 	if len(runs) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "Inside ejabberd during populate (%s users × %d contacts, a fresh server each; `e2e/testdata/e2e_probe.erl` reads the Erlang node):\n\n", num(float64(users)), contacts)
+	fmt.Fprintf(b, "Inside ejabberd during populate (%s users × %d contacts, a fresh server each; `bench/testdata/e2e_probe.erl` reads the Erlang node):\n\n", num(float64(users)), contacts)
 	b.WriteString("| run | where | items/s | server CPU (OS) | schedulers busy (busy waiting excluded) | dirty IO schedulers | processes that ran most (share of reductions) |\n|---|---|---|---|---|---|---|\n")
 	for _, ir := range runs {
 		var sched []string

@@ -1,6 +1,4 @@
-//go:build e2e && bench
-
-package e2e
+package main
 
 import (
 	"bufio"
@@ -18,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // rawComponent is a minimal XEP-0114 client for the benchmark's "server
@@ -289,7 +289,7 @@ var blastItemNS bool
 
 // setStanza encodes a privileged roster SET of one item, as the sidecar
 // sends it (same attributes, same content).
-func setStanza(id, from, owner string, c Contact, remove bool) []byte {
+func setStanza(id, from, owner string, c harness.Contact, remove bool) []byte {
 	var b bytes.Buffer
 	b.WriteString(`<iq type="set" id="`)
 	b.WriteString(id)

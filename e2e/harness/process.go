@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package harness
 
 import (
 	"bytes"
@@ -15,40 +13,13 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
-// Environment variables that change how the suite runs (see doc.go).
-const (
-	envSkip   = "ROSTER_SIDECAR_E2E_SKIP"
-	envBinary = "ROSTER_SIDECAR_E2E_BINARY"
-	envDebug  = "ROSTER_SIDECAR_E2E_DEBUG"
-	envKeep   = "ROSTER_SIDECAR_E2E_KEEP"
-)
-
-// debug reports whether verbose server logs and the client XML console are on.
-func debug() bool { return envBool(envDebug) }
-
-func envBool(name string) bool {
-	v, _ := strconv.ParseBool(os.Getenv(name))
-	return v
-}
-
-// skipped reports whether ROSTER_SIDECAR_E2E_SKIP lists name.
-func skipped(name string) bool {
-	for _, s := range strings.Split(os.Getenv(envSkip), ",") {
-		if strings.EqualFold(strings.TrimSpace(s), name) {
-			return true
-		}
-	}
-	return false
-}
-
-// tempDir returns a fresh directory removed at the end of the test unless
+// TempDir returns a fresh directory removed at the end of the test unless
 // ROSTER_SIDECAR_E2E_KEEP is set. t.TempDir is not used because its name
 // can be too long for a unix socket path (Prosody's admin socket lives there).
-func tempDir(t testing.TB, prefix string) string {
+func TempDir(t TB, prefix string) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
@@ -64,9 +35,9 @@ func tempDir(t testing.TB, prefix string) string {
 	return dir
 }
 
-// freePorts reserves n distinct TCP ports on 127.0.0.1. They are released
+// FreePorts reserves n distinct TCP ports on 127.0.0.1. They are released
 // before returning, so another process could in theory take one first.
-func freePorts(t testing.TB, n int) []int {
+func FreePorts(t TB, n int) []int {
 	t.Helper()
 	ports := make([]int, 0, n)
 	var ls []net.Listener
@@ -113,9 +84,9 @@ type Process struct {
 	err  error
 }
 
-// StartProcess starts cmd with stdout and stderr collected, and registers
+// startProcess starts cmd with stdout and stderr collected, and registers
 // a cleanup that stops it and, if the test failed, logs its output.
-func StartProcess(t testing.TB, name string, cmd *exec.Cmd) *Process {
+func startProcess(t TB, name string, cmd *exec.Cmd) *Process {
 	t.Helper()
 	p := &Process{Name: name, cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout = &p.out
@@ -148,11 +119,14 @@ func StartProcess(t testing.TB, name string, cmd *exec.Cmd) *Process {
 // Output returns everything the process wrote so far.
 func (p *Process) Output() string { return p.out.String() }
 
+// Pid is the process id, which is also its process group id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // maxDump bounds how much of a process's output Dump logs (the end).
 const maxDump = 64 << 10
 
 // Dump writes the process output (its last 64 KiB) to the test log.
-func (p *Process) Dump(t testing.TB) {
+func (p *Process) Dump(t TB) {
 	t.Helper()
 	out := p.Output()
 	if len(out) > maxDump {
@@ -210,9 +184,9 @@ func (p *Process) killGroup(sig syscall.Signal) {
 	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 }
 
-// waitFor polls check every 50 ms until it returns nil, the process exits,
+// WaitFor polls check every 50 ms until it returns nil, the process exits,
 // or timeout passes.
-func waitFor(ctx context.Context, p *Process, timeout time.Duration, what string, check func() error) error {
+func WaitFor(ctx context.Context, p *Process, timeout time.Duration, what string, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
@@ -233,8 +207,8 @@ func waitFor(ctx context.Context, p *Process, timeout time.Duration, what string
 	}
 }
 
-// dialCheck returns a check that succeeds once addr accepts TCP connections.
-func dialCheck(addr string) func() error {
+// DialCheck returns a check that succeeds once addr accepts TCP connections.
+func DialCheck(addr string) func() error {
 	return func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -244,8 +218,8 @@ func dialCheck(addr string) func() error {
 	}
 }
 
-// httpCheck returns a check that succeeds once url answers with status want.
-func httpCheck(url string, header http.Header, want int) func() error {
+// HTTPCheck returns a check that succeeds once url answers with status want.
+func HTTPCheck(url string, header http.Header, want int) func() error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	return func() error {
 		req, err := http.NewRequest(http.MethodGet, url, nil)

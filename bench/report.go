@@ -1,15 +1,14 @@
-//go:build e2e && bench
-
-package e2e
+package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"roster-sidecar/e2e/harness"
 )
 
 // Markers of the generated part of the report file; text outside them
@@ -21,13 +20,11 @@ const (
 
 // benchCommand is the command that reproduces this run.
 func benchCommand() string {
-	var args []string
+	args := []string{"go", "run", "./bench"}
 	flag.Visit(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Name, "bench.") {
-			args = append(args, "-"+f.Name+"="+f.Value.String())
-		}
+		args = append(args, "-"+f.Name+"="+f.Value.String())
 	})
-	return "go test -tags 'e2e bench' -run '^TestBench$' -v -timeout 60m ./e2e/ -args " + strings.Join(args, " ")
+	return strings.Join(args, " ")
 }
 
 func benchDocument(m machine, reps []*serverReport, micro string) string {
@@ -52,12 +49,12 @@ const microCommand = "go test -run '^$' -bench . -benchmem -count=1 ./component/
 // runMicroBenchmarks runs microCommand from the module root and returns
 // its benchmark lines.
 func runMicroBenchmarks() (string, error) {
-	wd, err := os.Getwd()
+	root, err := harness.RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-count=1", "./component/", "./rosterhttp/")
-	cmd.Dir = filepath.Dir(wd)
+	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	var keep []string
 	for _, l := range strings.Split(string(out), "\n") {

@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package harness
 
 import (
 	"bytes"
@@ -14,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -27,22 +24,15 @@ const ejabberdInetrc = `{lookup,["file","native"]}.
 {file, resolv, "/etc/resolv.conf"}.
 `
 
-// StartEjabberd runs `ejabberdctl ... foreground` with
+// startEjabberd runs `ejabberdctl ... foreground` with
 // deploy/ejabberd/ejabberd.yml unchanged: per-run values are passed as
 // EJABBERD_MACRO_<NAME> environment variables, which ejabberd (>= 23.10)
 // substitutes for the file's define_macro defaults. ejabberdctl's own
 // settings come from e2e/testdata/ejabberdctl.cfg, also driven by the
 // environment.
-func StartEjabberd(t *testing.T) *Server {
+func startEjabberd(t TB, o ServerOptions) *Server {
 	t.Helper()
-	return startEjabberd(t, "")
-}
-
-// startEjabberd is StartEjabberd with extra options for the Erlang VM
-// (erl flags such as "+sbwt none"), for the benchmark's experiments.
-func startEjabberd(t *testing.T, erlOptions string) *Server {
-	t.Helper()
-	dir := tempDir(t, "e2e-ejabberd-")
+	dir := TempDir(t, "e2e-ejabberd-")
 	for _, d := range []string{"spool", "logs", "modules.d"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o750); err != nil {
 			t.Fatal(err)
@@ -54,10 +44,10 @@ func startEjabberd(t *testing.T, erlOptions string) *Server {
 	cookie := make([]byte, 16)
 	_, _ = rand.Read(cookie)
 
-	ports := freePorts(t, 4)
+	ports := FreePorts(t, 4)
 	c2s, comp, api, dist := ports[0], ports[1], ports[2], ports[3]
 	logLevel := "info"
-	if debug() {
+	if Debug() {
 		logLevel = "debug"
 	}
 	node := fmt.Sprintf("e2e%d_%d@localhost", os.Getpid(), dist)
@@ -67,11 +57,11 @@ func startEjabberd(t *testing.T, erlOptions string) *Server {
 		"E2E_EJABBERD_NODE="+node,
 		"E2E_EJABBERD_DIST_PORT="+strconv.Itoa(dist),
 		"E2E_EJABBERD_COOKIE="+hex.EncodeToString(cookie),
-		"E2E_EJABBERD_ERL_OPTIONS="+erlOptions,
+		"E2E_EJABBERD_ERL_OPTIONS="+o.ErlOptions,
 		"E2E_EJABBERD_PID_PATH="+filepath.Join(dir, "ejabberd.pid"),
 		// macros of ejabberd.yml; values are YAML: quote strings that
 		// could read as something else.
-		"EJABBERD_MACRO_XMPP_DOMAIN="+userDomain,
+		"EJABBERD_MACRO_XMPP_DOMAIN="+UserDomain,
 		"EJABBERD_MACRO_COMPONENT_DOMAIN="+componentDomain,
 		"EJABBERD_MACRO_COMPONENT_SECRET="+strconv.Quote(componentSecret),
 		`EJABBERD_MACRO_COMPONENT_IP="127.0.0.1"`,
@@ -84,22 +74,23 @@ func startEjabberd(t *testing.T, erlOptions string) *Server {
 		"EJABBERD_MACRO_HTTP_API_PORT="+strconv.Itoa(api),
 		"EJABBERD_MACRO_LOGLEVEL="+logLevel,
 	)
+	env = append(env, o.Env...)
 
-	cmd := serverCommand("ejabberdctl",
+	cmd := serverCommand(o, "ejabberdctl",
 		"--config-dir", dir,
-		"--config", deployFile(t, "ejabberd", "ejabberd.yml"),
-		"--ctl-config", testdataFile(t, "ejabberdctl.cfg"),
+		"--config", RepoFile(t, "deploy", "ejabberd", "ejabberd.yml"),
+		"--ctl-config", RepoFile(t, "e2e", "testdata", "ejabberdctl.cfg"),
 		"--spool", filepath.Join(dir, "spool"),
 		"--logs", filepath.Join(dir, "logs"),
 		"foreground")
 	cmd.Dir = dir
 	cmd.Env = env
 	start := time.Now()
-	p := StartProcess(t, "ejabberd", cmd)
+	p := startProcess(t, "ejabberd", cmd)
 
 	s := &Server{
 		Name:            "ejabberd",
-		Domain:          userDomain,
+		Domain:          UserDomain,
 		C2SAddr:         "127.0.0.1:" + strconv.Itoa(c2s),
 		ComponentAddr:   "127.0.0.1:" + strconv.Itoa(comp),
 		ComponentDomain: componentDomain,
@@ -111,13 +102,13 @@ func startEjabberd(t *testing.T, erlOptions string) *Server {
 	apiURL := "http://127.0.0.1:" + strconv.Itoa(api) + "/api/"
 	s.APIURL = apiURL
 	client := &http.Client{Timeout: 10 * time.Second}
-	s.createUsers = func(ctx context.Context, t testing.TB, password string, names []string) error {
+	s.createUsers = func(ctx context.Context, password string, names []string) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.SetLimit(8)
 		for _, name := range names {
 			g.Go(func() error {
 				return ejabberdAPI(ctx, client, apiURL+"register", map[string]string{
-					"user": name, "host": userDomain, "password": password,
+					"user": name, "host": UserDomain, "password": password,
 				})
 			})
 		}
@@ -126,13 +117,13 @@ func startEjabberd(t *testing.T, erlOptions string) *Server {
 
 	s.waitReady = func(ctx context.Context, p *Process) error {
 		ready := func() error {
-			return ejabberdAPI(ctx, client, apiURL+"registered_users", map[string]string{"host": userDomain})
+			return ejabberdAPI(ctx, client, apiURL+"registered_users", map[string]string{"host": UserDomain})
 		}
-		if err := waitFor(ctx, p, 60*time.Second, "ejabberd's HTTP API", ready); err != nil {
+		if err := WaitFor(ctx, p, 60*time.Second, "ejabberd's HTTP API", ready); err != nil {
 			return err
 		}
 		for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
-			if err := waitFor(ctx, p, 20*time.Second, "ejabberd to listen on "+addr, dialCheck(addr)); err != nil {
+			if err := WaitFor(ctx, p, 20*time.Second, "ejabberd to listen on "+addr, DialCheck(addr)); err != nil {
 				return err
 			}
 		}
@@ -165,7 +156,7 @@ func ejabberdAPI(ctx context.Context, client *http.Client, url string, args any)
 	req.Header.Set("Content-Type", "application/json")
 	// Name the virtual host, or ejabberd warns that mod_http_api is not
 	// configured for host 127.0.0.1.
-	req.Host = userDomain
+	req.Host = UserDomain
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

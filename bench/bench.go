@@ -1,11 +1,8 @@
-//go:build e2e && bench
-
-package e2e
+package main
 
 import (
 	"cmp"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,40 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
-)
 
-// The benchmark's settings. Run it with
-//
-//	go test -tags 'e2e bench' -run '^TestBench$' -v -timeout 60m ./e2e/ -args -bench.users=1000 ...
-var (
-	benchUsers      = flag.Int("bench.users", 1000, "users populated through the sidecar, and again (fresh users) by the blaster")
-	benchContacts   = flag.Int("bench.contacts", 20, "contacts per user")
-	benchServers    = flag.String("bench.servers", "prosody,ejabberd", "servers to measure, comma separated")
-	benchOut        = flag.String("bench.out", "", "write the report (Markdown) into this file, keeping text outside its markers")
-	benchBatch      = flag.Int("bench.batch", 100, "users per refresh request")
-	benchParallel   = flag.Int("bench.parallel", 2, "refresh requests in flight")
-	benchWindows    = flag.String("bench.windows", "1,4,8,16,32,64", "blaster windows (IQs in flight) tried; the best one is the server limit")
-	benchScan       = flag.Int("bench.scanusers", 200, "users (fresh, -bench.contacts each) per blaster window trial; the best window then runs on -bench.users")
-	benchLatency    = flag.Int("bench.latency", 200, "single-user refreshes timed for the latency row")
-	benchBig        = flag.Int("bench.bigusers", 10000, "users refreshed in ONE request for the memory row (0 skips it)")
-	benchBigK       = flag.Int("bench.bigcontacts", 2, "contacts per user of the memory run")
-	benchRepeats    = flag.Int("bench.repeats", 3, "no-op repeats of the memory run, to see that memory stays flat")
-	benchConc       = flag.Int("bench.concurrency", 0, "the sidecar's admin.concurrency (0: its default)")
-	benchWindow     = flag.Int("bench.window", 0, "the sidecar's xmpp.window (0: its default)")
-	benchAPIConc    = flag.String("bench.apiconcurrency", "8,32", "ejabberd: add_rosteritem calls in flight, each compared with the sidecar at as many SETs in flight (admin.concurrency=C, xmpp.window=1); empty skips")
-	benchAPIUsers   = flag.Int("bench.apiusers", 250, "ejabberd: users (-bench.contacts each) per HTTP API or equal-concurrency trial")
-	benchRounds     = flag.Int("bench.rounds", 3, "populate+update rounds of the blaster and of the sidecar, alternated, each on a fresh server; the median is reported")
-	benchTune       = flag.String("bench.tune", "", "extra populate runs of -bench.tuneusers users, each on a fresh server, to choose defaults: CxW is the sidecar with admin.concurrency C and xmpp.window W (CxWd: without the counting proxy), bW the blaster with window W; e.g. b16,8x16,16x4d")
-	benchCycles     = flag.Int("bench.tunecycles", 0, "with -bench.tune: run the whole list this many times in turn on ONE server (a fresh user set per run) and report medians, instead of one fresh server per run: finer comparisons")
-	benchTuneN      = flag.Int("bench.tuneusers", 500, "users (-bench.contacts each) per -bench.tune run")
-	benchBurn       = flag.Bool("bench.burn", true, "run the blaster populate once more while a busy loop takes as much CPU as the sidecar and the benchmark's backend took during populate")
-	benchInterleave = flag.Int("bench.interleave", 8, "run the blaster populate once more with this many users taking turns item by item (the order of that many concurrent syncs) and as many IQs in flight as the sidecar had on average; 0 skips it")
-	benchMicro      = flag.Bool("bench.micro", true, "also run the Go micro-benchmarks of ./component and ./rosterhttp (go test -bench) and add them to the report")
-	benchServerCPUs = flag.String("bench.servercpus", "auto", "CPUs the servers run on, alone (taskset list, e.g. 0 or 0-1); the benchmark process and the sidecar get the others. auto: the first CPU when there are two or more; none: every process shares every CPU")
-	benchInside     = flag.Int("bench.inside", 500, "ejabberd: users (-bench.contacts each) of the populates measured from inside the Erlang node, by the blaster and the sidecar: with the server on its own CPU, with every process on every CPU, and so again without busy-waiting schedulers; 0 skips them")
-	benchPprof      = flag.String("bench.pprof", "", "directory for CPU and allocation profiles of the sidecar during populate, and a CPU profile during the no-op repeats (builds it with -tags pprof)")
+	"roster-sidecar/e2e/harness"
 )
 
 // Sidecar settings of the benchmark that are not under test.
@@ -109,11 +75,11 @@ type tuneRun struct {
 	Burn                float64  // blaster: cores burnt by a busy loop meanwhile
 	Env                 []string // sidecar: extra environment
 	Binary              string   // sidecar: another roster-sidecar binary
-	Hops                int      // blaster (with -bench.tunecycles): through this many proxies
-	Interleave          int      // blaster (with -bench.tunecycles): users taking turns item by item
-	ItemNS              bool     // blaster (with -bench.tunecycles): xmlns repeated on <item/>
-	ReadFirst           bool     // blaster (with -bench.tunecycles): a roster GET before each user's SETs
-	Pad                 int      // blaster (with -bench.tunecycles): bytes added to every contact name
+	Hops                int      // blaster (with -tunecycles): through this many proxies
+	Interleave          int      // blaster (with -tunecycles): users taking turns item by item
+	ItemNS              bool     // blaster (with -tunecycles): xmlns repeated on <item/>
+	ReadFirst           bool     // blaster (with -tunecycles): a roster GET before each user's SETs
+	Pad                 int      // blaster (with -tunecycles): bytes added to every contact name
 	Run, Update         phase    // populate, then the 10/10/10% update
 }
 
@@ -163,86 +129,22 @@ type serverReport struct {
 	Notes               []string
 }
 
-// TestBench measures the sidecar against the server's own limit on real
-// servers and prints (and with -bench.out writes) the report.
-func TestBench(t *testing.T) {
-	requireSidecar(t)
-	if *benchPprof != "" {
-		if err := os.MkdirAll(*benchPprof, 0o750); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if *benchPprof != "" && os.Getenv(envBinary) == "" { // else that binary must be built with -tags pprof
-		bin, err := buildProfilingSidecar(tempDir(t, "bench-bin-"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		old := sidecarBinary
-		sidecarBinary = bin
-		t.Cleanup(func() { sidecarBinary = old })
-	}
-	mach := describeMachine()
-	layout, err := planCPUs(*benchServerCPUs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := layout.apply(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = layout.shared().apply() })
-	mach.Layout = layout.String()
-	var reports []*serverReport
-	for _, name := range strings.Split(*benchServers, ",") {
-		name = strings.TrimSpace(name)
-		i := slices.IndexFunc(runners, func(r Runner) bool { return r.Name == name })
-		if i < 0 {
-			t.Fatalf("-bench.servers: unknown server %q", name)
-		}
-		r := runners[i]
-		t.Run(r.Name, func(t *testing.T) {
-			r.Check(t)
-			rep := runBench(t, r, layout)
-			reports = append(reports, rep)
-			fmt.Print("\n" + rep.markdown() + "\n")
-		})
-	}
-	if len(reports) == 0 {
-		return
-	}
-	var micro string
-	if *benchMicro {
-		out, err := runMicroBenchmarks()
-		if err != nil {
-			t.Errorf("micro-benchmarks: %v\n%s", err, out)
-		}
-		micro = out
-		fmt.Print("\n" + micro)
-	}
-	doc := benchDocument(mach, reports, micro)
-	if *benchOut != "" {
-		if err := writeReport(*benchOut, doc); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("report written to %s", *benchOut)
-	}
-}
-
 // runBench runs every phase of one server. Each measured run starts on a
 // fresh server (new process, empty data) that holds exactly its users, so
 // that the blaster and the sidecar meet the same server state.
-func runBench(t *testing.T, r Runner, layout cpuLayout) *serverReport {
+func runBench(t *T, r harness.Runner, layout cpuLayout) *serverReport {
 	n, k := *benchUsers, *benchContacts
 	rep := &serverReport{Name: r.Name, Users: n, Contacts: k, ScanUsers: *benchScan}
 	ctx := context.Background()
 
-	backend := NewBackend(t)
+	backend := harness.NewBackend(t)
 	if *benchRounds > 0 {
 		mainPhases(t, ctx, r, rep, backend)
 	}
 
 	// ejabberd: what its Erlang node does during populate, and the same
 	// populates with schedulers that do not busy-wait. The blaster uses the
-	// window found best above (32, the usual best, without -bench.rounds).
+	// window found best above (32, the usual best, without -rounds).
 	if *benchInside > 0 && r.Name == "ejabberd" {
 		rep.InsideUsers = *benchInside
 		rep.Inside = insideEjabberd(t, ctx, r, backend, *benchInside, k, cmp.Or(rep.Limit.Window, 32), benchSidecarOptions(*benchConc, *benchWindow), layout)
@@ -277,11 +179,10 @@ func runBench(t *testing.T, r Runner, layout cpuLayout) *serverReport {
 			set.serve(backend)
 			o := benchSidecarOptions(tu.Concurrency, tu.Window)
 			o.Env = append(o.Env, tu.Env...)
-			defaultBinary := sidecarBinary
 			if tu.Binary != "" {
-				sidecarBinary = tu.Binary
+				o.Binary = tu.Binary
 			}
-			var sc *Sidecar
+			var sc *harness.Sidecar
 			var ref *refresher
 			var proxy *iqProxy
 			if tu.Direct { // the proxy is there for sidecarRun, and carries nothing
@@ -289,12 +190,11 @@ func runBench(t *testing.T, r Runner, layout cpuLayout) *serverReport {
 				if proxy, err = startIQProxy(srv.ComponentAddr); err != nil {
 					t.Fatal(err)
 				}
-				sc = StartSidecar(t, srv, backend, o)
+				sc = harness.StartSidecar(t, srv, backend, o)
 				ref = newRefresher(sc.Admin.BaseURL, o.Token)
 			} else {
 				sc, proxy, ref = startBenchSidecar(t, srv, backend, o)
 			}
-			sidecarBinary = defaultBinary
 			tu.Run = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
 			tu.Run.Items = tu.Run.Totals.Added
 			expectTotals(t, "tuning populate", tu.Run, set.items(), 0, 0)
@@ -321,7 +221,7 @@ func runBench(t *testing.T, r Runner, layout cpuLayout) *serverReport {
 	return rep
 }
 
-// cycleResult is what one -bench.tune entry did over the cycles.
+// cycleResult is what one -tune entry did over the cycles.
 type cycleResult struct {
 	Spec             string
 	Populate, Update []float64 // items/s per cycle
@@ -330,7 +230,7 @@ type cycleResult struct {
 
 // tuneCycles runs every entry of tunes, in turn, cycles times on one
 // server, each run populating and updating a fresh set of users.
-func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, tunes []tuneRun, cycles int) []cycleResult {
+func tuneCycles(t *T, ctx context.Context, r harness.Runner, backend *harness.Backend, tunes []tuneRun, cycles int) []cycleResult {
 	t.Helper()
 	k := *benchContacts
 	sets := make([][]*benchSet, cycles)
@@ -383,12 +283,10 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 			} else {
 				o := benchSidecarOptions(tu.Concurrency, tu.Window)
 				o.Env = append(o.Env, tu.Env...)
-				defaultBinary := sidecarBinary
 				if tu.Binary != "" {
-					sidecarBinary = tu.Binary
+					o.Binary = tu.Binary
 				}
 				sc, proxy, ref := startBenchSidecar(t, srv, backend, o)
-				sidecarBinary = defaultBinary
 				out0 := proxyOut(proxy)
 				pop = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, set.users, *benchBatch, *benchParallel)
 				readsPerIQ = perIQ(proxyOut(proxy).sub(out0))
@@ -414,7 +312,7 @@ func tuneCycles(t *testing.T, ctx context.Context, r Runner, backend *Backend, t
 
 // mainPhases measures the server limit and the sidecar (rounds, no-op,
 // latency, memory).
-func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, backend *Backend) {
+func mainPhases(t *T, ctx context.Context, r harness.Runner, rep *serverReport, backend *harness.Backend) {
 	n, k := rep.Users, rep.Contacts
 	// 1. The server limit, with no sidecar connected: Prosody refuses a
 	// second connection for the same component JID, and on ejabberd closing
@@ -446,13 +344,13 @@ func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, 
 	opts := benchSidecarOptions(*benchConc, *benchWindow)
 	var pprofAddr string
 	if *benchPprof != "" {
-		pprofAddr = "127.0.0.1:" + strconv.Itoa(freePorts(t, 1)[0])
+		pprofAddr = "127.0.0.1:" + strconv.Itoa(harness.FreePorts(t, 1)[0])
 		opts.Env = append(opts.Env, "ROSTER_SIDECAR_PPROF_LISTEN="+pprofAddr)
 	}
 	rep.Concurrency, rep.Window = settingOrDefault(*benchConc), settingOrDefault(*benchWindow)
 	var (
 		popSet *benchSet
-		sc     *Sidecar
+		sc     *harness.Sidecar
 		proxy  *iqProxy
 		ref    *refresher
 	)
@@ -539,7 +437,7 @@ func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, 
 	t.Logf("%s: latency of a %d-contact change: p50 %v p99 %v", r.Name, rep.Latency.Changed, rep.Latency.P50, rep.Latency.P99)
 
 	// memory
-	pid := sc.cmd.Process.Pid
+	pid := sc.Pid()
 	rep.Mem.HWMBefore, _ = procStatus(pid, "VmHWM")
 	if *benchBig > 0 {
 		bigSet := newBenchSet("big", *benchBig, *benchBigK)
@@ -611,7 +509,7 @@ func mainPhases(t *testing.T, ctx context.Context, r Runner, rep *serverReport, 
 
 // blasterRound populates n users with k contacts each on a fresh server,
 // applies the update, then reads every roster once.
-func blasterRound(t *testing.T, ctx context.Context, r Runner, n, k, window int) blastRound {
+func blasterRound(t *T, ctx context.Context, r harness.Runner, n, k, window int) blastRound {
 	t.Helper()
 	return blasterRoundWith(t, ctx, r, n, k, window, 0, 0)
 }
@@ -619,7 +517,7 @@ func blasterRound(t *testing.T, ctx context.Context, r Runner, n, k, window int)
 // blasterRoundWith is blasterRound with, during the populate, a busy loop
 // using burnCores of CPU in the benchmark process, and users taking turns
 // item by item in groups of interleave (see interleave).
-func blasterRoundWith(t *testing.T, ctx context.Context, r Runner, n, k, window int, burnCores float64, interleaved int) blastRound {
+func blasterRoundWith(t *T, ctx context.Context, r harness.Runner, n, k, window int, burnCores float64, interleaved int) blastRound {
 	t.Helper()
 	set := newBenchSet("lim", n, k)
 	srv := freshServer(t, r, set)
@@ -646,8 +544,9 @@ func medianBy[T any](xs []T, f func(T) float64) T {
 }
 
 // freshServer starts a server of kind r and creates the users of sets.
-func freshServer(t *testing.T, r Runner, sets ...*benchSet) *Server {
+func freshServer(t *T, r harness.Runner, sets ...*benchSet) *harness.Server {
 	t.Helper()
+	r.Options.CPUs = serverCPUs
 	srv := r.Start(t)
 	var users []string
 	for _, s := range sets {
@@ -659,7 +558,7 @@ func freshServer(t *testing.T, r Runner, sets ...*benchSet) *Server {
 
 // dialBlaster connects the blaster to srv's component port, and checks
 // with a roster GET that the server answers it (see rawComponent.probe).
-func dialBlaster(t *testing.T, ctx context.Context, srv *Server) *rawComponent {
+func dialBlaster(t *T, ctx context.Context, srv *harness.Server) *rawComponent {
 	t.Helper()
 	var err error
 	for try := range 3 {
@@ -683,7 +582,7 @@ func dialBlaster(t *testing.T, ctx context.Context, srv *Server) *rawComponent {
 
 // startBenchSidecar starts a sidecar connected to srv through a new
 // counting proxy, and a client of its admin API.
-func startBenchSidecar(t *testing.T, srv *Server, backend *Backend, opts SidecarOptions) (*Sidecar, *iqProxy, *refresher) {
+func startBenchSidecar(t *T, srv *harness.Server, backend *harness.Backend, opts harness.SidecarOptions) (*harness.Sidecar, *iqProxy, *refresher) {
 	t.Helper()
 	proxy, err := startIQProxy(srv.ComponentAddr)
 	if err != nil {
@@ -692,7 +591,7 @@ func startBenchSidecar(t *testing.T, srv *Server, backend *Backend, opts Sidecar
 	t.Cleanup(proxy.Close)
 	via := *srv
 	via.ComponentAddr = proxy.Addr()
-	sc := StartSidecar(t, &via, backend, opts)
+	sc := harness.StartSidecar(t, &via, backend, opts)
 	return sc, proxy, newRefresher(sc.Admin.BaseURL, opts.Token)
 }
 
@@ -715,9 +614,10 @@ func settingOrDefault(v int) string {
 
 // benchSidecarOptions are the sidecar's settings in the benchmark: its
 // defaults except where a flag says otherwise, generous timeouts, info logs.
-func benchSidecarOptions(concurrency, window int) SidecarOptions {
-	o := SidecarOptions{
-		Token:          adminToken,
+func benchSidecarOptions(concurrency, window int) harness.SidecarOptions {
+	o := harness.SidecarOptions{
+		Binary:         sidecarBinary,
+		Token:          benchToken,
 		BackendTimeout: benchBackendTimeout,
 		IQTimeout:      benchIQTimeout,
 		PingInterval:   10 * time.Minute,
@@ -736,14 +636,14 @@ func benchSidecarOptions(concurrency, window int) SidecarOptions {
 	return o
 }
 
-// blastRun runs one blast and fails the test on errors.
-func blastRun(t *testing.T, ctx context.Context, comp *rawComponent, srv *Server, stanzas [][]byte, window int) blastPhase {
+// blastRun runs one blast and fails the step on errors.
+func blastRun(t *T, ctx context.Context, comp *rawComponent, srv *harness.Server, stanzas [][]byte, window int) blastPhase {
 	t.Helper()
 	return blastRunFlush(t, ctx, comp, srv, stanzas, window, false)
 }
 
 // blastRunFlush is blastRun; with each every stanza has its own write.
-func blastRunFlush(t *testing.T, ctx context.Context, comp *rawComponent, srv *Server, stanzas [][]byte, window int, each bool) blastPhase {
+func blastRunFlush(t *T, ctx context.Context, comp *rawComponent, srv *harness.Server, stanzas [][]byte, window int, each bool) blastPhase {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
@@ -760,7 +660,7 @@ func blastRunFlush(t *testing.T, ctx context.Context, comp *rawComponent, srv *S
 }
 
 // sidecarRun refreshes users through the sidecar and measures it.
-func sidecarRun(t *testing.T, ctx context.Context, ref *refresher, proxy *iqProxy, backend *Backend, srv *Server, sc *Sidecar, users []string, batch, parallel int) phase {
+func sidecarRun(t *T, ctx context.Context, ref *refresher, proxy *iqProxy, backend *harness.Backend, srv *harness.Server, sc *harness.Sidecar, users []string, batch, parallel int) phase {
 	t.Helper()
 	sent0, got0 := proxy.Counts()
 	fetch0 := len(backend.Requests(""))
@@ -798,9 +698,9 @@ func sidecarRun(t *testing.T, ctx context.Context, ref *refresher, proxy *iqProx
 		Fetches: len(backend.Requests("")) - fetch0, Totals: *tot, InFlight: inFlight}
 }
 
-// expectTotals fails the test unless every user succeeded with exactly
+// expectTotals fails the step unless every user succeeded with exactly
 // these changes.
-func expectTotals(t *testing.T, what string, p phase, added, updated, removed int) {
+func expectTotals(t *T, what string, p phase, added, updated, removed int) {
 	t.Helper()
 	tt := p.Totals
 	if tt.Errors != 0 || tt.OK != p.Users {
@@ -816,7 +716,7 @@ func expectTotals(t *testing.T, what string, p phase, added, updated, removed in
 
 // perUserFetches returns "" when reqs hold exactly one fetch per user, else
 // a description of the difference.
-func perUserFetches(reqs []BackendRequest, users []string) string {
+func perUserFetches(reqs []harness.BackendRequest, users []string) string {
 	count := make(map[string]int, len(users))
 	for _, r := range reqs {
 		count[r.User]++
@@ -835,7 +735,7 @@ func perUserFetches(reqs []BackendRequest, users []string) string {
 
 // measureLatency times single-user refreshes that each change (rename) up
 // to 20 contacts, one request at a time, cycling over the set's users.
-func measureLatency(t *testing.T, ctx context.Context, ref *refresher, backend *Backend, s *benchSet, n int) latency {
+func measureLatency(t *T, ctx context.Context, ref *refresher, backend *harness.Backend, s *benchSet, n int) latency {
 	t.Helper()
 	if n <= 0 || len(s.users) == 0 {
 		return latency{}
@@ -848,7 +748,7 @@ func measureLatency(t *testing.T, ctx context.Context, ref *refresher, backend *
 		for j := range changed {
 			s.rosters[u][j].Name = fmt.Sprintf("User %d/%d round %d", u, j, i)
 		}
-		backend.Set(s.users[u], Reply{Body: EncodeRoster(s.rosters[u])})
+		backend.Set(s.users[u], harness.Reply{Body: harness.EncodeRoster(s.rosters[u])})
 		start := time.Now()
 		if err := ref.one(ctx, s.users[u]); err != nil {
 			t.Fatalf("latency: %v", err)
@@ -863,7 +763,7 @@ func measureLatency(t *testing.T, ctx context.Context, ref *refresher, backend *
 // apiTrialRun writes a set through ejabberd's add_rosteritem with c calls
 // in flight, and the same set through a sidecar with c SETs in flight
 // (admin.concurrency c, xmpp.window 1), each on a fresh server.
-func apiTrialRun(t *testing.T, ctx context.Context, r Runner, backend *Backend, c int) apiTrial {
+func apiTrialRun(t *T, ctx context.Context, r harness.Runner, backend *harness.Backend, c int) apiTrial {
 	t.Helper()
 	tr := apiTrial{Concurrency: c}
 	set := newBenchSet("api", *benchAPIUsers, *benchContacts)
@@ -959,8 +859,8 @@ func perIQ(c iqCounts) float64 {
 	return float64(c.Reads) / float64(n)
 }
 
-// parseTune parses the -bench.tune list.
-func parseTune(t *testing.T, s string) []tuneRun {
+// parseTune parses the -tune list.
+func parseTune(t *T, s string) []tuneRun {
 	t.Helper()
 	var out []tuneRun
 	for _, f := range strings.Split(s, ",") {
@@ -977,7 +877,7 @@ func parseTune(t *testing.T, s string) []tuneRun {
 			if w2, pad, ok := strings.Cut(w, "l"); ok { // bWlN: N bytes more per name
 				n, err := strconv.Atoi(pad)
 				if err != nil {
-					t.Fatalf("-bench.tune: %q: bad padding", f)
+					t.Fatalf("-tune: %q: bad padding", f)
 				}
 				w, tu.Pad = w2, n
 			}
@@ -985,25 +885,25 @@ func parseTune(t *testing.T, s string) []tuneRun {
 			if w2, g, ok := strings.Cut(w, "i"); ok { // bWiG: G users take turns
 				gi, err := strconv.Atoi(g)
 				if err != nil {
-					t.Fatalf("-bench.tune: %q: bad interleave", f)
+					t.Fatalf("-tune: %q: bad interleave", f)
 				}
 				w, tu.Interleave = w2, gi
 			}
 			if w2, hops, ok := strings.Cut(w, "p"); ok {
 				h, err := strconv.Atoi(hops)
 				if err != nil {
-					t.Fatalf("-bench.tune: %q: bad proxy count", f)
+					t.Fatalf("-tune: %q: bad proxy count", f)
 				}
 				w, tu.Hops = w2, h
 			}
 			wi, err := strconv.Atoi(w)
 			if err != nil || wi < 1 {
-				t.Fatalf("-bench.tune: %q is not bWINDOW or buWINDOW", f)
+				t.Fatalf("-tune: %q is not bWINDOW or buWINDOW", f)
 			}
 			tu.Blaster, tu.Window, tu.Direct = true, wi, each
 			if extra != "" {
 				if tu.Burn, err = strconv.ParseFloat(extra, 64); err != nil {
-					t.Fatalf("-bench.tune: %q: +%s is not a number of cores", f, extra)
+					t.Fatalf("-tune: %q: +%s is not a number of cores", f, extra)
 				}
 			}
 			out = append(out, tu)
@@ -1014,7 +914,7 @@ func parseTune(t *testing.T, s string) []tuneRun {
 		ci, err1 := strconv.Atoi(c)
 		wi, err2 := strconv.Atoi(w)
 		if !ok || err1 != nil || err2 != nil || ci < 1 || wi < 1 {
-			t.Fatalf("-bench.tune: %q is not CONCURRENCYxWINDOW", f)
+			t.Fatalf("-tune: %q is not CONCURRENCYxWINDOW", f)
 		}
 		tu.Direct, tu.Concurrency, tu.Window = direct, ci, wi
 		if extra != "" {
@@ -1025,7 +925,7 @@ func parseTune(t *testing.T, s string) []tuneRun {
 	return out
 }
 
-func parseInts(t *testing.T, s string) []int {
+func parseInts(t *T, s string) []int {
 	t.Helper()
 	var out []int
 	for _, f := range strings.Split(s, ",") {

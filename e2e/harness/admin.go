@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package harness
 
 import (
 	"bytes"
@@ -8,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -32,7 +29,7 @@ type UserResult struct {
 }
 
 // Result returns the entry for user, failing the test if there is none.
-func (r RefreshResponse) Result(t testing.TB, user string) UserResult {
+func (r RefreshResponse) Result(t TB, user string) UserResult {
 	t.Helper()
 	for _, res := range r.Results {
 		if res.User == user {
@@ -59,8 +56,8 @@ type Admin struct {
 	client *http.Client
 }
 
-// NewAdmin returns a client for the admin API at baseURL.
-func NewAdmin(baseURL, token string) *Admin {
+// newAdmin returns a client for the admin API at baseURL.
+func newAdmin(baseURL, token string) *Admin {
 	return &Admin{BaseURL: baseURL, Token: token, client: &http.Client{Timeout: 60 * time.Second}}
 }
 
@@ -72,7 +69,7 @@ func (a *Admin) WithToken(token string) *Admin {
 }
 
 // Do sends a request with an optional JSON body and returns the answer.
-func (a *Admin) Do(t testing.TB, method, path string, body any) AdminReply {
+func (a *Admin) Do(t TB, method, path string, body any) AdminReply {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -106,7 +103,7 @@ func (a *Admin) Do(t testing.TB, method, path string, body any) AdminReply {
 }
 
 // RefreshRaw posts users to /roster_admin/refresh and returns the raw answer.
-func (a *Admin) RefreshRaw(t testing.TB, users ...string) AdminReply {
+func (a *Admin) RefreshRaw(t TB, users ...string) AdminReply {
 	t.Helper()
 	if users == nil {
 		users = []string{}
@@ -116,7 +113,7 @@ func (a *Admin) RefreshRaw(t testing.TB, users ...string) AdminReply {
 
 // Refresh posts users to /roster_admin/refresh, expects 200 with a JSON
 // body, and returns it decoded together with the raw answer.
-func (a *Admin) Refresh(t testing.TB, users ...string) (RefreshResponse, AdminReply) {
+func (a *Admin) Refresh(t TB, users ...string) (RefreshResponse, AdminReply) {
 	t.Helper()
 	raw := a.RefreshRaw(t, users...)
 	t.Logf("refresh %q -> %d in %v: %s", users, raw.Status, raw.Elapsed.Round(time.Millisecond), strings.TrimSpace(raw.Body))
@@ -131,7 +128,7 @@ func (a *Admin) Refresh(t testing.TB, users ...string) (RefreshResponse, AdminRe
 }
 
 // RefreshOK refreshes users and expects every one of them to succeed.
-func (a *Admin) RefreshOK(t testing.TB, users ...string) RefreshResponse {
+func (a *Admin) RefreshOK(t TB, users ...string) RefreshResponse {
 	t.Helper()
 	r, raw := a.Refresh(t, users...)
 	if r.Status != "ok" || r.Errors != 0 || r.Updated != len(users) {

@@ -1,5 +1,5 @@
 %% e2e_probe looks inside a running ejabberd for the benchmark
-%% (e2e/bench_erlang_test.go). Run as a hidden node:
+%% (bench/erlang.go). Run as a hidden node:
 %%   erl ... -run e2e_probe main NODE
 %% It connects to NODE, loads itself there and prints "ready". Then a line
 %% "start" on stdin starts a measurement and "stop" ends it and prints:

@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package harness
 
 import (
 	"context"
@@ -10,26 +8,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 )
 
-// StartProsody runs `prosody -F` with deploy/prosody/prosody.cfg.lua,
-// included unchanged from the test overlay e2e/testdata/prosody-e2e.cfg.lua,
-// and every per-run value passed through the environment.
-func StartProsody(t *testing.T) *Server {
+// startProsody runs `prosody -F` with deploy/prosody/prosody.cfg.lua,
+// included unchanged from the test overlay e2e/testdata/prosody-e2e.cfg.lua
+// (or o.ProsodyOverlay, which includes that one), and every per-run value
+// passed through the environment.
+func startProsody(t TB, o ServerOptions) *Server {
 	t.Helper()
-	return startProsody(t, "prosody-e2e.cfg.lua")
-}
-
-// startProsody is StartProsody with another overlay from e2e/testdata
-// (which should include prosody-e2e.cfg.lua, named by the environment
-// variable PROSODY_E2E_OVERLAY) and extra environment variables.
-func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server {
-	t.Helper()
-	dir := tempDir(t, "e2e-prosody-")
+	dir := TempDir(t, "e2e-prosody-")
 	for _, d := range []string{"data", "certs"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o750); err != nil {
 			t.Fatal(err)
@@ -37,7 +27,12 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 	}
 	// The overlay is copied so that relative paths in the configuration
 	// (certificates = "certs") resolve inside the temporary directory.
-	overlay, err := os.ReadFile(testdataFile(t, overlayName))
+	defaultOverlay := RepoFile(t, "e2e", "testdata", "prosody-e2e.cfg.lua")
+	overlayFile := defaultOverlay
+	if o.ProsodyOverlay != "" {
+		overlayFile = o.ProsodyOverlay
+	}
+	overlay, err := os.ReadFile(overlayFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,16 +41,16 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 		t.Fatal(err)
 	}
 
-	ports := freePorts(t, 2)
+	ports := FreePorts(t, 2)
 	c2s, comp := ports[0], ports[1]
 	logLevel := "info"
-	if debug() {
+	if Debug() {
 		logLevel = "debug"
 	}
 	env := append(os.Environ(),
-		"PROSODY_DEPLOY_CONFIG="+deployFile(t, "prosody", "prosody.cfg.lua"),
-		"PROSODY_FIREWALL_SCRIPT="+deployFile(t, "prosody", "roster-sidecar.pfw"),
-		"PROSODY_USER_DOMAIN="+userDomain,
+		"PROSODY_DEPLOY_CONFIG="+RepoFile(t, "deploy", "prosody", "prosody.cfg.lua"),
+		"PROSODY_FIREWALL_SCRIPT="+RepoFile(t, "deploy", "prosody", "roster-sidecar.pfw"),
+		"PROSODY_USER_DOMAIN="+UserDomain,
 		"PROSODY_COMPONENT_DOMAIN="+componentDomain,
 		"PROSODY_COMPONENT_SECRET="+componentSecret,
 		"PROSODY_COMPONENT_INTERFACE=127.0.0.1",
@@ -66,19 +61,19 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 		"PROSODY_PID_FILE="+filepath.Join(dir, "prosody.pid"),
 		"PROSODY_LOG=*console",
 		"PROSODY_LOG_LEVEL="+logLevel,
-		"PROSODY_E2E_OVERLAY="+testdataFile(t, "prosody-e2e.cfg.lua"),
+		"PROSODY_E2E_OVERLAY="+defaultOverlay,
 	)
-	env = append(env, extraEnv...)
+	env = append(env, o.Env...)
 
-	cmd := serverCommand("prosody", "--config", cfg, "-F")
+	cmd := serverCommand(o, "prosody", "--config", cfg, "-F")
 	cmd.Dir = dir
 	cmd.Env = env
 	start := time.Now()
-	p := StartProcess(t, "prosody", cmd)
+	p := startProcess(t, "prosody", cmd)
 
 	s := &Server{
 		Name:                "prosody",
-		Domain:              userDomain,
+		Domain:              UserDomain,
 		C2SAddr:             "127.0.0.1:" + strconv.Itoa(c2s),
 		ComponentAddr:       "127.0.0.1:" + strconv.Itoa(comp),
 		ComponentDomain:     componentDomain,
@@ -87,8 +82,8 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 		Process:             p,
 		owner:               t,
 	}
-	s.createUsers = func(ctx context.Context, t testing.TB, password string, names []string) error {
-		if len(names) >= prosodyBulkMin && bulkSafe(password, names) {
+	s.createUsers = func(ctx context.Context, password string, names []string) error {
+		if len(names) >= ProsodyBulkMin && bulkSafe(password, names) {
 			return prosodyBulkCreate(ctx, cfg, dir, env, password, names)
 		}
 		// prosodyctl writes the account to storage directly (~50 ms a
@@ -99,7 +94,7 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 			g.Go(func() error {
 				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				c := exec.CommandContext(ctx, "prosodyctl", "--config", cfg, "register", name, userDomain, password)
+				c := exec.CommandContext(ctx, "prosodyctl", "--config", cfg, "register", name, UserDomain, password)
 				c.Dir = dir
 				c.Env = env
 				out, err := c.CombinedOutput()
@@ -114,7 +109,7 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 
 	s.waitReady = func(ctx context.Context, p *Process) error {
 		for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
-			if err := waitFor(ctx, p, 20*time.Second, "prosody to listen on "+addr, dialCheck(addr)); err != nil {
+			if err := WaitFor(ctx, p, 20*time.Second, "prosody to listen on "+addr, DialCheck(addr)); err != nil {
 				return err
 			}
 		}
@@ -127,10 +122,10 @@ func startProsody(t *testing.T, overlayName string, extraEnv ...string) *Server 
 	return s
 }
 
-// prosodyBulkMin is the number of users from which CreateUsers registers
+// ProsodyBulkMin is the number of users from which CreateUsers registers
 // them inside the running server (prosodyBulkCreate) instead of one
 // prosodyctl process per user.
-const prosodyBulkMin = 20
+const ProsodyBulkMin = 20
 
 // prosodyBulkCreate registers users through Prosody's admin socket
 // (mod_admin_shell): one `prosodyctl shell` call per 500 names runs a Lua
@@ -148,7 +143,7 @@ func prosodyBulkCreate(ctx context.Context, cfg, dir string, env []string, passw
 			}
 			lua.WriteString(strconv.Quote(name))
 		}
-		fmt.Fprintf(&lua, `}) do local ok, err = um.create_user(u, %q, %q); if not ok then error(u .. ": " .. tostring(err)) end; n = n + 1 end; return n`, password, userDomain)
+		fmt.Fprintf(&lua, `}) do local ok, err = um.create_user(u, %q, %q); if not ok then error(u .. ": " .. tostring(err)) end; n = n + 1 end; return n`, password, UserDomain)
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		c := exec.CommandContext(cctx, "prosodyctl", "--config", cfg, "shell", lua.String())
 		c.Dir = dir

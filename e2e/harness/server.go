@@ -1,0 +1,167 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"time"
+)
+
+// Values shared by every server and the sidecar.
+const (
+	// UserDomain is the users' domain on every server.
+	UserDomain = "example.test"
+	// UserPassword is the password of every user CreateUsers registers.
+	UserPassword    = "e2e-password"
+	componentDomain = "roster.example.test"
+	componentSecret = "e2e-component-secret"
+)
+
+// Server is a running XMPP server under test, started from the deploy/
+// configuration on free loopback ports in a temporary directory.
+type Server struct {
+	// Name is the runner's name: "prosody" or "ejabberd".
+	Name string
+	// Domain is the users' domain.
+	Domain string
+	// C2SAddr is the host:port of the client listener (plain TCP).
+	C2SAddr string
+	// ComponentAddr is the host:port of the XEP-0114 listener.
+	ComponentAddr string
+	// ComponentDomain and ComponentSecret identify the sidecar.
+	ComponentDomain, ComponentSecret string
+	// HonoursSubscription is true when the server stores the subscription
+	// that a privileged roster SET asks for (Prosody). ejabberd stores
+	// "none" for every such item, so tests do not compare it there.
+	HonoursSubscription bool
+	// Process is the server process.
+	Process *Process
+	// APIURL is the base URL of ejabberd's mod_http_api on loopback
+	// (".../api/"); empty for Prosody.
+	APIURL string
+	// Erlang is ejabberd's Erlang node, for probes; nil for Prosody.
+	Erlang *ErlangNode
+
+	createUsers func(ctx context.Context, password string, names []string) error
+	// waitReady waits until a freshly started process serves.
+	waitReady func(ctx context.Context, p *Process) error
+	// owner is the test that started the server: restarted processes live
+	// as long as it, not as long as the subtest that restarted them.
+	owner TB
+}
+
+// Crash kills the server with SIGKILL, leaving its data as a crash would.
+func (s *Server) Crash(t TB) {
+	t.Helper()
+	s.Process.Kill()
+	t.Logf("%s: killed with SIGKILL", s.Name)
+}
+
+// Restart starts the server again on the same ports and data, after Crash
+// or Stop, and waits until it serves.
+func (s *Server) Restart(t TB) {
+	t.Helper()
+	start := time.Now()
+	s.Process = startProcess(s.owner, s.Name, s.Process.Command())
+	if err := s.waitReady(context.Background(), s.Process); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: restarted in %v", s.Name, time.Since(start).Round(time.Millisecond))
+}
+
+// CreateUsers registers the given localparts on the server with password
+// UserPassword and fails the test on error.
+func (s *Server) CreateUsers(t TB, names ...string) {
+	t.Helper()
+	s.CreateUsersWithPassword(t, UserPassword, names...)
+}
+
+// CreateUsersWithPassword is CreateUsers with another password.
+func (s *Server) CreateUsersWithPassword(t TB, password string, names ...string) {
+	t.Helper()
+	start := time.Now()
+	if err := s.createUsers(context.Background(), password, names); err != nil {
+		t.Fatalf("%s: creating users %q: %v", s.Name, names, err)
+	}
+	t.Logf("%s: created %d users in %v", s.Name, len(names), time.Since(start).Round(time.Millisecond))
+}
+
+// ErlangNode is how to reach a server's Erlang node from another one.
+type ErlangNode struct {
+	Name     string // e.g. e2e123_4567@localhost
+	Cookie   string
+	DistPort int // the node listens here (no epmd)
+}
+
+// ServerOptions change how a Runner starts its server; the zero value
+// starts it as the e2e suite does.
+type ServerOptions struct {
+	// CPUs, when not empty, is the CPU list (taskset -c) the server runs
+	// on. The benchmark gives the server CPUs of its own.
+	CPUs string
+	// ProsodyOverlay is the path of another Prosody test overlay instead of
+	// e2e/testdata/prosody-e2e.cfg.lua, which it should Include (the
+	// environment variable PROSODY_E2E_OVERLAY holds that path).
+	ProsodyOverlay string
+	// ErlOptions are extra flags for ejabberd's Erlang VM, such as
+	// "+sbwt none".
+	ErlOptions string
+	// Env holds extra KEY=value variables of the server process.
+	Env []string
+}
+
+// Runner starts one kind of server.
+type Runner struct {
+	// Name is "prosody" or "ejabberd".
+	Name string
+	// Binaries must all be on PATH.
+	Binaries []string
+	// Options say how Start starts the server.
+	Options ServerOptions
+
+	start func(t TB, o ServerOptions) *Server
+}
+
+// Runners returns a runner for every server, Prosody first.
+func Runners() []Runner {
+	return []Runner{
+		{Name: "prosody", Binaries: []string{"prosody", "prosodyctl"}, start: startProsody},
+		{Name: "ejabberd", Binaries: []string{"ejabberdctl"}, start: startEjabberd},
+	}
+}
+
+// Lookup returns the runner named name.
+func Lookup(name string) (Runner, bool) {
+	for _, r := range Runners() {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Runner{}, false
+}
+
+// Installed returns an error naming the first of r.Binaries that is not
+// on PATH.
+func (r Runner) Installed() error {
+	for _, b := range r.Binaries {
+		if _, err := exec.LookPath(b); err != nil {
+			return fmt.Errorf("%s is not installed (%v)", b, err)
+		}
+	}
+	return nil
+}
+
+// Start starts a server with r.Options, waits until it serves and
+// registers its cleanup on t.
+func (r Runner) Start(t TB) *Server {
+	t.Helper()
+	return r.start(t, r.Options)
+}
+
+// serverCommand is exec.Command for a server process, on the CPUs of o.
+func serverCommand(o ServerOptions, name string, args ...string) *exec.Cmd {
+	if o.CPUs == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", o.CPUs, name}, args...)...)
+}
