@@ -6,6 +6,8 @@ BIN     ?= roster-sidecar
 # fail a target with "context deadline exceeded" and no crasher when the
 # time runs out (golang/go#75804). 200,000 inputs take 7-15 s a target here.
 FUZZTIME ?= 200000x
+# staticcheck, pinned; `go run` fetches it through the module proxy.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: all build test lint unit e2e fuzz demo servers clean check-deploy browser-test bench
 
@@ -14,7 +16,7 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/roster-sidecar
 
-## test: lint, unit tests with -race, short fuzz runs, the deploy/ checks, then the e2e suite on
+## test: lint (gofmt, vet, staticcheck), unit tests with -race, short fuzz runs, the deploy/ checks, then the e2e suite on
 ## real Prosody and ejabberd, and the browser test (Converse.js in headless Chromium).
 test: lint unit fuzz check-deploy e2e browser-test
 
@@ -23,6 +25,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
 	$(GO) vet -tags 'e2e browser' ./e2e/...
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags e2e ./e2e/...
+	$(STATICCHECK) -tags 'e2e browser' ./e2e/...
 
 unit:
 	$(GO) test -race -count=1 ./...
