@@ -23,10 +23,18 @@ import (
 //
 // A contact that is not valid (a key that is not a bare JID, the owner's own
 // bare JID, a value of the wrong type) is reported in Skipped and the rest
-// still applies. When several keys normalise to the same JID, the first valid
-// one in byte order of the keys is kept and the others are skipped as
-// duplicates. When the JSON object itself repeats a key, the last occurrence
-// wins, as with encoding/json. Groups lose empty names and duplicates.
+// still applies. When several keys normalise to the same JID, or to JIDs
+// that XMPP servers store as one (roster.FoldJID: straße@ and strasse@), the
+// first valid one in byte order of the keys is kept and the others are
+// skipped as duplicates. When the JSON object itself repeats a key, the last
+// occurrence wins, as with encoding/json.
+//
+// Names and groups are normalised to what the servers store and return
+// (xmlText): characters XML forbids and bytes that are not UTF-8 become
+// U+FFFD, carriage returns line feeds. The contact is kept: its name or
+// group reads as the server shows it, and an unchanged backend answer
+// rewrites nothing at the next sync. Groups then lose empty names and
+// duplicates.
 func Parse(body []byte, owner jid.JID) (Roster, error) {
 	var contacts map[string]json.RawMessage
 	switch kind(body) {
@@ -43,36 +51,50 @@ func Parse(body []byte, owner jid.JID) (Roster, error) {
 		return Roster{}, &NotRosterError{Reason: "a JSON " + kindName(kind(body)) + ", not an object"}
 	}
 
-	self := owner.Bare().String()
+	self := roster.FoldJID(owner.Bare().String())
 	keys := slices.Sorted(maps.Keys(contacts))
-	kept := make(map[string]string, len(keys)) // normalised JID -> its key
+	kept := make(map[string]keptContact, len(keys)) // folded JID -> the contact kept
 	var r Roster
 	for _, key := range keys {
 		item, err := parseContact(key, contacts[key], self)
+		fold := roster.FoldJID(item.JID)
 		if err == nil {
-			if first, dup := kept[item.JID]; dup {
-				err = fmt.Errorf("duplicate of %s", quote(first))
+			if first, dup := kept[fold]; dup {
+				err = duplicate(first, item.JID, fold)
 			}
 		}
 		if err != nil {
 			r.Skipped = append(r.Skipped, Skipped{JID: key, Reason: err.Error()})
 			continue
 		}
-		kept[item.JID] = key
+		kept[fold] = keptContact{key: key, jid: item.JID}
 		r.Items = append(r.Items, item)
 	}
 	slices.SortFunc(r.Items, func(a, b roster.Item) int { return strings.Compare(a.JID, b.JID) })
 	return r, nil
 }
 
+// keptContact is a contact Parse kept: its key in the backend's object and
+// its normalised JID.
+type keptContact struct{ key, jid string }
+
+// duplicate is the error of a contact whose JID folds to the same as the
+// one of first, a contact already kept.
+func duplicate(first keptContact, jid, fold string) error {
+	if jid == first.jid {
+		return fmt.Errorf("duplicate of %s", quote(first.key))
+	}
+	return fmt.Errorf("duplicate of %s: XMPP servers store both as %s", quote(first.key), quote(fold))
+}
+
 // parseContact validates one contact: key and value of the backend's object.
-// self is the owner's bare JID.
+// self is the fold (roster.FoldJID) of the owner's bare JID.
 func parseContact(key string, value json.RawMessage, self string) (roster.Item, error) {
 	contact, err := parseContactJID(key)
 	if err != nil {
 		return roster.Item{}, err
 	}
-	if contact == self {
+	if roster.FoldJID(contact) == self {
 		return roster.Item{}, errors.New("the user's own JID")
 	}
 	item := roster.Item{JID: contact, Subscription: roster.SubscriptionBoth}
@@ -96,6 +118,7 @@ func parseContact(key string, value json.RawMessage, self string) (roster.Item, 
 			if err := json.Unmarshal(raw, &item.Name); err != nil {
 				return roster.Item{}, fmt.Errorf("name is not a valid string: %w", err)
 			}
+			item.Name = xmlText(item.Name)
 		default:
 			return roster.Item{}, fmt.Errorf("name is a JSON %s, not a string", kindName(kind(raw)))
 		}
@@ -180,6 +203,9 @@ func parseGroups(raw json.RawMessage) ([]string, error) {
 		groups = slices.Collect(maps.Keys(set))
 	default:
 		return nil, fmt.Errorf("groups is a JSON %s, not an array of strings or an object", kindName(kind(raw)))
+	}
+	for i, g := range groups {
+		groups[i] = xmlText(g)
 	}
 	groups = slices.DeleteFunc(groups, func(g string) bool { return g == "" })
 	if len(groups) == 0 {

@@ -77,6 +77,32 @@ func TestParse(t *testing.T) {
 			items: []roster.Item{item("a@x", "  Zoë é <b>&amp;\n", "both")},
 		},
 		{
+			name: "characters XML forbids become U+FFFD",
+			body: "{\"a@x\": {\"name\": \"x\\u0001y\\u0000\", \"groups\": [\"g\\ufffeh\", \"\\uffff\", \"\\ud800\", \"ok\\u0008\"]}," +
+				" \"b@x\": {\"name\": \"\xff\xfe\", \"groups\": {\"\\u001f\": 1}}, \"c@x\": {\"name\": \"\\t\\n\\ufffd\\ud83d\\ude00\U0010FFFF\"}}",
+			items: []roster.Item{
+				item("a@x", "x\uFFFDy\uFFFD", "both", "g\uFFFDh", "ok\uFFFD", "\uFFFD"),
+				item("b@x", "\uFFFD\uFFFD", "both", "\uFFFD"),
+				item("c@x", "\t\n\uFFFD\U0001F600\U0010FFFF", "both"),
+			},
+		},
+		{
+			name:  "carriage returns become line feeds",
+			body:  `{"a@x": {"name": "a\r\nb\rc\r", "groups": ["c\r\nd", "c\nd", "c\rd", "\r\n\n"]}}`,
+			items: []roster.Item{item("a@x", "a\nb\nc\n", "both", "\n\n", "c\nd")},
+		},
+		{
+			name:  "contacts XMPP servers store as one: first key in byte order wins",
+			body:  `{"straße@x": {"name": "B"}, "strasse@x": {"name": "A"}, "STRASSE@x": {"name": "C"}, "σς@x": {}, "σσ@x": {}, "a@straße.x": {}, "a@strasse.x": {}}`,
+			items: []roster.Item{item("a@strasse.x", "", "both"), item("strasse@x", "C", "both"), item("σς@x", "", "both")},
+			skipped: map[string]string{
+				"strasse@x":  `duplicate of "STRASSE@x"`,
+				"straße@x":   `duplicate of "STRASSE@x": XMPP servers store both as "strasse@x"`,
+				"σσ@x":       `duplicate of "σς@x": XMPP servers store both as "σσ@x"`,
+				"a@straße.x": `duplicate of "a@strasse.x": XMPP servers store both as "a@strasse.x"`,
+			},
+		},
+		{
 			name: "self",
 			body: `{"john@example.test": {}, "JOHN@Example.Test.": {}, "john@example.test/phone": {}, "example.test": {}}`,
 			skipped: map[string]string{
@@ -185,6 +211,22 @@ func TestParse(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseSelfAsTheServerStoresIt(t *testing.T) {
+	r, err := Parse([]byte(`{"strasse@example.test": {}, "STRASSE@Example.test": {}, "straße@example.test": {}, "ok@example.test": {}}`),
+		jid.MustParse("straße@example.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Items) != 1 || r.Items[0].JID != "ok@example.test" || len(r.Skipped) != 3 {
+		t.Fatalf("Parse = %+v", r)
+	}
+	for _, s := range r.Skipped {
+		if s.Reason != "the user's own JID" {
+			t.Errorf("skip of %q: %s", s.JID, s.Reason)
+		}
 	}
 }
 
