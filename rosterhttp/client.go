@@ -51,6 +51,10 @@ type Config struct {
 	// CAFile optionally names a PEM file of CA certificates trusted in
 	// addition to the system's. Certificates are always verified.
 	CAFile string
+	// MaxNameBytes, MaxGroupBytes, MaxGroups, MaxItems and MaxItemBytes
+	// are the Limits of the answers (see Limits.Parse); each takes its
+	// default when zero.
+	MaxNameBytes, MaxGroupBytes, MaxGroups, MaxItems, MaxItemBytes int
 	// Observer, when not nil, is told about every fetch (for metrics).
 	Observer Observer
 }
@@ -76,6 +80,7 @@ type Client struct {
 	maxRedirects   int
 	hc             *http.Client
 	observer       Observer
+	limits         Limits
 }
 
 // New checks cfg and returns a Client for it.
@@ -112,6 +117,14 @@ func New(cfg Config) (*Client, error) {
 		c.maxRedirects = 0
 	case c.maxRedirects == 0:
 		c.maxRedirects = DefaultMaxRedirects
+	}
+	var err error
+	c.limits, err = Limits{
+		MaxNameBytes: cfg.MaxNameBytes, MaxGroupBytes: cfg.MaxGroupBytes, MaxGroups: cfg.MaxGroups,
+		MaxItems: cfg.MaxItems, MaxItemBytes: cfg.MaxItemBytes,
+	}.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("roster %w", err)
 	}
 	for name, value := range cfg.Headers {
 		if err := checkHeader(name, value); err != nil {
@@ -229,7 +242,8 @@ func (c *Client) url(localpart string) string {
 	return c.prefix + url.PathEscape(localpart) + c.suffix
 }
 
-// Fetch fetches and parses the roster of owner from the backend (see Parse).
+// Fetch fetches and parses the roster of owner from the backend (see
+// Limits.Parse, with the Config's limits).
 // Any failure, including a non-200 answer, a timeout and an answer over the
 // size limit, is an error, after which the user's roster must be left alone.
 // Error texts never show header values nor the URL, whose query may hold a
@@ -281,7 +295,7 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 		return Roster{}, &TooLargeError{Limit: c.maxBody}
 	}
 	class = "2xx"
-	return Parse(body, owner)
+	return c.limits.Parse(body, owner)
 }
 
 // failure describes a failed step of a fetch. It drops the URL that net/http

@@ -492,6 +492,8 @@ func TestNew(t *testing.T) {
 		{"bad header value", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"authorization": secret + "\r\nX: y"}}, "header Authorization has a value with a line break"},
 		{"header twice", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"x-key": "a", "X-Key": "b"}}, "header X-Key is given twice"},
 		{"host header", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"host": "h"}}, "Host cannot be set"},
+		{"negative name limit", Config{URLTemplate: "http://backend/%s", MaxNameBytes: -1}, "roster name length limit -1 is negative"},
+		{"negative contacts limit", Config{URLTemplate: "http://backend/%s", MaxItems: -2}, "roster contacts per roster limit -2 is negative"},
 		{"missing CA file", Config{URLTemplate: "http://backend/%s", CAFile: filepath.Join(dir, "missing.pem")}, "read roster CA file"},
 		{"CA file without PEM", Config{URLTemplate: "http://backend/%s", CAFile: notPEM}, "holds no PEM certificate"},
 	}
@@ -518,6 +520,24 @@ func TestNewDefaults(t *testing.T) {
 	c = newClient(t, Config{URLTemplate: "http://backend/%s"})
 	if c.maxRedirects != DefaultMaxRedirects {
 		t.Errorf("redirects %d", c.maxRedirects)
+	}
+}
+
+func TestFetchLimits(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"a@x": {"name": "Anna"}, "b@x": {"name": "Bob"}, "c@x": {"groups": ["G1", "G2"]}}`)
+	}))
+	defer srv.Close()
+	c := newClient(t, Config{URLTemplate: srv.URL + "/roster/%s", MaxNameBytes: 3, MaxGroups: 1})
+	r, err := c.Fetch(context.Background(), owner(t, "john"))
+	if err != nil || len(r.Items) != 1 || r.Items[0].JID != "b@x" || len(r.Skipped) != 2 {
+		t.Fatalf("Fetch = %+v, %v", r, err)
+	}
+	c = newClient(t, Config{URLTemplate: srv.URL + "/roster/%s", MaxItems: 2})
+	r, err = c.Fetch(context.Background(), owner(t, "john"))
+	var tooMany *TooManyContactsError
+	if !errors.As(err, &tooMany) || r.Items != nil {
+		t.Fatalf("Fetch over MaxItems = %+v, %v", r, err)
 	}
 }
 

@@ -35,7 +35,21 @@ import (
 // group reads as the server shows it, and an unchanged backend answer
 // rewrites nothing at the next sync. Groups then lose empty names and
 // duplicates.
+//
+// Parse applies the default Limits; see Limits.Parse.
 func Parse(body []byte, owner jid.JID) (Roster, error) {
+	return Limits{}.Parse(body, owner)
+}
+
+// Parse is the package's Parse with the limits l: an answer that lists more
+// than l.MaxItems contacts fails with a *TooManyContactsError, and a
+// contact over another limit is skipped with the reason. An error of l
+// (a negative field) is an error of every call.
+func (l Limits) Parse(body []byte, owner jid.JID) (Roster, error) {
+	l, err := l.withDefaults()
+	if err != nil {
+		return Roster{}, err
+	}
 	var contacts map[string]json.RawMessage
 	switch kind(body) {
 	case '{':
@@ -51,12 +65,16 @@ func Parse(body []byte, owner jid.JID) (Roster, error) {
 		return Roster{}, &NotRosterError{Reason: "a JSON " + kindName(kind(body)) + ", not an object"}
 	}
 
+	if len(contacts) > l.MaxItems {
+		return Roster{}, &TooManyContactsError{Count: len(contacts), Limit: l.MaxItems}
+	}
+
 	self := roster.FoldJID(owner.Bare().String())
 	keys := slices.Sorted(maps.Keys(contacts))
 	kept := make(map[string]keptContact, len(keys)) // folded JID -> the contact kept
 	var r Roster
 	for _, key := range keys {
-		item, err := parseContact(key, contacts[key], self)
+		item, err := parseContact(key, contacts[key], self, l)
 		fold := roster.FoldJID(item.JID)
 		if err == nil {
 			if first, dup := kept[fold]; dup {
@@ -87,9 +105,22 @@ func duplicate(first keptContact, jid, fold string) error {
 	return fmt.Errorf("duplicate of %s: XMPP servers store both as %s", quote(first.key), quote(fold))
 }
 
-// parseContact validates one contact: key and value of the backend's object.
-// self is the fold (roster.FoldJID) of the owner's bare JID.
-func parseContact(key string, value json.RawMessage, self string) (roster.Item, error) {
+// parseContact validates one contact, key and value of the backend's
+// object, and checks it against l. self is the fold (roster.FoldJID) of the
+// owner's bare JID.
+func parseContact(key string, value json.RawMessage, self string, l Limits) (roster.Item, error) {
+	item, err := parseContactValue(key, value, self)
+	if err != nil {
+		return roster.Item{}, err
+	}
+	if err := l.checkItem(item); err != nil {
+		return roster.Item{}, err
+	}
+	return item, nil
+}
+
+// parseContactValue does the work of parseContact but the limits.
+func parseContactValue(key string, value json.RawMessage, self string) (roster.Item, error) {
 	contact, err := parseContactJID(key)
 	if err != nil {
 		return roster.Item{}, err
