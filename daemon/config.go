@@ -28,6 +28,13 @@ type Config struct {
 	BackendMaxBody   int64
 	BackendRedirects int
 	BackendCAFile    string
+	// BackendMaxName, BackendMaxGroup, BackendMaxGroups, BackendMaxItems
+	// and BackendMaxItem bound the backend's answers (rosterhttp.Limits).
+	BackendMaxName   int
+	BackendMaxGroup  int
+	BackendMaxGroups int
+	BackendMaxItems  int
+	BackendMaxItem   int
 	BackendHeaders   map[string]string
 	AdminListen      string
 	AdminToken       string

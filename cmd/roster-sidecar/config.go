@@ -18,6 +18,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/daemon"
+	"roster-sidecar/rosterhttp"
 )
 
 // envPrefix prefixes every environment variable: xmpp.address is read from
@@ -52,6 +53,11 @@ var settings = []setting{
 	{"backend.timeout", 10 * time.Second, "timeout of one backend roster fetch", false},
 	{"backend.max_body_bytes", int64(1 << 20), "largest backend answer accepted", false},
 	{"backend.max_redirects", 3, "redirects followed per fetch", false},
+	{"backend.max_name_bytes", rosterhttp.DefaultMaxNameBytes, "longest contact name accepted, in bytes; a longer one skips that contact", false},
+	{"backend.max_group_bytes", rosterhttp.DefaultMaxGroupBytes, "longest group name accepted, in bytes; a longer one skips that contact", false},
+	{"backend.max_groups", rosterhttp.DefaultMaxGroups, "most groups per contact; more skip that contact", false},
+	{"backend.max_items", rosterhttp.DefaultMaxItems, "most contacts per backend answer; more fail that user's sync and leave the roster alone", false},
+	{"backend.max_item_bytes", rosterhttp.DefaultMaxItemBytes, "largest contact as the roster SET carries it (its <item/>, escaped), in bytes; keep it below the server's stanza size limit; a larger one skips that contact", false},
 	{"backend.ca_file", "", "PEM file of extra CAs trusted for an https backend", false},
 	{"backend.headers", map[string]string{}, "extra request headers for the backend (YAML map or JSON object in the env var)", true},
 	{"admin.listen", "127.0.0.1:5380", "admin API listen address (non-loopback needs admin.token)", false},
@@ -155,6 +161,11 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		BackendTimeout:   positive("backend.timeout"),
 		BackendMaxBody:   v.GetInt64("backend.max_body_bytes"),
 		BackendRedirects: v.GetInt("backend.max_redirects"),
+		BackendMaxName:   atLeastOne("backend.max_name_bytes"),
+		BackendMaxGroup:  atLeastOne("backend.max_group_bytes"),
+		BackendMaxGroups: atLeastOne("backend.max_groups"),
+		BackendMaxItems:  atLeastOne("backend.max_items"),
+		BackendMaxItem:   atLeastOne("backend.max_item_bytes"),
 		BackendCAFile:    v.GetString("backend.ca_file"),
 		BackendHeaders:   v.GetStringMapString("backend.headers"),
 		AdminListen:      need("admin.listen"),

@@ -1,16 +1,24 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/daemon"
+	"roster-sidecar/rosterhttp"
 )
 
 // required is the smallest valid environment.
@@ -138,6 +146,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad log level", map[string]string{"ROSTER_SIDECAR_LOG_LEVEL": "loud"}, "log.level"},
 		{"bad log format", map[string]string{"ROSTER_SIDECAR_LOG_FORMAT": "xml"}, "log.format"},
 		{"backoff order", map[string]string{"ROSTER_SIDECAR_XMPP_RECONNECT_MAX": "1ms"}, "xmpp.reconnect_max"},
+		{"zero name limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_NAME_BYTES": "0"}, "backend.max_name_bytes must be at least 1"},
+		{"negative group limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_GROUP_BYTES": "-1"}, "backend.max_group_bytes must be at least 1"},
+		{"bad groups limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_GROUPS": "many"}, "backend.max_groups must be at least 1"},
+		{"zero items limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_ITEMS": "0"}, "backend.max_items must be at least 1"},
+		{"zero item size limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_ITEM_BYTES": "0"}, "backend.max_item_bytes must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -245,5 +258,55 @@ func TestConfigLoginAndEjabberdAPIErrors(t *testing.T) {
 				t.Errorf("error %v, want it to name %s", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestConfigBackendLimits(t *testing.T) {
+	c, err := load(t, required, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BackendMaxName != rosterhttp.DefaultMaxNameBytes || c.BackendMaxGroup != rosterhttp.DefaultMaxGroupBytes ||
+		c.BackendMaxGroups != rosterhttp.DefaultMaxGroups || c.BackendMaxItems != rosterhttp.DefaultMaxItems ||
+		c.BackendMaxItem != rosterhttp.DefaultMaxItemBytes {
+		t.Fatalf("defaults: %+v", c)
+	}
+
+	var contacts atomic.Value
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, contacts.Load())
+	}))
+	defer backend.Close()
+	env := map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": backend.URL + "/roster/%s", "ROSTER_SIDECAR_BACKEND_MAX_GROUP_BYTES": "4"}
+	for k, v := range required {
+		if _, ok := env[k]; !ok {
+			env[k] = v
+		}
+	}
+	c, err = load(t, env, "", "--backend.max_name_bytes", "3", "--backend.max_groups=1", "--backend.max_items", "2", "--backend.max_item_bytes=90")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BackendMaxName != 3 || c.BackendMaxGroup != 4 || c.BackendMaxGroups != 1 || c.BackendMaxItems != 2 || c.BackendMaxItem != 90 {
+		t.Fatalf("values: %+v", c)
+	}
+	// They reach the backend client.
+	p, err := daemon.Build(c, slog.New(slog.DiscardHandler), nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := jid.MustParse("john@example.test")
+	contacts.Store(`{"a@x": {"name": "Anna"}, "b@x": {"groups": ["Group"]}}`)
+	r, err := p.Fetcher.Fetch(context.Background(), owner)
+	if err != nil || len(r.Items) != 0 || len(r.Skipped) != 2 {
+		t.Errorf("names and groups over the limits: %+v, %v", r, err)
+	}
+	contacts.Store(`{"a@x": {"groups": ["G", "H"]}, "b@x": {"name": "` + strings.Repeat("&", 3) + `"}}`)
+	if r, err = p.Fetcher.Fetch(context.Background(), owner); err != nil || len(r.Items) != 0 || len(r.Skipped) != 2 {
+		t.Errorf("groups and SET size over the limits: %+v, %v", r, err)
+	}
+	contacts.Store(`{"a@x": {}, "b@x": {}, "c@x": {}}`)
+	if _, err = p.Fetcher.Fetch(context.Background(), owner); !errors.As(err, new(*rosterhttp.TooManyContactsError)) {
+		t.Errorf("contacts over the limit: %v", err)
 	}
 }
