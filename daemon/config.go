@@ -16,16 +16,17 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// PrivilegeWait is how long a connected component waits for the
 	// privilege message, which servers send right after the handshake.
-	PrivilegeWait    time.Duration
-	IQTimeout        time.Duration
-	PingInterval     time.Duration
-	ReconnectMin     time.Duration
-	ReconnectMax     time.Duration
-	Window           int
-	CompareSub       string
-	RosterURL        string
-	BackendTimeout   time.Duration
-	BackendMaxBody   int64
+	PrivilegeWait  time.Duration
+	IQTimeout      time.Duration
+	PingInterval   time.Duration
+	ReconnectMin   time.Duration
+	ReconnectMax   time.Duration
+	Window         int
+	CompareSub     string
+	RosterURL      string
+	BackendTimeout time.Duration
+	BackendMaxBody int64
+	// BackendRedirects is how many redirects a fetch follows; 0: none.
 	BackendRedirects int
 	BackendCAFile    string
 	// BackendMaxName, BackendMaxGroup, BackendMaxGroups, BackendMaxItems

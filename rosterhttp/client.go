@@ -17,7 +17,8 @@ import (
 	"mellium.im/xmpp/jid"
 )
 
-// Defaults of the Config fields left zero.
+// Defaults of the Config fields left zero (Timeout, MaxBodyBytes), and
+// the usual MaxRedirects.
 const (
 	DefaultTimeout      = 10 * time.Second
 	DefaultMaxBodyBytes = 1 << 20
@@ -45,8 +46,10 @@ type Config struct {
 	// zero.
 	MaxBodyBytes int64
 	// MaxRedirects is how many redirects a fetch follows before it fails;
-	// DefaultMaxRedirects when zero, none when negative. A redirect from
-	// https to http always fails.
+	// zero follows none: a redirect answer fails the fetch (it is no
+	// default, as zero is the operator's way to allow no other URL; set
+	// DefaultMaxRedirects for the usual). A redirect from https to http
+	// always fails.
 	MaxRedirects int
 	// CAFile optionally names a PEM file of CA certificates trusted in
 	// addition to the system's. Certificates are always verified.
@@ -112,11 +115,8 @@ func New(cfg Config) (*Client, error) {
 	case c.maxBody == 0:
 		c.maxBody = DefaultMaxBodyBytes
 	}
-	switch {
-	case c.maxRedirects < 0:
-		c.maxRedirects = 0
-	case c.maxRedirects == 0:
-		c.maxRedirects = DefaultMaxRedirects
+	if c.maxRedirects < 0 {
+		return nil, fmt.Errorf("roster redirect limit %d is negative", c.maxRedirects)
 	}
 	var err error
 	c.limits, err = Limits{
@@ -223,6 +223,9 @@ func loadCAs(file string) (*x509.CertPool, error) {
 // checkRedirect limits redirects, refuses https to http and drops the extra
 // headers when a redirect leaves the configured host.
 func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if c.maxRedirects == 0 {
+		return fmt.Errorf("backend answered a redirect, and no redirect may be followed: %w", ErrTooManyRedirects)
+	}
 	if len(via) > c.maxRedirects {
 		return fmt.Errorf("more than %d redirects: %w", c.maxRedirects, ErrTooManyRedirects)
 	}

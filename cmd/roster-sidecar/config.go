@@ -52,7 +52,7 @@ var settings = []setting{
 	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (required)", false},
 	{"backend.timeout", 10 * time.Second, "timeout of one backend roster fetch", false},
 	{"backend.max_body_bytes", int64(1 << 20), "largest backend answer accepted", false},
-	{"backend.max_redirects", 3, "redirects followed per fetch", false},
+	{"backend.max_redirects", rosterhttp.DefaultMaxRedirects, "redirects followed per fetch (0: none, a redirect then fails the fetch)", false},
 	{"backend.max_name_bytes", rosterhttp.DefaultMaxNameBytes, "longest contact name accepted, in bytes; a longer one skips that contact", false},
 	{"backend.max_group_bytes", rosterhttp.DefaultMaxGroupBytes, "longest group name accepted, in bytes; a longer one skips that contact", false},
 	{"backend.max_groups", rosterhttp.DefaultMaxGroups, "most groups per contact; more skip that contact", false},
@@ -160,7 +160,6 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		RosterURL:        need("http_roster_url"),
 		BackendTimeout:   positive("backend.timeout"),
 		BackendMaxBody:   v.GetInt64("backend.max_body_bytes"),
-		BackendRedirects: v.GetInt("backend.max_redirects"),
 		BackendMaxName:   atLeastOne("backend.max_name_bytes"),
 		BackendMaxGroup:  atLeastOne("backend.max_group_bytes"),
 		BackendMaxGroups: atLeastOne("backend.max_groups"),
@@ -194,6 +193,12 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		errs = append(errs, fmt.Errorf("sync.login_rate must be a positive number of refreshes per second such as 20 or 0.5, got %q", v.GetString("sync.login_rate")))
 	} else {
 		c.LoginRate = r
+	}
+	// 0 is the operator's: unset takes the default, 3.
+	if n, err := cast.ToIntE(v.Get("backend.max_redirects")); err != nil || n < 0 {
+		errs = append(errs, fmt.Errorf("backend.max_redirects must be 0 (follow none) or more, got %q", v.GetString("backend.max_redirects")))
+	} else {
+		c.BackendRedirects = n
 	}
 	var err error
 	if c.XMPPSecret, err = secret(v, "xmpp.secret", true); err != nil {

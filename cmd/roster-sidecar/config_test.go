@@ -146,6 +146,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad log level", map[string]string{"ROSTER_SIDECAR_LOG_LEVEL": "loud"}, "log.level"},
 		{"bad log format", map[string]string{"ROSTER_SIDECAR_LOG_FORMAT": "xml"}, "log.format"},
 		{"backoff order", map[string]string{"ROSTER_SIDECAR_XMPP_RECONNECT_MAX": "1ms"}, "xmpp.reconnect_max"},
+		{"negative redirects", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_REDIRECTS": "-1"}, "backend.max_redirects must be 0 (follow none) or more"},
+		{"bad redirects", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_REDIRECTS": "few"}, "backend.max_redirects must be 0 (follow none) or more"},
 		{"zero name limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_NAME_BYTES": "0"}, "backend.max_name_bytes must be at least 1"},
 		{"negative group limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_GROUP_BYTES": "-1"}, "backend.max_group_bytes must be at least 1"},
 		{"bad groups limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_GROUPS": "many"}, "backend.max_groups must be at least 1"},
@@ -308,5 +310,74 @@ func TestConfigBackendLimits(t *testing.T) {
 	contacts.Store(`{"a@x": {}, "b@x": {}, "c@x": {}}`)
 	if _, err = p.Fetcher.Fetch(context.Background(), owner); !errors.As(err, new(*rosterhttp.TooManyContactsError)) {
 		t.Errorf("contacts over the limit: %v", err)
+	}
+}
+
+// TestConfigMaxRedirectsZero: backend.max_redirects 0 follows no redirect
+// (it used to follow the default 3); unset follows 3.
+func TestConfigMaxRedirectsZero(t *testing.T) {
+	var hops atomic.Int32
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/final/john" {
+			fmt.Fprint(w, `{"a@x": {}}`)
+			return
+		}
+		hops.Add(1)
+		http.Redirect(w, r, "/final/john", http.StatusFound)
+	}))
+	defer backend.Close()
+	owner := jid.MustParse("john@example.test")
+	for _, tt := range []struct {
+		name      string
+		file, env string // backend.max_redirects in a file, in the environment
+		args      []string
+		want      int
+	}{
+		{name: "unset", want: rosterhttp.DefaultMaxRedirects},
+		{name: "zero in the file", file: "0", want: 0},
+		{name: "zero in the environment", env: "0", want: 0},
+		{name: "zero as a flag", args: []string{"--backend.max_redirects=0"}, want: 0},
+		{name: "one", env: "1", want: 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": backend.URL + "/roster/%s"}
+			for k, v := range required {
+				if _, ok := env[k]; !ok {
+					env[k] = v
+				}
+			}
+			if tt.env != "" {
+				env["ROSTER_SIDECAR_BACKEND_MAX_REDIRECTS"] = tt.env
+			}
+			file := ""
+			if tt.file != "" {
+				file = filepath.Join(t.TempDir(), "config.yaml")
+				if err := os.WriteFile(file, []byte("backend:\n  max_redirects: "+tt.file+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := load(t, env, file, tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.BackendRedirects != tt.want {
+				t.Fatalf("BackendRedirects = %d, want %d", c.BackendRedirects, tt.want)
+			}
+			p, err := daemon.Build(c, slog.New(slog.DiscardHandler), nil, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hops.Store(0)
+			_, err = p.Fetcher.Fetch(context.Background(), owner)
+			if tt.want == 0 {
+				if !errors.Is(err, rosterhttp.ErrTooManyRedirects) || hops.Load() != 1 {
+					t.Fatalf("max_redirects 0: %d requests redirected, err %v; want the redirect refused", hops.Load(), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("one redirect with max_redirects %d: %v", tt.want, err)
+			}
+		})
 	}
 }
