@@ -84,6 +84,8 @@ type Client struct {
 	hc             *http.Client
 	observer       Observer
 	limits         Limits
+	// secrets are what error texts hide of the URL (urlSecrets).
+	secrets []string
 }
 
 // New checks cfg and returns a Client for it.
@@ -103,6 +105,7 @@ func New(cfg Config) (*Client, error) {
 	if err := c.checkTemplate(); err != nil {
 		return nil, err
 	}
+	c.secrets = urlSecrets(c.prefix, c.suffix)
 	switch {
 	case c.timeout < 0:
 		return nil, fmt.Errorf("roster fetch timeout %s is negative", c.timeout)
@@ -167,11 +170,7 @@ func (c *Client) checkTemplate() error {
 	const sample = "rosterhttp-sample-user"
 	u, err := url.Parse(c.url(sample))
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return fmt.Errorf("roster URL template does not make a valid URL: %w", err)
+		return fmt.Errorf("roster URL template does not make a valid URL: %w", urlProblem(err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errors.New("roster URL template does not make an absolute http or https URL")
@@ -249,12 +248,14 @@ func (c *Client) url(localpart string) string {
 // Limits.Parse, with the Config's limits).
 // Any failure, including a non-200 answer, a timeout and an answer over the
 // size limit, is an error, after which the user's roster must be left alone.
-// Error texts never show header values nor the URL, whose query may hold a
-// secret; a network error may name the backend's host and port.
+// Error texts never show header values nor the URL, whose user information
+// and query may hold a secret (not even where the backend echoes them, as in
+// a redirect's Location); a network error may name the backend's host and
+// port.
 func (c *Client) Fetch(ctx context.Context, owner jid.JID) (Roster, error) {
 	r, err := c.fetch(ctx, owner)
 	if err != nil {
-		return Roster{}, fmt.Errorf("fetch roster of %s: %w", owner.Bare(), err)
+		return Roster{}, fmt.Errorf("fetch roster of %s: %w", owner.Bare(), redact(err, c.secrets))
 	}
 	return r, nil
 }
