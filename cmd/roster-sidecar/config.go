@@ -49,7 +49,8 @@ var settings = []setting{
 	{"xmpp.reconnect_max", 30 * time.Second, "largest delay between reconnects", false},
 	{"xmpp.window", 16, "roster SETs in flight per user", false},
 	{"xmpp.compare_subscription", "auto", "auto, always or never: whether a subscription difference alone rewrites an item (auto learns whether the server keeps subscriptions; ejabberd does not)", false},
-	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (required)", false},
+	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (it or http_roster_url_file is required; a token in it is better given in the file or the environment than as a flag)", false},
+	{"http_roster_url_file", "", "file holding the backend roster URL, e.g. when its query carries a token", false},
 	{"backend.timeout", 10 * time.Second, "timeout of one backend roster fetch", false},
 	{"backend.max_body_bytes", int64(1 << 20), "largest backend answer accepted", false},
 	{"backend.max_redirects", rosterhttp.DefaultMaxRedirects, "redirects followed per fetch (0: none, a redirect then fails the fetch)", false},
@@ -157,7 +158,6 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		ReconnectMax:     positive("xmpp.reconnect_max"),
 		Window:           atLeastOne("xmpp.window"),
 		CompareSub:       v.GetString("xmpp.compare_subscription"),
-		RosterURL:        need("http_roster_url"),
 		BackendTimeout:   positive("backend.timeout"),
 		BackendMaxBody:   v.GetInt64("backend.max_body_bytes"),
 		BackendMaxName:   atLeastOne("backend.max_name_bytes"),
@@ -204,6 +204,12 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	if c.XMPPSecret, err = secret(v, "xmpp.secret", true); err != nil {
 		errs = append(errs, err)
 	}
+	// The URL's query may carry the backend's token: it may come from a
+	// file, and no error shows it.
+	if c.RosterURL, err = secret(v, "http_roster_url", true); err != nil {
+		errs = append(errs, err)
+	}
+	c.RosterURL = strings.TrimSpace(c.RosterURL)
 	if c.AdminToken, err = secret(v, "admin.token", false); err != nil {
 		errs = append(errs, err)
 	}
@@ -212,7 +218,7 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	}
 	if c.EjabberdAPIURL != "" {
 		if u, err := url.Parse(c.EjabberdAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-			errs = append(errs, fmt.Errorf("ejabberd_api.url must be an http or https URL without credentials, such as http://127.0.0.1:5281/api, got %q", c.EjabberdAPIURL))
+			errs = append(errs, fmt.Errorf("ejabberd_api.url must be an http or https URL without credentials, such as http://127.0.0.1:5281/api, got %q", rosterhttp.RedactURL(c.EjabberdAPIURL)))
 		}
 	}
 	if c.EjabberdAPIUser != "" {

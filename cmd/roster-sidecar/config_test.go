@@ -381,3 +381,74 @@ func TestConfigMaxRedirectsZero(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigRosterURLFromFile: http_roster_url may come from a file (or the
+// environment), like the secrets, and no error shows it.
+func TestConfigRosterURLFromFile(t *testing.T) {
+	const token = "url-t0ken-xyz"
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "roster-url")
+	if err := os.WriteFile(urlFile, []byte("https://app.example.test/roster/%s?token="+token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(extra map[string]string) map[string]string {
+		env := map[string]string{}
+		for k, v := range required {
+			env[k] = v
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+		return env
+	}
+	c, err := load(t, env(map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": urlFile}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RosterURL != "https://app.example.test/roster/%s?token="+token {
+		t.Fatalf("RosterURL = %q", c.RosterURL)
+	}
+	c, err = load(t, env(map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": ""}), "", "--http_roster_url_file", urlFile)
+	if err != nil || !strings.HasSuffix(c.RosterURL, token) {
+		t.Fatalf("from the flag: %q, %v", c.RosterURL, err)
+	}
+
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"both", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": urlFile}, "set http_roster_url or http_roster_url_file, not both"},
+		{"empty file", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": empty}, "http_roster_url_file " + empty + " is empty"},
+		{"missing file", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": filepath.Join(dir, "nope")}, "http_roster_url_file"},
+		{"neither", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": ""}, "http_roster_url is required (config file, ROSTER_SIDECAR_HTTP_ROSTER_URL, or http_roster_url_file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, env(tt.env), "")
+			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), token) {
+				t.Fatalf("error %v, want it to contain %q and not the token", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestConfigErrorsHideURLCredentials: a refused URL is shown without its
+// user information and query values.
+func TestConfigErrorsHideURLCredentials(t *testing.T) {
+	env := map[string]string{}
+	for k, v := range required {
+		env[k] = v
+	}
+	env["ROSTER_SIDECAR_EJABBERD_API_URL"] = "http://admin:api-pa55word@127.0.0.1:5281/api?key=api-k3y"
+	_, err := load(t, env, "")
+	if err == nil || !strings.Contains(err.Error(), "ejabberd_api.url") {
+		t.Fatalf("error %v", err)
+	}
+	if strings.Contains(err.Error(), "api-pa55word") || strings.Contains(err.Error(), "api-k3y") {
+		t.Fatalf("error shows the credentials: %v", err)
+	}
+}
