@@ -22,8 +22,9 @@ import (
 // fields are ignored and null counts as absent, for a whole value too.
 //
 // A contact that is not valid (a key that is not a bare JID, the owner's own
-// bare JID, a value of the wrong type) is reported in Skipped and the rest
-// still applies. When several keys normalise to the same JID, or to JIDs
+// bare JID, a value of the wrong type, a JID that XMPP servers refuse
+// although PRECIS takes it) is reported in Skipped and the rest still
+// applies. When several keys normalise to the same JID, or to JIDs
 // that XMPP servers store as one (roster.FoldJID: straße@ and strasse@), the
 // first valid one in byte order of the keys is kept and the others are
 // skipped as duplicates. When the JSON object itself repeats a key, the last
@@ -199,6 +200,11 @@ func parseContactJID(key string) (string, error) {
 	// on what the contact is.
 	if again, err := jid.Parse(s); err != nil || again.String() != s {
 		return "", errors.New("not a valid JID: it has no stable normalised form")
+	}
+	// Prosody and ejabberd do not answer a roster SET of such a JID: every
+	// sync would wait for the IQ timeout and fail.
+	if !stringprepBidi(j.Localpart()) || !stringprepBidi(domain) {
+		return "", errors.New("XMPP servers refuse this JID: a part with right-to-left characters must start and end with one and have no left-to-right character (stringprep's bidi rule)")
 	}
 	return s, nil
 }

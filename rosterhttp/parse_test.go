@@ -1,6 +1,8 @@
 package rosterhttp
 
 import (
+	"encoding/json"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -272,5 +274,49 @@ func TestParseZeroOwner(t *testing.T) {
 	r, err := Parse([]byte(`{"a@x": {}}`), jid.JID{})
 	if err != nil || len(r.Items) != 1 {
 		t.Fatalf("Parse with zero owner = %#v, %v", r, err)
+	}
+}
+
+// TestParseStringprepRefused: contacts whose JID Prosody and ejabberd
+// refuse (testdata/stringprep-refused.txt, from the servers) are skipped,
+// right-to-left JIDs they take are kept.
+func TestParseStringprepRefused(t *testing.T) {
+	raw, err := os.ReadFile("testdata/stringprep-refused.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	contacts := map[string]any{}
+	for line := range strings.Lines(string(raw)) {
+		line = strings.TrimSuffix(line, "\n")
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		profile, part, _ := strings.Cut(line, "\t")
+		if profile == "nodeprep" {
+			contacts[part+"@example.test"] = nil
+		} else {
+			contacts["x@"+part] = nil
+		}
+	}
+	refused := len(contacts)
+	kept := []string{"שלום@example.test", "x@שלום", "אבג@שלום", "ملك@example.test", "a1@example.test", "straße@example.test", "ᾳ@example.test"}
+	for _, j := range kept {
+		contacts[j] = nil
+	}
+	body, err := json.Marshal(contacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Parse(body, testOwner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Items) != len(kept) || len(r.Skipped) != refused {
+		t.Errorf("%d items, %d skipped; want %d and %d: %+v", len(r.Items), len(r.Skipped), len(kept), refused, r.Items)
+	}
+	for _, s := range r.Skipped {
+		if !strings.HasPrefix(s.Reason, "XMPP servers refuse this JID") {
+			t.Errorf("skip of %q (%U): %s", s.JID, []rune(s.JID), s.Reason)
+		}
 	}
 }
