@@ -7,7 +7,8 @@ import (
 
 // Config is the validated configuration of the daemon: what the command
 // line's config file, environment and flags say (see cmd/roster-sidecar for
-// the keys).
+// the keys). BackendRedirects 0 follows no redirect; BackendMaxName ...
+// BackendMaxItem are the rosterhttp.Limits of the backend's answers.
 type Config struct {
 	XMPPAddress    string
 	XMPPDomain     string
@@ -16,21 +17,18 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// PrivilegeWait is how long a connected component waits for the
 	// privilege message, which servers send right after the handshake.
-	PrivilegeWait  time.Duration
-	IQTimeout      time.Duration
-	PingInterval   time.Duration
-	ReconnectMin   time.Duration
-	ReconnectMax   time.Duration
-	Window         int
-	CompareSub     string
-	RosterURL      string
-	BackendTimeout time.Duration
-	BackendMaxBody int64
-	// BackendRedirects is how many redirects a fetch follows; 0: none.
+	PrivilegeWait    time.Duration
+	IQTimeout        time.Duration
+	PingInterval     time.Duration
+	ReconnectMin     time.Duration
+	ReconnectMax     time.Duration
+	Window           int
+	CompareSub       string
+	RosterURL        string
+	BackendTimeout   time.Duration
+	BackendMaxBody   int64
 	BackendRedirects int
 	BackendCAFile    string
-	// BackendMaxName, BackendMaxGroup, BackendMaxGroups, BackendMaxItems
-	// and BackendMaxItem bound the backend's answers (rosterhttp.Limits).
 	BackendMaxName   int
 	BackendMaxGroup  int
 	BackendMaxGroups int

@@ -41,18 +41,15 @@ type Parts struct {
 // adds the login refresher when the configuration enables it.
 func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*Parts, error) {
 	bcfg := rosterhttp.Config{
-		URLTemplate:   cfg.RosterURL,
-		Headers:       cfg.BackendHeaders,
-		Timeout:       cfg.BackendTimeout,
-		MaxBodyBytes:  cfg.BackendMaxBody,
-		MaxRedirects:  cfg.BackendRedirects,
-		CAFile:        cfg.BackendCAFile,
-		MaxNameBytes:  cfg.BackendMaxName,
-		MaxGroupBytes: cfg.BackendMaxGroup,
-		MaxGroups:     cfg.BackendMaxGroups,
-		MaxItems:      cfg.BackendMaxItems,
-		MaxItemBytes:  cfg.BackendMaxItem,
+		URLTemplate:  cfg.RosterURL,
+		Headers:      cfg.BackendHeaders,
+		Timeout:      cfg.BackendTimeout,
+		MaxBodyBytes: cfg.BackendMaxBody,
+		MaxRedirects: cfg.BackendRedirects,
+		CAFile:       cfg.BackendCAFile,
 	}
+	bcfg.MaxNameBytes, bcfg.MaxGroupBytes, bcfg.MaxGroups = cfg.BackendMaxName, cfg.BackendMaxGroup, cfg.BackendMaxGroups
+	bcfg.MaxItems, bcfg.MaxItemBytes = cfg.BackendMaxItems, cfg.BackendMaxItem
 	ccfg := component.Config{
 		Address:        cfg.XMPPAddress,
 		Domain:         cfg.XMPPDomain,

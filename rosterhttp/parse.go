@@ -76,8 +76,9 @@ func (l Limits) Parse(body []byte, owner jid.JID) (Roster, error) {
 	var r Roster
 	for _, key := range keys {
 		item, err := parseContact(key, contacts[key], self, l)
-		fold := roster.FoldJID(item.JID)
+		var fold string
 		if err == nil {
+			fold = roster.FoldJID(item.JID)
 			if first, dup := kept[fold]; dup {
 				err = duplicate(first, item.JID, fold)
 			}
