@@ -7,7 +7,8 @@ import (
 
 // Config is the validated configuration of the daemon: what the command
 // line's config file, environment and flags say (see cmd/roster-sidecar for
-// the keys).
+// the keys). BackendRedirects 0 follows no redirect; BackendMaxName ...
+// BackendMaxItem are the rosterhttp.Limits of the backend's answers.
 type Config struct {
 	XMPPAddress    string
 	XMPPDomain     string
@@ -28,6 +29,11 @@ type Config struct {
 	BackendMaxBody   int64
 	BackendRedirects int
 	BackendCAFile    string
+	BackendMaxName   int
+	BackendMaxGroup  int
+	BackendMaxGroups int
+	BackendMaxItems  int
+	BackendMaxItem   int
 	BackendHeaders   map[string]string
 	AdminListen      string
 	AdminToken       string

@@ -48,6 +48,8 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 		MaxRedirects: cfg.BackendRedirects,
 		CAFile:       cfg.BackendCAFile,
 	}
+	bcfg.MaxNameBytes, bcfg.MaxGroupBytes, bcfg.MaxGroups = cfg.BackendMaxName, cfg.BackendMaxGroup, cfg.BackendMaxGroups
+	bcfg.MaxItems, bcfg.MaxItemBytes = cfg.BackendMaxItems, cfg.BackendMaxItem
 	ccfg := component.Config{
 		Address:        cfg.XMPPAddress,
 		Domain:         cfg.XMPPDomain,

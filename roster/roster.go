@@ -1,7 +1,9 @@
 // Package roster holds the project's roster vocabulary: one item of a
 // user's contact list, as the backend describes it and as a roster store
-// (the XMPP server through XEP-0356, or ejabberd's HTTP API) holds it. It
-// depends on nothing, so that every other package can share it.
+// (the XMPP server through XEP-0356, or ejabberd's HTTP API) holds it, and
+// the form in which servers compare contacts' JIDs (FoldJID). It depends on
+// no other package of the project (only on golang.org/x/text), so that
+// every other package can share it.
 package roster
 
 // Subscription states a roster item may carry (RFC 6121).

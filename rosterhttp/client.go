@@ -17,7 +17,8 @@ import (
 	"mellium.im/xmpp/jid"
 )
 
-// Defaults of the Config fields left zero.
+// Defaults of the Config fields left zero (Timeout, MaxBodyBytes), and
+// the usual MaxRedirects.
 const (
 	DefaultTimeout      = 10 * time.Second
 	DefaultMaxBodyBytes = 1 << 20
@@ -45,12 +46,18 @@ type Config struct {
 	// zero.
 	MaxBodyBytes int64
 	// MaxRedirects is how many redirects a fetch follows before it fails;
-	// DefaultMaxRedirects when zero, none when negative. A redirect from
-	// https to http always fails.
+	// zero follows none: a redirect answer fails the fetch (it is no
+	// default, as zero is the operator's way to allow no other URL; set
+	// DefaultMaxRedirects for the usual). A redirect from https to http
+	// always fails.
 	MaxRedirects int
 	// CAFile optionally names a PEM file of CA certificates trusted in
 	// addition to the system's. Certificates are always verified.
 	CAFile string
+	// MaxNameBytes, MaxGroupBytes, MaxGroups, MaxItems and MaxItemBytes
+	// are the Limits of the answers (see Limits.Parse); each takes its
+	// default when zero.
+	MaxNameBytes, MaxGroupBytes, MaxGroups, MaxItems, MaxItemBytes int
 	// Observer, when not nil, is told about every fetch (for metrics).
 	Observer Observer
 }
@@ -76,6 +83,9 @@ type Client struct {
 	maxRedirects   int
 	hc             *http.Client
 	observer       Observer
+	limits         Limits
+	// secrets are what error texts hide of the URL (urlSecrets).
+	secrets []string
 }
 
 // New checks cfg and returns a Client for it.
@@ -95,6 +105,7 @@ func New(cfg Config) (*Client, error) {
 	if err := c.checkTemplate(); err != nil {
 		return nil, err
 	}
+	c.secrets = urlSecrets(c.prefix, c.suffix)
 	switch {
 	case c.timeout < 0:
 		return nil, fmt.Errorf("roster fetch timeout %s is negative", c.timeout)
@@ -107,11 +118,16 @@ func New(cfg Config) (*Client, error) {
 	case c.maxBody == 0:
 		c.maxBody = DefaultMaxBodyBytes
 	}
-	switch {
-	case c.maxRedirects < 0:
-		c.maxRedirects = 0
-	case c.maxRedirects == 0:
-		c.maxRedirects = DefaultMaxRedirects
+	if c.maxRedirects < 0 {
+		return nil, fmt.Errorf("roster redirect limit %d is negative", c.maxRedirects)
+	}
+	var err error
+	c.limits, err = Limits{
+		MaxNameBytes: cfg.MaxNameBytes, MaxGroupBytes: cfg.MaxGroupBytes, MaxGroups: cfg.MaxGroups,
+		MaxItems: cfg.MaxItems, MaxItemBytes: cfg.MaxItemBytes,
+	}.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("roster %w", err)
 	}
 	for name, value := range cfg.Headers {
 		if err := checkHeader(name, value); err != nil {
@@ -154,11 +170,7 @@ func (c *Client) checkTemplate() error {
 	const sample = "rosterhttp-sample-user"
 	u, err := url.Parse(c.url(sample))
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return fmt.Errorf("roster URL template does not make a valid URL: %w", err)
+		return fmt.Errorf("roster URL template does not make a valid URL: %w", urlProblem(err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errors.New("roster URL template does not make an absolute http or https URL")
@@ -210,6 +222,9 @@ func loadCAs(file string) (*x509.CertPool, error) {
 // checkRedirect limits redirects, refuses https to http and drops the extra
 // headers when a redirect leaves the configured host.
 func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if c.maxRedirects == 0 {
+		return fmt.Errorf("backend answered a redirect, and no redirect may be followed: %w", ErrTooManyRedirects)
+	}
 	if len(via) > c.maxRedirects {
 		return fmt.Errorf("more than %d redirects: %w", c.maxRedirects, ErrTooManyRedirects)
 	}
@@ -229,15 +244,18 @@ func (c *Client) url(localpart string) string {
 	return c.prefix + url.PathEscape(localpart) + c.suffix
 }
 
-// Fetch fetches and parses the roster of owner from the backend (see Parse).
+// Fetch fetches and parses the roster of owner from the backend (see
+// Limits.Parse, with the Config's limits).
 // Any failure, including a non-200 answer, a timeout and an answer over the
 // size limit, is an error, after which the user's roster must be left alone.
-// Error texts never show header values nor the URL, whose query may hold a
-// secret; a network error may name the backend's host and port.
+// Error texts never show header values nor the URL, whose user information
+// and query may hold a secret (not even where the backend echoes them, as in
+// a redirect's Location); a network error may name the backend's host and
+// port.
 func (c *Client) Fetch(ctx context.Context, owner jid.JID) (Roster, error) {
 	r, err := c.fetch(ctx, owner)
 	if err != nil {
-		return Roster{}, fmt.Errorf("fetch roster of %s: %w", owner.Bare(), err)
+		return Roster{}, fmt.Errorf("fetch roster of %s: %w", owner.Bare(), redact(err, c.secrets))
 	}
 	return r, nil
 }
@@ -286,7 +304,7 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 		return Roster{}, &TooLargeError{Limit: c.maxBody}
 	}
 	class = "2xx"
-	return Parse(body, owner)
+	return c.limits.Parse(body, owner)
 }
 
 // failure describes a failed step of a fetch. It drops the URL that net/http

@@ -333,13 +333,13 @@ func TestFetchRedirects(t *testing.T) {
 		max, hops int
 		err       string
 	}{
-		{0, 3, ""}, // default 3
-		{0, 4, "more than 3 redirects"},
+		{0, 0, ""},
+		{0, 1, "backend answered a redirect, and no redirect may be followed"},
 		{1, 1, ""},
 		{1, 2, "more than 1 redirects"},
+		{DefaultMaxRedirects, 3, ""},
+		{DefaultMaxRedirects, 4, "more than 3 redirects"},
 		{5, 5, ""},
-		{-1, 0, ""},
-		{-1, 1, "more than 0 redirects"},
 	}
 	for _, tt := range tests {
 		// The localpart is the number of hops.
@@ -348,7 +348,7 @@ func TestFetchRedirects(t *testing.T) {
 		if tt.err == "" && (err != nil || len(r.Items) != 1) {
 			t.Errorf("max %d, %d hops: %#v, %v", tt.max, tt.hops, r, err)
 		}
-		if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+		if tt.err != "" && (!errors.Is(err, ErrTooManyRedirects) || !strings.Contains(err.Error(), tt.err)) {
 			t.Errorf("max %d, %d hops: err = %v; want %q", tt.max, tt.hops, err, tt.err)
 		}
 	}
@@ -356,7 +356,7 @@ func TestFetchRedirects(t *testing.T) {
 
 func TestFetchRedirectLoop(t *testing.T) {
 	srv := redirector(t)
-	c := newClient(t, Config{URLTemplate: srv.URL + "/loop?u=%s&key=" + secret})
+	c := newClient(t, Config{URLTemplate: srv.URL + "/loop?u=%s&key=" + secret, MaxRedirects: DefaultMaxRedirects})
 	_, err := c.Fetch(context.Background(), owner(t, "john"))
 	if err == nil || !strings.Contains(err.Error(), "more than 3 redirects") {
 		t.Errorf("err = %v", err)
@@ -376,8 +376,9 @@ func TestFetchRedirectToOtherHostDropsHeaders(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := newClient(t, Config{
-		URLTemplate: srv.URL + "/roster/%s",
-		Headers:     map[string]string{"X-Api-Key": secret, "Authorization": "Bearer " + secret},
+		URLTemplate:  srv.URL + "/roster/%s",
+		Headers:      map[string]string{"X-Api-Key": secret, "Authorization": "Bearer " + secret},
+		MaxRedirects: 1,
 	})
 	if _, err := c.Fetch(context.Background(), owner(t, "john")); err != nil {
 		t.Fatal(err)
@@ -431,7 +432,7 @@ func TestFetchRefusesHTTPSToHTTP(t *testing.T) {
 		http.Redirect(w, r, plain.URL+"/roster", http.StatusFound)
 	}))
 	defer srv.Close()
-	c := newClient(t, Config{URLTemplate: srv.URL + "/roster/%s", CAFile: writeCA(t, srv)})
+	c := newClient(t, Config{URLTemplate: srv.URL + "/roster/%s", CAFile: writeCA(t, srv), MaxRedirects: DefaultMaxRedirects})
 	_, err := c.Fetch(context.Background(), owner(t, "john"))
 	if err == nil || !strings.Contains(err.Error(), "refused a redirect from https to http") {
 		t.Errorf("err = %v", err)
@@ -473,7 +474,8 @@ func TestNew(t *testing.T) {
 		{"https and query", Config{URLTemplate: "https://backend:8443/roster?user=%s"}, ""},
 		{"other percents", Config{URLTemplate: "http://backend/a%20b/%s?x=100%25"}, ""},
 		{"user info", Config{URLTemplate: "http://u:p@backend/%s"}, ""},
-		{"all set", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"Authorization": "Bearer x"}, Timeout: time.Second, MaxBodyBytes: 10, MaxRedirects: -1}, ""},
+		{"all set", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"Authorization": "Bearer x"}, Timeout: time.Second, MaxBodyBytes: 10, MaxRedirects: 2}, ""},
+		{"negative redirect limit", Config{URLTemplate: "http://backend/%s", MaxRedirects: -1}, "roster redirect limit -1 is negative"},
 		{"no placeholder", Config{URLTemplate: "http://backend/roster"}, `has no "%s"`},
 		{"empty", Config{}, `has no "%s"`},
 		{"relative", Config{URLTemplate: "/roster/%s"}, "absolute http or https URL"},
@@ -482,7 +484,10 @@ func TestNew(t *testing.T) {
 		{"placeholder in host", Config{URLTemplate: "http://%s.backend/roster"}, "in the path or query"},
 		{"placeholder in user info", Config{URLTemplate: "http://%s@backend/roster"}, "in the path or query"},
 		{"placeholder in fragment", Config{URLTemplate: "http://backend/roster#%s"}, "in the path or query"},
-		{"bad escape", Config{URLTemplate: "http://backend/%zz/%s?key=" + secret}, "does not make a valid URL"},
+		{"bad escape", Config{URLTemplate: "http://backend/%zz/%s?key=" + secret}, `does not make a valid URL: it has a "%" that is not followed by two hexadecimal digits`},
+		{"bad port", Config{URLTemplate: "http://backend:" + secret + "/%s"}, "does not make a valid URL: its port is not a number"},
+		{"bad host", Config{URLTemplate: "http://" + secret + "{/%s"}, "does not make a valid URL: its host is not valid"},
+		{"bad IPv6 host", Config{URLTemplate: "http://[::1" + secret + "/%s"}, "does not make a valid URL: its host is not valid"},
 		{"second placeholder", Config{URLTemplate: "http://backend/%s/%s"}, "does not make a valid URL"},
 		{"control char", Config{URLTemplate: "http://backend/\n/%s"}, "does not make a valid URL"},
 		{"negative timeout", Config{URLTemplate: "http://backend/%s", Timeout: -1}, "timeout -1ns is negative"},
@@ -492,6 +497,8 @@ func TestNew(t *testing.T) {
 		{"bad header value", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"authorization": secret + "\r\nX: y"}}, "header Authorization has a value with a line break"},
 		{"header twice", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"x-key": "a", "X-Key": "b"}}, "header X-Key is given twice"},
 		{"host header", Config{URLTemplate: "http://backend/%s", Headers: map[string]string{"host": "h"}}, "Host cannot be set"},
+		{"negative name limit", Config{URLTemplate: "http://backend/%s", MaxNameBytes: -1}, "roster name length limit -1 is negative"},
+		{"negative contacts limit", Config{URLTemplate: "http://backend/%s", MaxItems: -2}, "roster contacts per roster limit -2 is negative"},
 		{"missing CA file", Config{URLTemplate: "http://backend/%s", CAFile: filepath.Join(dir, "missing.pem")}, "read roster CA file"},
 		{"CA file without PEM", Config{URLTemplate: "http://backend/%s", CAFile: notPEM}, "holds no PEM certificate"},
 	}
@@ -511,13 +518,28 @@ func TestNew(t *testing.T) {
 }
 
 func TestNewDefaults(t *testing.T) {
-	c := newClient(t, Config{URLTemplate: "http://backend/%s", MaxRedirects: -5})
+	// Zero redirects is no default: it follows none.
+	c := newClient(t, Config{URLTemplate: "http://backend/%s"})
 	if c.timeout != DefaultTimeout || c.maxBody != DefaultMaxBodyBytes || c.maxRedirects != 0 {
 		t.Errorf("timeout %s, body limit %d, redirects %d", c.timeout, c.maxBody, c.maxRedirects)
 	}
-	c = newClient(t, Config{URLTemplate: "http://backend/%s"})
-	if c.maxRedirects != DefaultMaxRedirects {
-		t.Errorf("redirects %d", c.maxRedirects)
+}
+
+func TestFetchLimits(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"a@x": {"name": "Anna"}, "b@x": {"name": "Bob"}, "c@x": {"groups": ["G1", "G2"]}}`)
+	}))
+	defer srv.Close()
+	c := newClient(t, Config{URLTemplate: srv.URL + "/roster/%s", MaxNameBytes: 3, MaxGroups: 1})
+	r, err := c.Fetch(context.Background(), owner(t, "john"))
+	if err != nil || len(r.Items) != 1 || r.Items[0].JID != "b@x" || len(r.Skipped) != 2 {
+		t.Fatalf("Fetch = %+v, %v", r, err)
+	}
+	c = newClient(t, Config{URLTemplate: srv.URL + "/roster/%s", MaxItems: 2})
+	r, err = c.Fetch(context.Background(), owner(t, "john"))
+	var tooMany *TooManyContactsError
+	if !errors.As(err, &tooMany) || r.Items != nil {
+		t.Fatalf("Fetch over MaxItems = %+v, %v", r, err)
 	}
 }
 

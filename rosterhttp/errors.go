@@ -14,7 +14,7 @@ var (
 	// ErrTimeout: no complete answer within Config.Timeout.
 	ErrTimeout = errors.New("no complete answer")
 	// ErrTooManyRedirects: the backend redirected more than
-	// Config.MaxRedirects times.
+	// Config.MaxRedirects times (at all when it is zero).
 	ErrTooManyRedirects = errors.New("too many redirects")
 )
 

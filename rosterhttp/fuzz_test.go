@@ -24,11 +24,14 @@ func FuzzParse(f *testing.F) {
 		`{"x@a..": {}, "x@..": {}, "a.": {}, "[::1]": {}, "1.2.3.4": {}, "x@xn--caf-dma": {}, "ＢＯＢ@x": {}}`,
 		`{"a@x": {"name": "A"}, "a@x": {"name": "B"}}`,
 		"{\"\xff@x\": {\"name\": \"\xfe\"}}",
+		`{"a@x": {"name": "x\u0001y\r\n", "groups": ["g\ufffeh", "c\rd", "c\nd"]}}`,
+		`{"straße@x": {}, "strasse@x": {}, "STRASSE@x": {}, "σς@x": {}, "σσ@x": {}, "JOHN@example.test": {}}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	owner := jid.MustParse("john@example.test")
 	subs := []string{roster.SubscriptionBoth, roster.SubscriptionTo, roster.SubscriptionFrom, roster.SubscriptionNone}
+	self := roster.FoldJID(owner.String())
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := Parse(body, owner)
 		if err != nil {
@@ -44,7 +47,21 @@ func FuzzParse(f *testing.F) {
 		if n := len(r.Items) + len(r.Skipped); n != len(keys) {
 			t.Fatalf("%d items and skipped for %d keys", n, len(keys))
 		}
+		folds := make(map[string]bool, len(r.Items))
 		for i, it := range r.Items {
+			fold := roster.FoldJID(it.JID)
+			if folds[fold] || fold == self {
+				t.Fatalf("item %q: another item or the owner is the same contact on the server (%q)", it.JID, fold)
+			}
+			folds[fold] = true
+			if xmlText(it.Name) != it.Name {
+				t.Fatalf("name %q is not as the server returns it", it.Name)
+			}
+			for _, g := range it.Groups {
+				if xmlText(g) != g {
+					t.Fatalf("group %q is not as the server returns it", g)
+				}
+			}
 			if i > 0 && r.Items[i-1].JID >= it.JID {
 				t.Fatalf("items not sorted and unique: %q then %q", r.Items[i-1].JID, it.JID)
 			}

@@ -22,12 +22,35 @@ import (
 // fields are ignored and null counts as absent, for a whole value too.
 //
 // A contact that is not valid (a key that is not a bare JID, the owner's own
-// bare JID, a value of the wrong type) is reported in Skipped and the rest
-// still applies. When several keys normalise to the same JID, the first valid
-// one in byte order of the keys is kept and the others are skipped as
-// duplicates. When the JSON object itself repeats a key, the last occurrence
-// wins, as with encoding/json. Groups lose empty names and duplicates.
+// bare JID, a value of the wrong type, a JID that XMPP servers refuse
+// although PRECIS takes it) is reported in Skipped and the rest still
+// applies. When several keys normalise to the same JID, or to JIDs
+// that XMPP servers store as one (roster.FoldJID: straße@ and strasse@), the
+// first valid one in byte order of the keys is kept and the others are
+// skipped as duplicates. When the JSON object itself repeats a key, the last
+// occurrence wins, as with encoding/json.
+//
+// Names and groups are normalised to what the servers store and return
+// (xmlText): characters XML forbids and bytes that are not UTF-8 become
+// U+FFFD, carriage returns line feeds. The contact is kept: its name or
+// group reads as the server shows it, and an unchanged backend answer
+// rewrites nothing at the next sync. Groups then lose empty names and
+// duplicates.
+//
+// Parse applies the default Limits; see Limits.Parse.
 func Parse(body []byte, owner jid.JID) (Roster, error) {
+	return Limits{}.Parse(body, owner)
+}
+
+// Parse is the package's Parse with the limits l: an answer that lists more
+// than l.MaxItems contacts fails with a *TooManyContactsError, and a
+// contact over another limit is skipped with the reason. An error of l
+// (a negative field) is an error of every call.
+func (l Limits) Parse(body []byte, owner jid.JID) (Roster, error) {
+	l, err := l.withDefaults()
+	if err != nil {
+		return Roster{}, err
+	}
 	var contacts map[string]json.RawMessage
 	switch kind(body) {
 	case '{':
@@ -43,36 +66,68 @@ func Parse(body []byte, owner jid.JID) (Roster, error) {
 		return Roster{}, &NotRosterError{Reason: "a JSON " + kindName(kind(body)) + ", not an object"}
 	}
 
-	self := owner.Bare().String()
+	if len(contacts) > l.MaxItems {
+		return Roster{}, &TooManyContactsError{Count: len(contacts), Limit: l.MaxItems}
+	}
+
+	self := roster.FoldJID(owner.Bare().String())
 	keys := slices.Sorted(maps.Keys(contacts))
-	kept := make(map[string]string, len(keys)) // normalised JID -> its key
+	kept := make(map[string]keptContact, len(keys)) // folded JID -> the contact kept
 	var r Roster
 	for _, key := range keys {
-		item, err := parseContact(key, contacts[key], self)
+		item, err := parseContact(key, contacts[key], self, l)
+		var fold string
 		if err == nil {
-			if first, dup := kept[item.JID]; dup {
-				err = fmt.Errorf("duplicate of %s", quote(first))
+			fold = roster.FoldJID(item.JID)
+			if first, dup := kept[fold]; dup {
+				err = duplicate(first, item.JID, fold)
 			}
 		}
 		if err != nil {
 			r.Skipped = append(r.Skipped, Skipped{JID: key, Reason: err.Error()})
 			continue
 		}
-		kept[item.JID] = key
+		kept[fold] = keptContact{key: key, jid: item.JID}
 		r.Items = append(r.Items, item)
 	}
 	slices.SortFunc(r.Items, func(a, b roster.Item) int { return strings.Compare(a.JID, b.JID) })
 	return r, nil
 }
 
-// parseContact validates one contact: key and value of the backend's object.
-// self is the owner's bare JID.
-func parseContact(key string, value json.RawMessage, self string) (roster.Item, error) {
+// keptContact is a contact Parse kept: its key in the backend's object and
+// its normalised JID.
+type keptContact struct{ key, jid string }
+
+// duplicate is the error of a contact whose JID folds to the same as the
+// one of first, a contact already kept.
+func duplicate(first keptContact, jid, fold string) error {
+	if jid == first.jid {
+		return fmt.Errorf("duplicate of %s", quote(first.key))
+	}
+	return fmt.Errorf("duplicate of %s: XMPP servers store both as %s", quote(first.key), quote(fold))
+}
+
+// parseContact validates one contact, key and value of the backend's
+// object, and checks it against l. self is the fold (roster.FoldJID) of the
+// owner's bare JID.
+func parseContact(key string, value json.RawMessage, self string, l Limits) (roster.Item, error) {
+	item, err := parseContactValue(key, value, self)
+	if err != nil {
+		return roster.Item{}, err
+	}
+	if err := l.checkItem(item); err != nil {
+		return roster.Item{}, err
+	}
+	return item, nil
+}
+
+// parseContactValue does the work of parseContact but the limits.
+func parseContactValue(key string, value json.RawMessage, self string) (roster.Item, error) {
 	contact, err := parseContactJID(key)
 	if err != nil {
 		return roster.Item{}, err
 	}
-	if contact == self {
+	if roster.FoldJID(contact) == self {
 		return roster.Item{}, errors.New("the user's own JID")
 	}
 	item := roster.Item{JID: contact, Subscription: roster.SubscriptionBoth}
@@ -96,6 +151,7 @@ func parseContact(key string, value json.RawMessage, self string) (roster.Item, 
 			if err := json.Unmarshal(raw, &item.Name); err != nil {
 				return roster.Item{}, fmt.Errorf("name is not a valid string: %w", err)
 			}
+			item.Name = xmlText(item.Name)
 		default:
 			return roster.Item{}, fmt.Errorf("name is a JSON %s, not a string", kindName(kind(raw)))
 		}
@@ -146,6 +202,11 @@ func parseContactJID(key string) (string, error) {
 	if again, err := jid.Parse(s); err != nil || again.String() != s {
 		return "", errors.New("not a valid JID: it has no stable normalised form")
 	}
+	// Prosody and ejabberd do not answer a roster SET of such a JID: every
+	// sync would wait for the IQ timeout and fail.
+	if !stringprepBidi(j.Localpart()) || !stringprepBidi(domain) {
+		return "", errors.New("XMPP servers refuse this JID: a part with right-to-left characters must start and end with one and have no left-to-right character (stringprep's bidi rule)")
+	}
 	return s, nil
 }
 
@@ -180,6 +241,9 @@ func parseGroups(raw json.RawMessage) ([]string, error) {
 		groups = slices.Collect(maps.Keys(set))
 	default:
 		return nil, fmt.Errorf("groups is a JSON %s, not an array of strings or an object", kindName(kind(raw)))
+	}
+	for i, g := range groups {
+		groups[i] = xmlText(g)
 	}
 	groups = slices.DeleteFunc(groups, func(g string) bool { return g == "" })
 	if len(groups) == 0 {

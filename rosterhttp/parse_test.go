@@ -1,6 +1,8 @@
 package rosterhttp
 
 import (
+	"encoding/json"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -75,6 +77,32 @@ func TestParse(t *testing.T) {
 			name:  "unicode name kept as is",
 			body:  `{"a@x": {"name": "  Zoë \u00e9 <b>&amp;\n"}}`,
 			items: []roster.Item{item("a@x", "  Zoë é <b>&amp;\n", "both")},
+		},
+		{
+			name: "characters XML forbids become U+FFFD",
+			body: "{\"a@x\": {\"name\": \"x\\u0001y\\u0000\", \"groups\": [\"g\\ufffeh\", \"\\uffff\", \"\\ud800\", \"ok\\u0008\"]}," +
+				" \"b@x\": {\"name\": \"\xff\xfe\", \"groups\": {\"\\u001f\": 1}}, \"c@x\": {\"name\": \"\\t\\n\\ufffd\\ud83d\\ude00\U0010FFFF\"}}",
+			items: []roster.Item{
+				item("a@x", "x\uFFFDy\uFFFD", "both", "g\uFFFDh", "ok\uFFFD", "\uFFFD"),
+				item("b@x", "\uFFFD\uFFFD", "both", "\uFFFD"),
+				item("c@x", "\t\n\uFFFD\U0001F600\U0010FFFF", "both"),
+			},
+		},
+		{
+			name:  "carriage returns become line feeds",
+			body:  `{"a@x": {"name": "a\r\nb\rc\r", "groups": ["c\r\nd", "c\nd", "c\rd", "\r\n\n"]}}`,
+			items: []roster.Item{item("a@x", "a\nb\nc\n", "both", "\n\n", "c\nd")},
+		},
+		{
+			name:  "contacts XMPP servers store as one: first key in byte order wins",
+			body:  `{"straße@x": {"name": "B"}, "strasse@x": {"name": "A"}, "STRASSE@x": {"name": "C"}, "σς@x": {}, "σσ@x": {}, "a@straße.x": {}, "a@strasse.x": {}}`,
+			items: []roster.Item{item("a@strasse.x", "", "both"), item("strasse@x", "C", "both"), item("σς@x", "", "both")},
+			skipped: map[string]string{
+				"strasse@x":  `duplicate of "STRASSE@x"`,
+				"straße@x":   `duplicate of "STRASSE@x": XMPP servers store both as "strasse@x"`,
+				"σσ@x":       `duplicate of "σς@x": XMPP servers store both as "σσ@x"`,
+				"a@straße.x": `duplicate of "a@strasse.x": XMPP servers store both as "a@strasse.x"`,
+			},
 		},
 		{
 			name: "self",
@@ -188,6 +216,22 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseSelfAsTheServerStoresIt(t *testing.T) {
+	r, err := Parse([]byte(`{"strasse@example.test": {}, "STRASSE@Example.test": {}, "straße@example.test": {}, "ok@example.test": {}}`),
+		jid.MustParse("straße@example.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Items) != 1 || r.Items[0].JID != "ok@example.test" || len(r.Skipped) != 3 {
+		t.Fatalf("Parse = %+v", r)
+	}
+	for _, s := range r.Skipped {
+		if s.Reason != "the user's own JID" {
+			t.Errorf("skip of %q: %s", s.JID, s.Reason)
+		}
+	}
+}
+
 func TestParseNotAnObject(t *testing.T) {
 	tests := []struct{ body, err string }{
 		{``, "backend answer is empty, not a JSON object"},
@@ -230,5 +274,49 @@ func TestParseZeroOwner(t *testing.T) {
 	r, err := Parse([]byte(`{"a@x": {}}`), jid.JID{})
 	if err != nil || len(r.Items) != 1 {
 		t.Fatalf("Parse with zero owner = %#v, %v", r, err)
+	}
+}
+
+// TestParseStringprepRefused: contacts whose JID Prosody and ejabberd
+// refuse (testdata/stringprep-refused.txt, from the servers) are skipped,
+// right-to-left JIDs they take are kept.
+func TestParseStringprepRefused(t *testing.T) {
+	raw, err := os.ReadFile("testdata/stringprep-refused.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	contacts := map[string]any{}
+	for line := range strings.Lines(string(raw)) {
+		line = strings.TrimSuffix(line, "\n")
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		profile, part, _ := strings.Cut(line, "\t")
+		if profile == "nodeprep" {
+			contacts[part+"@example.test"] = nil
+		} else {
+			contacts["x@"+part] = nil
+		}
+	}
+	refused := len(contacts)
+	kept := []string{"שלום@example.test", "x@שלום", "אבג@שלום", "ملك@example.test", "a1@example.test", "straße@example.test", "ᾳ@example.test"}
+	for _, j := range kept {
+		contacts[j] = nil
+	}
+	body, err := json.Marshal(contacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Parse(body, testOwner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Items) != len(kept) || len(r.Skipped) != refused {
+		t.Errorf("%d items, %d skipped; want %d and %d: %+v", len(r.Items), len(r.Skipped), len(kept), refused, r.Items)
+	}
+	for _, s := range r.Skipped {
+		if !strings.HasPrefix(s.Reason, "XMPP servers refuse this JID") {
+			t.Errorf("skip of %q (%U): %s", s.JID, []rune(s.JID), s.Reason)
+		}
 	}
 }

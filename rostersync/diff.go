@@ -25,31 +25,50 @@ type Plan struct {
 // Len is the number of writes the plan needs.
 func (p Plan) Len() int { return len(p.Add) + len(p.Update) + len(p.Remove) }
 
-// Diff computes the changes from current to desired. JIDs are compared in
-// normalised form; groups as sets; subscription only when compareSub is
-// true (servers that ignore it would otherwise differ forever).
+// Diff computes the changes from current to desired. A server's item is a
+// desired contact when their JIDs have the same contactKey: the server
+// stores the JID as its stringprep makes it (strasse@ for the backend's
+// straße@), and the next sync must not remove and re-add it. Of desired
+// items with the same key (one contact on the server) only the first is
+// planned. Groups are compared as sets; subscription only when compareSub
+// is true (servers that ignore it would otherwise differ forever).
+//
+// Additions and updates carry the desired item as the backend gave it, JID
+// in PRECIS form: the server applies its own preparation to it, so the
+// write lands on the item it already holds, and a server that compares
+// JIDs in PRECIS form (RFC 7622) gets the contact the backend named.
+// Removals carry the server's item, JID as the server spells it: every
+// item whose key no desired item has is removed.
 func Diff(desired, current []roster.Item, compareSub bool) Plan {
-	have := make(map[string]roster.Item, len(current))
-	for _, it := range current {
-		have[normaliseJID(it.JID)] = it
+	// have maps a key to the index of the server's item with that key, or
+	// to wanted once a desired item has that key.
+	const wanted = -1
+	keys := make([]string, len(current))
+	have := make(map[string]int, len(current))
+	for i, it := range current {
+		keys[i] = contactKey(it.JID)
+		have[keys[i]] = i
 	}
 	var p Plan
 	for _, want := range desired {
+		key := contactKey(want.JID)
+		i, ok := have[key]
+		if i == wanted {
+			continue // the server merges it with an earlier desired item
+		}
+		have[key] = wanted
 		item := roster.Item{JID: want.JID, Name: want.Name, Groups: want.Groups, Subscription: want.Subscription}
-		got, ok := have[want.JID]
 		if !ok {
 			p.Add = append(p.Add, item)
 			continue
 		}
-		delete(have, want.JID)
-		if differences(got, want, compareSub) != nil {
+		if differences(current[i], want, compareSub) != nil {
 			p.Update = append(p.Update, item)
 		}
 	}
-	for _, it := range current {
-		if _, stale := have[normaliseJID(it.JID)]; stale {
+	for i, it := range current {
+		if have[keys[i]] != wanted {
 			p.Remove = append(p.Remove, it)
-			delete(have, normaliseJID(it.JID))
 		}
 	}
 	return p
@@ -77,6 +96,14 @@ func differences(got, want roster.Item, compareSub bool) []string {
 		fields = append(fields, FieldSubscription)
 	}
 	return fields
+}
+
+// contactKey returns the form in which Diff matches a JID: the fold
+// (roster.FoldJID) of its PRECIS form, or of s itself when it does not
+// parse. PRECIS first, so that spellings PRECIS merges (an A-label and its
+// U-label, a final dot) stay merged.
+func contactKey(s string) string {
+	return roster.FoldJID(normaliseJID(s))
 }
 
 // normaliseJID returns the PRECIS form of s, or s itself when it does not

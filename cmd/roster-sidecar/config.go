@@ -18,6 +18,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/daemon"
+	"roster-sidecar/rosterhttp"
 )
 
 // envPrefix prefixes every environment variable: xmpp.address is read from
@@ -48,10 +49,16 @@ var settings = []setting{
 	{"xmpp.reconnect_max", 30 * time.Second, "largest delay between reconnects", false},
 	{"xmpp.window", 16, "roster SETs in flight per user", false},
 	{"xmpp.compare_subscription", "auto", "auto, always or never: whether a subscription difference alone rewrites an item (auto learns whether the server keeps subscriptions; ejabberd does not)", false},
-	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (required)", false},
+	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (it or http_roster_url_file is required; a token in it is better given in the file or the environment than as a flag)", false},
+	{"http_roster_url_file", "", "file holding the backend roster URL, e.g. when its query carries a token", false},
 	{"backend.timeout", 10 * time.Second, "timeout of one backend roster fetch", false},
 	{"backend.max_body_bytes", int64(1 << 20), "largest backend answer accepted", false},
-	{"backend.max_redirects", 3, "redirects followed per fetch", false},
+	{"backend.max_redirects", rosterhttp.DefaultMaxRedirects, "redirects followed per fetch (0: none, a redirect then fails the fetch)", false},
+	{"backend.max_name_bytes", rosterhttp.DefaultMaxNameBytes, "longest contact name accepted, in bytes; a longer one skips that contact", false},
+	{"backend.max_group_bytes", rosterhttp.DefaultMaxGroupBytes, "longest group name accepted, in bytes; a longer one skips that contact", false},
+	{"backend.max_groups", rosterhttp.DefaultMaxGroups, "most groups per contact; more skip that contact", false},
+	{"backend.max_items", rosterhttp.DefaultMaxItems, "most contacts per backend answer; more fail that user's sync and leave the roster alone", false},
+	{"backend.max_item_bytes", rosterhttp.DefaultMaxItemBytes, "largest contact as the roster SET carries it (its <item/>, escaped), in bytes; keep it below the server's stanza size limit; a larger one skips that contact", false},
 	{"backend.ca_file", "", "PEM file of extra CAs trusted for an https backend", false},
 	{"backend.headers", map[string]string{}, "extra request headers for the backend (YAML map or JSON object in the env var)", true},
 	{"admin.listen", "127.0.0.1:5380", "admin API listen address (non-loopback needs admin.token)", false},
@@ -152,10 +159,13 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		ReconnectMax:     positive("xmpp.reconnect_max"),
 		Window:           atLeastOne("xmpp.window"),
 		CompareSub:       v.GetString("xmpp.compare_subscription"),
-		RosterURL:        need("http_roster_url"),
 		BackendTimeout:   positive("backend.timeout"),
 		BackendMaxBody:   v.GetInt64("backend.max_body_bytes"),
-		BackendRedirects: v.GetInt("backend.max_redirects"),
+		BackendMaxName:   atLeastOne("backend.max_name_bytes"),
+		BackendMaxGroup:  atLeastOne("backend.max_group_bytes"),
+		BackendMaxGroups: atLeastOne("backend.max_groups"),
+		BackendMaxItems:  atLeastOne("backend.max_items"),
+		BackendMaxItem:   atLeastOne("backend.max_item_bytes"),
 		BackendCAFile:    v.GetString("backend.ca_file"),
 		BackendHeaders:   v.GetStringMapString("backend.headers"),
 		AdminListen:      need("admin.listen"),
@@ -186,10 +196,22 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	} else {
 		c.LoginRate = r
 	}
+	// 0 is the operator's: unset takes the default, 3.
+	if n, err := cast.ToIntE(v.Get("backend.max_redirects")); err != nil || n < 0 {
+		errs = append(errs, fmt.Errorf("backend.max_redirects must be 0 (follow none) or more, got %q", v.GetString("backend.max_redirects")))
+	} else {
+		c.BackendRedirects = n
+	}
 	var err error
 	if c.XMPPSecret, err = secret(v, "xmpp.secret", true); err != nil {
 		errs = append(errs, err)
 	}
+	// The URL's query may carry the backend's token: it may come from a
+	// file, and no error shows it.
+	if c.RosterURL, err = secret(v, "http_roster_url", true); err != nil {
+		errs = append(errs, err)
+	}
+	c.RosterURL = strings.TrimSpace(c.RosterURL)
 	if c.AdminToken, err = secret(v, "admin.token", false); err != nil {
 		errs = append(errs, err)
 	}
@@ -198,7 +220,7 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	}
 	if c.EjabberdAPIURL != "" {
 		if u, err := url.Parse(c.EjabberdAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-			errs = append(errs, fmt.Errorf("ejabberd_api.url must be an http or https URL without credentials, such as http://127.0.0.1:5281/api, got %q", c.EjabberdAPIURL))
+			errs = append(errs, fmt.Errorf("ejabberd_api.url must be an http or https URL without credentials, such as http://127.0.0.1:5281/api, got %q", rosterhttp.RedactURL(c.EjabberdAPIURL)))
 		}
 	}
 	if c.EjabberdAPIUser != "" {

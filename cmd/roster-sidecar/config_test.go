@@ -1,16 +1,24 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/daemon"
+	"roster-sidecar/rosterhttp"
 )
 
 // required is the smallest valid environment.
@@ -138,6 +146,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad log level", map[string]string{"ROSTER_SIDECAR_LOG_LEVEL": "loud"}, "log.level"},
 		{"bad log format", map[string]string{"ROSTER_SIDECAR_LOG_FORMAT": "xml"}, "log.format"},
 		{"backoff order", map[string]string{"ROSTER_SIDECAR_XMPP_RECONNECT_MAX": "1ms"}, "xmpp.reconnect_max"},
+		{"negative redirects", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_REDIRECTS": "-1"}, "backend.max_redirects must be 0 (follow none) or more"},
+		{"bad redirects", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_REDIRECTS": "few"}, "backend.max_redirects must be 0 (follow none) or more"},
+		{"zero name limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_NAME_BYTES": "0"}, "backend.max_name_bytes must be at least 1"},
+		{"negative group limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_GROUP_BYTES": "-1"}, "backend.max_group_bytes must be at least 1"},
+		{"bad groups limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_GROUPS": "many"}, "backend.max_groups must be at least 1"},
+		{"zero items limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_ITEMS": "0"}, "backend.max_items must be at least 1"},
+		{"zero item size limit", map[string]string{"ROSTER_SIDECAR_BACKEND_MAX_ITEM_BYTES": "0"}, "backend.max_item_bytes must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -245,5 +260,195 @@ func TestConfigLoginAndEjabberdAPIErrors(t *testing.T) {
 				t.Errorf("error %v, want it to name %s", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestConfigBackendLimits(t *testing.T) {
+	c, err := load(t, required, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BackendMaxName != rosterhttp.DefaultMaxNameBytes || c.BackendMaxGroup != rosterhttp.DefaultMaxGroupBytes ||
+		c.BackendMaxGroups != rosterhttp.DefaultMaxGroups || c.BackendMaxItems != rosterhttp.DefaultMaxItems ||
+		c.BackendMaxItem != rosterhttp.DefaultMaxItemBytes {
+		t.Fatalf("defaults: %+v", c)
+	}
+
+	var contacts atomic.Value
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, contacts.Load())
+	}))
+	defer backend.Close()
+	env := map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": backend.URL + "/roster/%s", "ROSTER_SIDECAR_BACKEND_MAX_GROUP_BYTES": "4"}
+	for k, v := range required {
+		if _, ok := env[k]; !ok {
+			env[k] = v
+		}
+	}
+	c, err = load(t, env, "", "--backend.max_name_bytes", "3", "--backend.max_groups=1", "--backend.max_items", "2", "--backend.max_item_bytes=90")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BackendMaxName != 3 || c.BackendMaxGroup != 4 || c.BackendMaxGroups != 1 || c.BackendMaxItems != 2 || c.BackendMaxItem != 90 {
+		t.Fatalf("values: %+v", c)
+	}
+	// They reach the backend client.
+	p, err := daemon.Build(c, slog.New(slog.DiscardHandler), nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := jid.MustParse("john@example.test")
+	contacts.Store(`{"a@x": {"name": "Anna"}, "b@x": {"groups": ["Group"]}}`)
+	r, err := p.Fetcher.Fetch(context.Background(), owner)
+	if err != nil || len(r.Items) != 0 || len(r.Skipped) != 2 {
+		t.Errorf("names and groups over the limits: %+v, %v", r, err)
+	}
+	contacts.Store(`{"a@x": {"groups": ["G", "H"]}, "b@x": {"name": "` + strings.Repeat("&", 3) + `"}}`)
+	if r, err = p.Fetcher.Fetch(context.Background(), owner); err != nil || len(r.Items) != 0 || len(r.Skipped) != 2 {
+		t.Errorf("groups and SET size over the limits: %+v, %v", r, err)
+	}
+	contacts.Store(`{"a@x": {}, "b@x": {}, "c@x": {}}`)
+	if _, err = p.Fetcher.Fetch(context.Background(), owner); !errors.As(err, new(*rosterhttp.TooManyContactsError)) {
+		t.Errorf("contacts over the limit: %v", err)
+	}
+}
+
+// TestConfigMaxRedirectsZero: backend.max_redirects 0 follows no redirect
+// (it used to follow the default 3); unset follows 3.
+func TestConfigMaxRedirectsZero(t *testing.T) {
+	var hops atomic.Int32
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/final/john" {
+			fmt.Fprint(w, `{"a@x": {}}`)
+			return
+		}
+		hops.Add(1)
+		http.Redirect(w, r, "/final/john", http.StatusFound)
+	}))
+	defer backend.Close()
+	owner := jid.MustParse("john@example.test")
+	for _, tt := range []struct {
+		name      string
+		file, env string // backend.max_redirects in a file, in the environment
+		args      []string
+		want      int
+	}{
+		{name: "unset", want: rosterhttp.DefaultMaxRedirects},
+		{name: "zero in the file", file: "0", want: 0},
+		{name: "zero in the environment", env: "0", want: 0},
+		{name: "zero as a flag", args: []string{"--backend.max_redirects=0"}, want: 0},
+		{name: "one", env: "1", want: 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": backend.URL + "/roster/%s"}
+			for k, v := range required {
+				if _, ok := env[k]; !ok {
+					env[k] = v
+				}
+			}
+			if tt.env != "" {
+				env["ROSTER_SIDECAR_BACKEND_MAX_REDIRECTS"] = tt.env
+			}
+			file := ""
+			if tt.file != "" {
+				file = filepath.Join(t.TempDir(), "config.yaml")
+				if err := os.WriteFile(file, []byte("backend:\n  max_redirects: "+tt.file+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := load(t, env, file, tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.BackendRedirects != tt.want {
+				t.Fatalf("BackendRedirects = %d, want %d", c.BackendRedirects, tt.want)
+			}
+			p, err := daemon.Build(c, slog.New(slog.DiscardHandler), nil, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hops.Store(0)
+			_, err = p.Fetcher.Fetch(context.Background(), owner)
+			if tt.want == 0 {
+				if !errors.Is(err, rosterhttp.ErrTooManyRedirects) || hops.Load() != 1 {
+					t.Fatalf("max_redirects 0: %d requests redirected, err %v; want the redirect refused", hops.Load(), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("one redirect with max_redirects %d: %v", tt.want, err)
+			}
+		})
+	}
+}
+
+// TestConfigRosterURLFromFile: http_roster_url may come from a file (or the
+// environment), like the secrets, and no error shows it.
+func TestConfigRosterURLFromFile(t *testing.T) {
+	const token = "url-t0ken-xyz"
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "roster-url")
+	if err := os.WriteFile(urlFile, []byte("https://app.example.test/roster/%s?token="+token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(extra map[string]string) map[string]string {
+		env := map[string]string{}
+		for k, v := range required {
+			env[k] = v
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+		return env
+	}
+	c, err := load(t, env(map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": urlFile}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RosterURL != "https://app.example.test/roster/%s?token="+token {
+		t.Fatalf("RosterURL = %q", c.RosterURL)
+	}
+	c, err = load(t, env(map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": ""}), "", "--http_roster_url_file", urlFile)
+	if err != nil || !strings.HasSuffix(c.RosterURL, token) {
+		t.Fatalf("from the flag: %q, %v", c.RosterURL, err)
+	}
+
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"both", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": urlFile}, "set http_roster_url or http_roster_url_file, not both"},
+		{"empty file", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": empty}, "http_roster_url_file " + empty + " is empty"},
+		{"missing file", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": filepath.Join(dir, "nope")}, "http_roster_url_file"},
+		{"neither", map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "", "ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE": ""}, "http_roster_url is required (config file, ROSTER_SIDECAR_HTTP_ROSTER_URL, or http_roster_url_file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, env(tt.env), "")
+			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), token) {
+				t.Fatalf("error %v, want it to contain %q and not the token", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestConfigErrorsHideURLCredentials: a refused URL is shown without its
+// user information and query values.
+func TestConfigErrorsHideURLCredentials(t *testing.T) {
+	env := map[string]string{}
+	for k, v := range required {
+		env[k] = v
+	}
+	env["ROSTER_SIDECAR_EJABBERD_API_URL"] = "http://admin:api-pa55word@127.0.0.1:5281/api?key=api-k3y"
+	_, err := load(t, env, "")
+	if err == nil || !strings.Contains(err.Error(), "ejabberd_api.url") {
+		t.Fatalf("error %v", err)
+	}
+	if strings.Contains(err.Error(), "api-pa55word") || strings.Contains(err.Error(), "api-k3y") {
+		t.Fatalf("error shows the credentials: %v", err)
 	}
 }

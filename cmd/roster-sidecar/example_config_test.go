@@ -156,8 +156,20 @@ func TestExampleConfigLoads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// http_roster_url and http_roster_url_file exclude each other: the
+		// example sets the first and shows the second commented out.
+		var config []string
+		for line := range strings.Lines(string(uncomment(t, example))) {
+			if !strings.HasPrefix(line, "http_roster_url:") {
+				config = append(config, line)
+			}
+		}
 		file := filepath.Join(dir, "config.yaml")
-		if err := os.WriteFile(file, uncomment(t, example), 0o600); err != nil {
+		if err := os.WriteFile(file, []byte(strings.Join(config, "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		urlFile := filepath.Join(dir, "roster-url")
+		if err := os.WriteFile(urlFile, []byte("https://app.example.com/api/roster/%s?token=t\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		// The environment beats the file: the sample paths are replaced by
@@ -166,11 +178,13 @@ func TestExampleConfigLoads(t *testing.T) {
 			"ROSTER_SIDECAR_XMPP_SECRET_FILE":           secretFile,
 			"ROSTER_SIDECAR_ADMIN_TOKEN_FILE":           tokenFile,
 			"ROSTER_SIDECAR_EJABBERD_API_PASSWORD_FILE": tokenFile,
+			"ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE":       urlFile,
 		}, file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.XMPPSecret != "s3cret" || c.AdminToken != "s3cret" || c.EjabberdAPIPass != "s3cret" {
+		if c.XMPPSecret != "s3cret" || c.AdminToken != "s3cret" || c.EjabberdAPIPass != "s3cret" ||
+			c.RosterURL != "https://app.example.com/api/roster/%s?token=t" {
 			t.Fatalf("secrets not read from the files: %+v", c)
 		}
 	})
