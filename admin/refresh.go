@@ -276,21 +276,16 @@ func decodeUsernames(body []byte, maxUsers int) ([]string, error) {
 	return names, nil
 }
 
-// jsonKind names the kind of a valid JSON value, for error messages.
+// jsonKind names the kind of a valid JSON value with its article, for
+// error messages: "an array", "a string", "null".
 func jsonKind(v []byte) string {
-	switch v[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
+	switch k := rosterhttp.JSONKind(v); k {
+	case "null":
+		return k
+	case "object", "array":
+		return "an " + k
 	default:
-		return "a number"
+		return "a " + k
 	}
 }
 

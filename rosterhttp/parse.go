@@ -267,6 +267,10 @@ func kind(b []byte) byte {
 	return 0
 }
 
+// JSONKind names the type of the JSON value b (object, array, string, null,
+// boolean or number), for error texts.
+func JSONKind(b []byte) string { return kindName(kind(b)) }
+
 // kindName names the JSON type that kind reported, for error texts.
 func kindName(k byte) string {
 	switch k {

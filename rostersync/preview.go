@@ -64,14 +64,14 @@ func (s *Syncer) Preview(ctx context.Context, user string) (Preview, error) {
 	}
 	have := make(map[string]roster.Item, len(current))
 	for _, it := range current {
-		have[normaliseJID(it.JID)] = it
+		have[contactKey(it.JID)] = it
 	}
 	want := make(map[string]roster.Item, len(desired.Items))
 	for _, it := range desired.Items {
 		want[it.JID] = it
 	}
 	update := func(item roster.Item) Change {
-		got := have[item.JID]
+		got := have[contactKey(item.JID)]
 		return Change{JID: item.JID, Want: item, Have: got, Fields: differences(got, want[item.JID], true)}
 	}
 	plan := Diff(desired.Items, current, compare)

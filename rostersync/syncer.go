@@ -352,7 +352,7 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan)
 		return
 	}
 	for _, it := range items {
-		if normaliseJID(it.JID) == probe.JID {
+		if contactKey(it.JID) == contactKey(probe.JID) {
 			kept := it.SubscriptionOrNone() == probe.Subscription
 			s.mu.Lock()
 			first := s.subscriptionKept == nil

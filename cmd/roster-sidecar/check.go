@@ -203,6 +203,7 @@ func checkBackend(ctx context.Context, r *checkReport, p *daemon.Parts, user str
 func backendFix(err error) string {
 	var status *rosterhttp.StatusError
 	var tooLarge *rosterhttp.TooLargeError
+	var tooMany *rosterhttp.TooManyContactsError
 	var notRoster *rosterhttp.NotRosterError
 	var dnsErr *net.DNSError
 	var certErr *tls.CertificateVerificationError
@@ -225,6 +226,10 @@ func backendFix(err error) string {
 		return "the backend answers too slowly: raise backend.timeout, or make it faster"
 	case errors.As(err, &tooLarge):
 		return "raise backend.max_body_bytes"
+	case errors.As(err, &tooMany):
+		return "raise backend.max_items, or have the backend send fewer contacts"
+	case errors.Is(err, rosterhttp.ErrTooManyRedirects):
+		return "point http_roster_url at the final address, or raise backend.max_redirects"
 	case errors.As(err, &notRoster):
 		return `the backend must answer a JSON object keyed by contact JID, e.g. {"marie@example.com": {"name": "Marie", "groups": ["Friends"]}}`
 	}
