@@ -84,7 +84,11 @@ func (l Limits) Parse(body []byte, owner jid.JID) (Roster, error) {
 			}
 		}
 		if err != nil {
-			r.Skipped = append(r.Skipped, Skipped{JID: key, Reason: err.Error()})
+			skip := Skipped{JID: key, Reason: err.Error()}
+			if c, perr := parseContactJID(key); perr == nil && roster.FoldJID(c) != self {
+				skip.Contact = c
+			}
+			r.Skipped = append(r.Skipped, skip)
 			continue
 		}
 		kept[fold] = keptContact{key: key, jid: item.JID}

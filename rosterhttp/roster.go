@@ -10,6 +10,9 @@ type Skipped struct {
 	JID string `json:"jid"`
 	// Reason says why it was skipped.
 	Reason string `json:"reason"`
+	// Contact is the contact's normalised JID when the key is one (and not
+	// the user's own): a sync leaves the user's item for it as it is.
+	Contact string `json:"-"`
 }
 
 // Roster is a user's desired roster as the backend described it.

@@ -7,6 +7,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/roster"
+	"roster-sidecar/rosterhttp"
 )
 
 // Plan is the set of roster changes that brings a current roster to the
@@ -147,4 +148,22 @@ func sameGroups(got, want []string) bool {
 	slices.Sort(set)
 	set = slices.Compact(set)
 	return slices.Equal(set, want)
+}
+
+// holdSkipped drops from the plan's removals the items of contacts the
+// backend listed but that could not be applied (a value of the wrong type,
+// a name over its limit ...): the backend still wants them, so the item
+// the user has is left as it is rather than removed.
+func holdSkipped(p Plan, skipped []rosterhttp.Skipped) Plan {
+	if len(skipped) == 0 || len(p.Remove) == 0 {
+		return p
+	}
+	held := make(map[string]bool, len(skipped))
+	for _, s := range skipped {
+		if s.Contact != "" {
+			held[contactKey(s.Contact)] = true
+		}
+	}
+	p.Remove = slices.DeleteFunc(slices.Clone(p.Remove), func(it roster.Item) bool { return held[contactKey(it.JID)] })
+	return p
 }

@@ -74,7 +74,7 @@ func (s *Syncer) Preview(ctx context.Context, user string) (Preview, error) {
 		got := have[contactKey(item.JID)]
 		return Change{JID: item.JID, Want: item, Have: got, Fields: differences(got, want[item.JID], true)}
 	}
-	plan := Diff(desired.Items, current, compare)
+	plan := holdSkipped(Diff(desired.Items, current, compare), desired.Skipped)
 	for _, it := range plan.Add {
 		p.Add = append(p.Add, Change{JID: it.JID, Want: it})
 	}

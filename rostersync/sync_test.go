@@ -233,3 +233,27 @@ func TestSyncPendingIsBounded(t *testing.T) {
 	}
 	componenttest.WaitFor(t, "the pending syncs to end", func() bool { return s.Sync(context.Background(), "u4").Err == nil })
 }
+
+// A contact the backend lists but that cannot be applied is left as it is:
+// a backend mistake in one field does not remove a friend.
+func TestSyncKeepsSkippedContacts(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	srv.SetRoster("john@example.test", map[string]componenttest.Item{
+		"marie@example.test": {Name: "Marie", Subscription: "both"},
+		"old@example.test":   {Name: "Old", Subscription: "both"},
+	})
+	s, f := newTestSyncer(t, srv)
+	f.mu.Lock()
+	f.rosters["john"] = rosterhttp.Roster{Skipped: []rosterhttp.Skipped{
+		{JID: "Marie@Example.TEST", Reason: `subscription "Both" is not one of both, to, from, none`, Contact: "marie@example.test"},
+		{JID: "not a jid", Reason: "not a JID"},
+	}}
+	f.mu.Unlock()
+	res := s.Sync(context.Background(), "john")
+	if res.Err != nil || res.Removed != 1 || len(res.Skipped) != 2 {
+		t.Fatalf("Sync = %+v, want old removed and marie kept", res)
+	}
+	if got := srv.Roster("john@example.test"); !slices.Equal(got, []string{"marie@example.test|Marie|both|"}) {
+		t.Fatalf("roster = %v", got)
+	}
+}

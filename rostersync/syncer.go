@@ -288,7 +288,7 @@ func (s *Syncer) sync(ctx context.Context, res *Result) error {
 		return err
 	}
 	compare, known := s.compareSubscription()
-	plan := Diff(desired.Items, current, compare)
+	plan := holdSkipped(Diff(desired.Items, current, compare), desired.Skipped)
 	if err := s.apply(ctx, owner.String(), plan, res); err != nil {
 		return err
 	}
