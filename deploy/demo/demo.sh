@@ -62,6 +62,9 @@ echo "== starting the example backend on 127.0.0.1:15381 (rosters from deploy/de
 "$work/backend" -listen 127.0.0.1:15381 -rosters "$demo/rosters.json" >>"$work/backend.log" 2>&1 &
 pids+=($!)
 
+echo "== alice's roster before roster-sidecar starts"
+"$work/rosterclient" -addr 127.0.0.1:15222 -jid alice@example.test -password demo
+
 echo "== starting roster-sidecar (admin API on 127.0.0.1:15380)"
 ROSTER_SIDECAR_XMPP_ADDRESS=127.0.0.1:15347 \
 	ROSTER_SIDECAR_XMPP_DOMAIN=roster.example.test \
@@ -73,15 +76,16 @@ ROSTER_SIDECAR_XMPP_ADDRESS=127.0.0.1:15347 \
 pids+=($!)
 wait_for "roster-sidecar to be ready" curl -fsS http://127.0.0.1:15380/readyz
 
-echo "== alice's roster before the refresh"
-"$work/rosterclient" -addr 127.0.0.1:15222 -jid alice@example.test -password demo
-
-echo "== POST /roster_admin/refresh [\"alice\",\"bob\",\"carol\"]"
-curl -sS -X POST -H 'Content-Type: application/json' -d '["alice","bob","carol"]' \
+echo "== POST /roster_admin/refresh [\"alice\",\"bob\"]"
+curl -sS -X POST -H 'Content-Type: application/json' -d '["alice","bob"]' \
 	http://127.0.0.1:15380/roster_admin/refresh | python3 -m json.tool
 
 echo "== alice's roster after the refresh"
 "$work/rosterclient" -addr 127.0.0.1:15222 -jid alice@example.test -password demo
+
+echo "== carol was not in the refresh: she logs in with an empty roster, and roster-sidecar"
+echo "   refreshes it at her login (sync.on_login); her client gets the push"
+timeout 3 "$work/rosterclient" -addr 127.0.0.1:15222 -jid carol@example.test -password demo -watch || true
 
 cat <<MSG
 
