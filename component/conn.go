@@ -89,6 +89,8 @@ type Conn struct {
 	lastErr error
 	// changed is closed, and replaced, when the link's state changes.
 	changed chan struct{}
+	// brokenWrites logs msgBrokenWrites once.
+	brokenWrites sync.Once
 }
 
 // session is one connection: a fresh *xmpp.Component each time, since the

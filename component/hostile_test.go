@@ -3,7 +3,9 @@ package component
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -203,4 +205,43 @@ func commonPrefix(a, b string) int {
 		n++
 	}
 	return n
+}
+
+// A privileged SET answered with internal-server-error, as ejabberd 23.01
+// to 23.04 answer every one, is explained once in the log.
+func TestBrokenWritesAreExplainedOnce(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	var logs strings.Builder
+	var mu sync.Mutex
+	c := NewConn(testConfig(srv.Addr()), slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	run := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { run <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-run })
+	waitReady(t, c)
+	srv.SetReply(func(iq componenttest.IQ) (string, time.Duration) {
+		return `<iq type='error' id='` + iq.ID + `' from='` + iq.To + `'><error type='wait'><internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Module failed to handle the query</text></error></iq>`, 0
+	})
+	for range 3 {
+		if err := c.Put(context.Background(), "alice@example.test", roster.Item{JID: "b@example.test"}); err == nil {
+			t.Fatal("Put succeeded")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "ejabberd 23.01-23.04"); n != 1 {
+		t.Fatalf("%d explanations in the log:\n%s", n, logs.String())
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"sync"
 	"unicode/utf8"
@@ -95,8 +96,18 @@ func (c *Conn) setItem(ctx context.Context, owner string, item roster.Item) erro
 		setBuffers.Put(bp)
 		return err
 	})
+	var stErr *StanzaError
+	if errors.As(err, &stErr) && stErr.Condition == "internal-server-error" {
+		c.brokenWrites.Do(func() { c.log.Error(msgBrokenWrites, "error", err) })
+	}
 	return err
 }
+
+// msgBrokenWrites explains a privileged roster SET answered with
+// internal-server-error: what ejabberd 23.01 to 23.04 answer to every one.
+const msgBrokenWrites = "the XMPP server answered a privileged roster write with internal-server-error. " +
+	"ejabberd 23.01-23.04 (Debian bookworm's own package) fail every one this way, a bug fixed in 23.10: " +
+	"install ejabberd 23.10 or later (bookworm-backports has 24.12), or use API mode (ejabberd_api.url)"
 
 // setBuffers holds the buffers SetRosterItem encodes into.
 var setBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
