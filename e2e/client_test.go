@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sort"
@@ -42,8 +43,14 @@ type Client struct {
 	view      map[string]roster.Item // by normalised bare JID
 	pushes    []roster.Item
 	presences []PresenceEvent
+	// iqReplies counts the IQ results and errors that answered no
+	// SendIQ (see Send), by sender and type.
+	iqReplies map[iqKey]int
 	closed    bool
 }
+
+// iqKey is the sender and type of an IQ reply.
+type iqKey struct{ from, typ string }
 
 // PresenceEvent is a presence stanza the client received.
 type PresenceEvent struct {
@@ -77,7 +84,7 @@ func Login(t testing.TB, srv *harness.Server, user string) *Client {
 	if err != nil {
 		t.Fatalf("JID for %q: %v", user, err)
 	}
-	c := &Client{JID: j, server: srv, t: t, view: map[string]roster.Item{}, served: make(chan error, 1)}
+	c := &Client{JID: j, server: srv, t: t, view: map[string]roster.Item{}, iqReplies: map[iqKey]int{}, served: make(chan error, 1)}
 
 	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", srv.C2SAddr)
 	if err != nil {
@@ -109,10 +116,14 @@ func Login(t testing.TB, srv *harness.Server, user string) *Client {
 
 	m := mux.New(stanza.NSClient, roster.Handle(roster.Handler{Push: c.push}))
 	// Every presence is recorded once, from its start element, before mux
-	// (which calls presence handlers once per child element) sees it.
+	// (which calls presence handlers once per child element) sees it; so
+	// is every IQ reply that no SendIQ waits for.
 	h := xmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-		if start.Name.Local == "presence" {
+		switch start.Name.Local {
+		case "presence":
 			c.recordPresence(start)
+		case "iq":
+			c.recordIQ(start)
 		}
 		return m.HandleXMPP(r, start)
 	})
@@ -177,6 +188,77 @@ func (c *Client) recordPresence(start *xml.StartElement) {
 	c.mu.Lock()
 	c.presences = append(c.presences, ev)
 	c.mu.Unlock()
+}
+
+func (c *Client) recordIQ(start *xml.StartElement) {
+	var k iqKey
+	for _, a := range start.Attr {
+		switch a.Name.Local {
+		case "from":
+			k.from = a.Value
+		case "type":
+			k.typ = a.Value
+		}
+	}
+	if k.typ != string(stanza.ResultIQ) && k.typ != string(stanza.ErrorIQ) {
+		return
+	}
+	c.mu.Lock()
+	c.iqReplies[k]++
+	c.mu.Unlock()
+}
+
+// IQReplies returns how many IQ results and errors from from arrived that
+// no SendIQ waited for: the answers to IQs sent with Send.
+func (c *Client) IQReplies(from string) (results, errors int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.iqReplies[iqKey{from, string(stanza.ResultIQ)}], c.iqReplies[iqKey{from, string(stanza.ErrorIQ)}]
+}
+
+// Send sends one stanza written as XML, as it is: raw is parsed into
+// tokens (the stanza itself may be in no namespace: the session puts it in
+// jabber:client, and adds an id if it has none).
+func (c *Client) Send(ctx context.Context, raw string) error {
+	return c.session.Send(ctx, xml.NewDecoder(strings.NewReader(raw)))
+}
+
+// Ask sends the IQ get or set written as XML in raw and returns the reply,
+// re-encoded as XML; an error when none came before ctx ended.
+func (c *Client) Ask(ctx context.Context, raw string) (string, error) {
+	resp, err := c.session.SendIQ(ctx, xml.NewDecoder(strings.NewReader(raw)))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Close()
+	var b strings.Builder
+	enc := xml.NewEncoder(&b)
+	for {
+		// A token may come with io.EOF.
+		tok, err := resp.Token()
+		if start, ok := tok.(xml.StartElement); ok {
+			// The encoder writes the namespace of each name itself.
+			start.Attr = slices.DeleteFunc(slices.Clone(start.Attr), func(a xml.Attr) bool {
+				return a.Name.Space == "xmlns" || a.Name.Space == "" && a.Name.Local == "xmlns"
+			})
+			tok = start
+		}
+		if tok != nil {
+			if err := enc.EncodeToken(tok); err != nil {
+				return b.String(), err
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return b.String(), err
+		}
+	}
+	if err := enc.Flush(); err != nil {
+		return "", err
+	}
+	return b.String(), nil
 }
 
 // Presences returns the presence stanzas received after the first n.

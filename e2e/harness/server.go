@@ -86,6 +86,12 @@ func (s *Server) CreateUsersWithPassword(t TB, password string, names ...string)
 	t.Logf("%s: created %d users in %v", s.Name, len(names), time.Since(start).Round(time.Millisecond))
 }
 
+// TryCreateUser registers name with UserPassword and returns the server's
+// refusal instead of failing the test: for names a server may not take.
+func (s *Server) TryCreateUser(name string) error {
+	return s.createUsers(context.Background(), UserPassword, []string{name})
+}
+
 // ErlangNode is how to reach a server's Erlang node from another one.
 type ErlangNode struct {
 	Name     string // e.g. e2e123_4567@localhost
