@@ -8,7 +8,7 @@
 run_as_root = true                  -- CI runs as root, without a prosody user
 c2s_require_encryption = false      -- test clients speak plain TCP on loopback
 allow_unencrypted_plain_auth = true
-limits = {}                         -- no c2s rate limit: bulk tests stay fast
+limits = {}                         -- no configured c2s limit (mod_limits still applies its built-in 10 KiB/s, 2 s burst, per client)
 c2s_direct_tls_ports = {}
 s2s_direct_tls_ports = {}
 s2s_ports = {}
