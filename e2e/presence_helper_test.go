@@ -216,7 +216,7 @@ func statusFlows(t *testing.T, from, to *Client, flows bool) {
 // origins the sidecar cannot fake (a client, a component without roster
 // privilege), and returns the answers separated by " || ". Each call is
 // {origin type, origin host, owner, {{jid, subscription, name}...}}.
-const helperCalls = `local st = require "prosody.util.stanza";
+const helperCalls = `local st = require "util.stanza";
 local events = prosody.hosts["example.test"].events;
 local ns = "urn:xmpp:roster-sidecar:0";
 local function call(otype, ohost, owner, items)
