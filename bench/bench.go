@@ -547,6 +547,10 @@ func medianBy[T any](xs []T, f func(T) float64) T {
 func freshServer(t *T, r harness.Runner, sets ...*benchSet) *harness.Server {
 	t.Helper()
 	r.Options.CPUs = serverCPUs
+	// The benchmark measures the XEP-0356 path item by item, against the
+	// blaster's: without Prosody's helper, whose batch requests would
+	// bypass both (issue 14 adds the helper's own figures).
+	r.Options.ProsodyNoHelper = true
 	srv := r.Start(t)
 	var users []string
 	for _, s := range sets {

@@ -63,6 +63,10 @@ type Config struct {
 	// privileges are logged and observed. Privilege messages from other
 	// server domains are kept for diagnostics (Privileges) only.
 	UserDomains []string
+	// DetectHelper makes every connection look for the server helper
+	// (NSHelper) on each user domain, right after the handshake; without
+	// it CanBatch is always false.
+	DetectHelper bool
 	// MinBackoff and MaxBackoff bound the delay between reconnect attempts.
 	MinBackoff, MaxBackoff time.Duration
 	// Observer, when not nil, receives the link's events (for metrics).
@@ -91,6 +95,9 @@ type Conn struct {
 	changed chan struct{}
 	// brokenWrites logs msgBrokenWrites once.
 	brokenWrites sync.Once
+	// helperLogged is what was last logged about the server helper, by
+	// domain (see logHelper).
+	helperLogged map[string]bool
 }
 
 // session is one connection: a fresh *xmpp.Component each time, since the
@@ -101,6 +108,9 @@ type session struct {
 	established atomic.Bool  // handshake done: stanzas may be sent
 	lost        chan error   // first loss reason; buffered, written once
 	lostOnce    sync.Once
+
+	// helper is what the connection learnt about the server helper.
+	helper *helperState
 
 	mu     sync.Mutex
 	grants map[string]Grants
@@ -113,7 +123,7 @@ func (s *session) fail(err error) {
 // NewConn returns an unconnected Conn; call Run to connect.
 func NewConn(cfg Config, log *slog.Logger) *Conn {
 	c := &Conn{cfg: cfg, log: log, router: xmpp.NewRouter(), iqs: newIQTracker(), changed: make(chan struct{}),
-		requests: rate.NewLimiter(requestRate, requestBurst)}
+		requests: rate.NewLimiter(requestRate, requestBurst), helperLogged: map[string]bool{}}
 	c.router.HandleFunc("message", c.handleMessage)
 	c.router.HandleFunc("presence", c.handlePresence)
 	c.router.NewRoute().HandlerFunc(func(xmpp.Sender, stanza.Packet) {}) // others: ignored
@@ -156,7 +166,7 @@ func (c *Conn) Run(ctx context.Context) error {
 
 // serve runs one connection until it is lost or ctx ends.
 func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
-	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}}
+	sess := &session{lost: make(chan error, 1), grants: map[string]Grants{}, helper: newHelperState()}
 	// The library talks to the server through a relay that passes on only
 	// what it can always decode (package relay).
 	rl, err := relay.Start(c.cfg.Address, c.cfg.ConnectTimeout, iqHandler{c})
@@ -207,11 +217,12 @@ func (c *Conn) serve(ctx context.Context, closers *sync.WaitGroup) error {
 
 	pingCtx, stopPing := context.WithCancel(ctx)
 	var pinger sync.WaitGroup
-	pinger.Add(1)
-	go func() {
-		defer pinger.Done()
-		c.pingLoop(pingCtx, sess)
-	}()
+	pinger.Go(func() { c.pingLoop(pingCtx, sess) })
+	if c.cfg.DetectHelper {
+		pinger.Go(func() { c.detectHelper(pingCtx, sess) })
+	} else {
+		close(sess.helper.done)
+	}
 	defer func() {
 		stopPing()
 		pinger.Wait()

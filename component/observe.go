@@ -10,10 +10,11 @@ import (
 // ConnObserver receives the events of a Conn, e.g. to feed metrics. Its
 // methods are called from the connection's goroutines and must not block.
 type ConnObserver interface {
-	// IQDone reports one IQ round trip: kind is "get", "set" or "ping";
-	// outcome is "result", "error" (a stanza error reply), "timeout",
-	// "disconnected" (the link was lost or the IQ could not be written) or
-	// "cancelled" (the caller gave up).
+	// IQDone reports one IQ round trip: kind is "get", "set", "ping",
+	// "disco" (looking for the server helper) or "batch" (a request of the
+	// server helper); outcome is "result", "error" (a stanza error reply),
+	// "timeout", "disconnected" (the link was lost or the IQ could not be
+	// written) or "cancelled" (the caller gave up).
 	IQDone(kind, outcome string, d time.Duration)
 	// LinkChanged is called with true when a connection's handshake
 	// succeeded and with false when that connection is gone, taking its

@@ -59,8 +59,10 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 		PingInterval:   cfg.PingInterval,
 		PingTo:         cfg.UserDomain + "/roster-sidecar",
 		UserDomains:    []string{cfg.UserDomain},
-		MinBackoff:     cfg.ReconnectMin,
-		MaxBackoff:     cfg.ReconnectMax,
+		// The server helper writes rosters: of no use in API mode.
+		DetectHelper: cfg.EjabberdAPIURL == "",
+		MinBackoff:   cfg.ReconnectMin,
+		MaxBackoff:   cfg.ReconnectMax,
 	}
 	scfg := rostersync.SyncerConfig{
 		UserDomain:          cfg.UserDomain,
@@ -116,6 +118,10 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 	}
 	return p, nil
 }
+
+// The component writes a user's whole plan in one request where the
+// server helper answers (component.NSHelper).
+var _ rostersync.BatchStore = (*component.Conn)(nil)
 
 // connectedLink is the readiness of API mode: the component link only
 // carries the login presence, and no roster privilege is needed.

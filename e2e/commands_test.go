@@ -66,10 +66,17 @@ func testCommands(t *testing.T, e *Env) {
 	backend.SetRoster("cmd_ann", harness.Contact{JID: "cmd_bob@example.test", Name: "Bob", Groups: []string{"Friends"}})
 	backend.SetRoster("cmd_bob", harness.Contact{JID: "cmd_ann@example.test", Name: "Ann"})
 	env := harness.SidecarEnv(srv, backend)
+	helper := "helper:     missing on example.test (optional; "
+	if srv.PresenceHelper {
+		helper = "helper:     ok: example.test answers urn:xmpp:roster-sidecar:0 (mod_roster_sidecar)"
+	}
+	start := time.Now()
 	runCommand(t, env, 0, []string{"check", "--user", "cmd_ann"},
 		"backend:    ok: roster of cmd_ann: 1 contacts, 0 skipped",
 		"privileges: example.test: roster=both",
-		"ready:      ok: the component may read and write the rosters of example.test\n")
+		"ready:      ok: the component may read and write the rosters of example.test\n",
+		helper)
+	t.Logf("%s: check took %v", srv.Name, time.Since(start).Round(time.Millisecond))
 	runCommand(t, env, 1, []string{"diff", "cmd_ann", "cmd_bob"},
 		"cmd_ann: 1 to add, 0 to change, 0 to remove\n",
 		`  + cmd_bob@example.test  name "Bob", groups [Friends], subscription both`+"\n",

@@ -80,7 +80,7 @@ func New() *Metrics {
 		skipped: prometheus.NewCounter(counter("skipped_contacts_total",
 			"Backend contacts not applied because they were invalid (bad JID, the user itself, duplicates).")),
 		iqDuration: prometheus.NewHistogramVec(histogram("iq_duration_seconds",
-			"IQ round trips to the XMPP server, by type (get, set, ping) and outcome (result, error, timeout, disconnected, cancelled).", iqBuckets),
+			"IQ round trips to the XMPP server, by type (get, set, ping, disco, batch) and outcome (result, error, timeout, disconnected, cancelled).", iqBuckets),
 			[]string{"type", "outcome"}),
 		backendDuration: prometheus.NewHistogramVec(histogram("backend_request_duration_seconds",
 			"Roster fetches from the backend, body included, by status class (2xx, 4xx, 5xx ...; error when no answer was read).", prometheus.DefBuckets),

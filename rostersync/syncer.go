@@ -366,10 +366,17 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan)
 	}
 }
 
-// apply makes the plan's writes, at most Window in flight, and counts what
-// succeeded. Every change is tried even when some fail: the next sync
-// converges from whatever state this one leaves.
+// apply makes the plan's writes, at most Window in flight (or in one
+// request through a BatchStore), and counts what succeeded. Every change is
+// tried even when some fail: the next sync converges from whatever state
+// this one leaves.
 func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result) error {
+	// One request for the whole plan where the store can (batch.go).
+	if bs, ok := s.store.(BatchStore); ok && plan.Len() > 0 && bs.CanBatch(ctx, owner) {
+		if handled, err := s.applyBatch(ctx, bs, owner, plan, res); handled {
+			return err
+		}
+	}
 	var added, updated, removed, failed atomic.Int64
 	var firstErr error
 	var errOnce sync.Once

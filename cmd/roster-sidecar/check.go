@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/component"
 	"roster-sidecar/daemon"
 	"roster-sidecar/ejabberdapi"
 	"roster-sidecar/rosterhttp"
@@ -38,6 +39,9 @@ func checkCmd() *cobra.Command {
   xmpp        the component connects and the server accepts its secret
   privileges  what the server granted, per domain
   ready       roster get and set are granted for xmpp.user_domain
+  helper      (XEP-0356 mode) whether the server's optional helper answers:
+              presence at once and one request per user's changes (Prosody's
+              mod_roster_sidecar); reported, never a failure
 
 It changes nothing: no roster is written, and none is read on the XMPP server
 except --user's through the API in API mode. The
@@ -143,7 +147,27 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 		return false
 	}
 	r.line("ready", "ok: the component may read and write the rosters of %s", cfg.UserDomain)
+	if p.API == nil {
+		checkHelper(ctx, r, p)
+	}
 	return r.ok
+}
+
+// checkHelper reports whether the server helper answers for the user domain
+// (XEP-0356 mode). It is optional: a missing helper is no failure.
+func checkHelper(ctx context.Context, r *checkReport, p *daemon.Parts) {
+	domain := p.Config.UserDomain
+	found, err := p.Conn.WaitHelper(ctx, domain)
+	switch {
+	case err != nil:
+		r.line("helper", "unknown: %v", err)
+	case found:
+		r.line("helper", "ok: %s answers %s (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request", domain, component.NSHelper)
+	default:
+		r.line("helper", "missing on %s (optional; the Prosody module deploy/prosody/mod_roster_sidecar.lua, docs/deploy-prosody.md): "+
+			"without it contacts see each other's presence only from their next status change or login, not at once, "+
+			"and each roster item is a write of its own (slow for large rosters on Prosody)", domain)
+	}
 }
 
 // probeJID is the JID of --user, or a failure reported under label.

@@ -129,6 +129,23 @@ func TestSyncUsersFromArgumentsAndFile(t *testing.T) {
 	}
 }
 
+// With the server helper, each user's changes are one request.
+func TestSyncThroughHelper(t *testing.T) {
+	c := newCLI(t)
+	c.xmpp.SetHelper(true)
+	for _, u := range []string{"john", "mary"} {
+		c.setRoster(u, backendRoster("c1@example.test", "One", "c2@example.test", "Two"))
+	}
+	code, out, _ := c.run(t, "sync", "john", "mary")
+	expect(t, code, 0, out, "synced 2 of 2 users in ", "roster items: 4 added, 0 updated, 0 removed; 0 contacts skipped\n")
+	if n := c.xmpp.Counts(); n.Sets != 2 || n.Batches != 2 {
+		t.Errorf("server saw %+v, want one batch request per user", n)
+	}
+	if got := c.xmpp.Roster("mary@example.test"); !slices.Equal(got, []string{"c1@example.test|One|both|G", "c2@example.test|Two|both|G"}) {
+		t.Errorf("roster of mary = %v", got)
+	}
+}
+
 func TestSyncReportsFailuresAndExitsNonZero(t *testing.T) {
 	c := newCLI(t)
 	c.setRoster("john", backendRoster("c1@example.test", "One", "not a jid", "Bad"))
@@ -299,10 +316,23 @@ func TestCheck(t *testing.T) {
 			"xmpp:       ok: connected to "+c.xmpp.Addr()+" as roster.example.test\n",
 			"privileges: example.test: roster=both message=outgoing presence=managed_entity\n",
 			"ready:      ok: the component may read and write the rosters of example.test\n",
+			"helper:     missing on example.test (optional; the Prosody module deploy/prosody/mod_roster_sidecar.lua, docs/deploy-prosody.md): "+
+				"without it contacts see each other's presence only from their next status change or login, not at once, "+
+				"and each roster item is a write of its own (slow for large rosters on Prosody)\n",
 		)
 		if n := c.xmpp.Counts(); n.Gets+n.Sets != 0 {
 			t.Errorf("check sent roster IQs: %+v", n)
 		}
+	})
+	t.Run("helper", func(t *testing.T) {
+		c := newCLI(t)
+		c.xmpp.SetHelper(true)
+		code, out, _ := c.run(t, "check", "--user", "john")
+		expect(t, code, 0, out,
+			"helper:     ok: example.test answers urn:xmpp:roster-sidecar:0 (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request\n")
+		c.xmpp.DropDisco(true) // as ejabberd may: no answer is no helper
+		code, out, _ = c.run(t, "check", "--user", "john")
+		expect(t, code, 0, out, "helper:     missing on example.test (optional;")
 	})
 	t.Run("roster get only", func(t *testing.T) {
 		c := newCLI(t)
@@ -365,6 +395,9 @@ func TestCheck(t *testing.T) {
 		t.Setenv("ROSTER_SIDECAR_EJABBERD_API_PASSWORD", "right")
 		code, out, _ = c.run(t, "check", "--user", "john")
 		expect(t, code, 0, out, "api:        ok: get_roster of john@example.test answered through "+api.URL+"/api (1 items)\n")
+		if strings.Contains(out, "helper:") {
+			t.Error("helper reported in API mode, where rosters are not written over XEP-0356")
+		}
 		mu.Lock()
 		if want := `/api/get_roster {"host":"example.test","user":"john"}`; len(calls) != 2 || calls[1] != want {
 			t.Errorf("API calls %q, want two of %s", calls, want)

@@ -32,6 +32,9 @@ const (
 // Server is an in-process XEP-0114 server. It checks the handshake, sends a
 // privilege message, and answers roster IQs from in-memory rosters; every
 // IQ must carry from=Domain and a SET exactly one item, else the test fails.
+// It answers disco#info queries itself (neither counted nor passed to
+// SetReply's function), and with SetHelper the server helper's requests
+// (NSHelper) too.
 type Server struct {
 	t  testing.TB
 	ln net.Listener
@@ -50,12 +53,16 @@ type Server struct {
 	// ignoreSubscription stores every item with subscription none, as
 	// ejabberd does.
 	ignoreSubscription bool
+	// helper makes the server advertise and serve NSHelper.
+	helper bool
+	// dropDisco leaves disco#info queries unanswered.
+	dropDisco bool
 	// reply, when set, decides the answer to an IQ instead of the rosters:
 	// it returns the raw reply ("" for none) and a delay.
 	reply func(iq IQ) (string, time.Duration)
 	// inFlight and maxInFlight count SETs received but not yet answered.
 	inFlight, maxInFlight int
-	sets, gets            int
+	sets, gets, batches   int
 	conns                 []net.Conn
 	writers               map[net.Conn]func(string)
 	accepted              int
@@ -86,6 +93,16 @@ type IQ struct {
 		} `xml:"item"`
 	} `xml:"query"`
 	Ping *struct{} `xml:"urn:xmpp:ping ping"`
+	// Apply is a request of the server helper.
+	Apply *struct {
+		JID   string `xml:"jid,attr"`
+		Items []struct {
+			JID          string   `xml:"jid,attr"`
+			Name         string   `xml:"name,attr"`
+			Subscription string   `xml:"subscription,attr"`
+			Groups       []string `xml:"group"`
+		} `xml:"item"`
+	} `xml:"urn:xmpp:roster-sidecar:0 apply"`
 	// Error holds the conditions of an error the component sent.
 	Error *struct {
 		Conditions []struct {
@@ -151,6 +168,26 @@ func (s *Server) RefuseHandshakes(condition string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.handshakeError = condition
+}
+
+// NSHelper is the namespace of the server helper (component.NSHelper).
+const NSHelper = "urn:xmpp:roster-sidecar:0"
+
+// SetHelper makes the server advertise the server helper in its disco#info
+// and apply its requests to the rosters, as deploy/prosody's
+// mod_roster_sidecar does; it applies to connections made afterwards too.
+func (s *Server) SetHelper(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.helper = on
+}
+
+// DropDisco makes the server leave disco#info queries unanswered, as
+// ejabberd may for a component's IQs to a domain.
+func (s *Server) DropDisco(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropDisco = on
 }
 
 // IgnoreSubscription makes the server store every item with subscription
@@ -309,6 +346,12 @@ func (s *Server) serve(c net.Conn) {
 		if iq.From != Domain {
 			s.t.Errorf("IQ %s without from=%s: from=%q", iq.ID, Domain, iq.From)
 		}
+		if iq.Type == "get" && iq.Query != nil && iq.Query.XMLName.Space == nsDiscoInfo {
+			if answer := s.discoInfo(iq); answer != "" {
+				write(answer)
+			}
+			continue
+		}
 		reply, delay := s.answer(iq)
 		replies.Add(1)
 		go func() {
@@ -354,6 +397,9 @@ func (s *Server) answer(iq IQ) (string, time.Duration) {
 		s.sets++
 		s.inFlight++
 		s.maxInFlight = max(s.maxInFlight, s.inFlight)
+		if iq.Apply != nil {
+			s.batches++
+		}
 	} else {
 		s.gets++
 	}
@@ -381,6 +427,8 @@ func (s *Server) answerRoster(iq IQ) string {
 	switch {
 	case iq.Ping != nil:
 		return result
+	case iq.Apply != nil && s.helper && iq.Type == "set":
+		return s.applyBatch(iq)
 	case iq.Query == nil || iq.Query.XMLName.Space != "jabber:iq:roster":
 		return fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, iq.ID, iq.To, iq.From)
 	case iq.Type == "get":
@@ -406,6 +454,54 @@ func (s *Server) answerRoster(iq IQ) string {
 		roster[it.JID] = Item{Name: it.Name, Subscription: sub, Groups: it.Groups}
 	}
 	return result
+}
+
+const nsDiscoInfo = "http://jabber.org/protocol/disco#info"
+
+// discoInfo answers a disco#info query, with the helper's feature when
+// SetHelper is on; "" for none (DropDisco).
+func (s *Server) discoInfo(iq IQ) string {
+	s.mu.Lock()
+	helper, drop := s.helper, s.dropDisco
+	s.mu.Unlock()
+	if drop {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<iq type='result' id='%s' from='%s' to='%s'><query xmlns='%s'><identity category='server' type='im'/><feature var='%s'/>`,
+		iq.ID, iq.To, iq.From, nsDiscoInfo, nsDiscoInfo)
+	if helper {
+		fmt.Fprintf(&b, `<feature var='%s'/>`, NSHelper)
+	}
+	b.WriteString(`</query></iq>`)
+	return b.String()
+}
+
+// applyBatch applies a request of the server helper to the rosters, as
+// mod_roster_sidecar does: a removal of a missing item fails with
+// item-not-found, the rest is applied. s.mu is held.
+func (s *Server) applyBatch(iq IQ) string {
+	roster := s.rosters[iq.Apply.JID]
+	if roster == nil {
+		roster = map[string]Item{}
+		s.rosters[iq.Apply.JID] = roster
+	}
+	var failed strings.Builder
+	for _, it := range iq.Apply.Items {
+		if it.Subscription == "remove" {
+			if _, ok := roster[it.JID]; !ok {
+				fmt.Fprintf(&failed, `<failed jid='%s' condition='item-not-found'/>`, xmlEscape(it.JID))
+			}
+			delete(roster, it.JID)
+			continue
+		}
+		sub := it.Subscription
+		if s.ignoreSubscription {
+			sub = "none"
+		}
+		roster[it.JID] = Item{Name: it.Name, Subscription: sub, Groups: it.Groups}
+	}
+	return fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'><applied xmlns='%s'>%s</applied></iq>`, iq.ID, iq.To, iq.From, NSHelper, failed.String())
 }
 
 func (s *Server) rosterResult(iq IQ) string {
@@ -452,8 +548,9 @@ func (s *Server) SetRoster(user string, items map[string]Item) {
 
 // Counts are what the server has seen so far.
 type Counts struct {
-	// Gets and Sets count IQs of each type.
-	Gets, Sets int
+	// Gets and Sets count IQs of each type (disco#info queries aside);
+	// Batches counts the helper's requests among the Sets.
+	Gets, Sets, Batches int
 	// MaxInFlight is the most SETs received and not yet answered at once.
 	MaxInFlight int
 	// Accepted counts TCP connections.
@@ -464,7 +561,7 @@ type Counts struct {
 func (s *Server) Counts() Counts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Counts{Gets: s.gets, Sets: s.sets, MaxInFlight: s.maxInFlight, Accepted: s.accepted}
+	return Counts{Gets: s.gets, Sets: s.sets, Batches: s.batches, MaxInFlight: s.maxInFlight, Accepted: s.accepted}
 }
 
 // WaitFor polls cond until it holds, failing the test after 5 seconds.

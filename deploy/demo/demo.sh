@@ -46,6 +46,7 @@ go build -o "$work/rosterclient" ./deploy/demo/rosterclient
 
 echo "== starting Prosody on 127.0.0.1:15222 (clients) and 127.0.0.1:15347 (component)"
 export PROSODY_DEPLOY_CONFIG=$root/deploy/prosody/prosody.cfg.lua PROSODY_FIREWALL_SCRIPT=$root/deploy/prosody/roster-sidecar.pfw
+export PROSODY_PLUGIN_PATH=$root/deploy/prosody # mod_roster_sidecar, the helper
 export PROSODY_USER_DOMAIN=example.test PROSODY_COMPONENT_DOMAIN=roster.example.test
 export PROSODY_COMPONENT_SECRET=demo-secret PROSODY_C2S_INTERFACE=127.0.0.1
 export PROSODY_C2S_PORT=15222 PROSODY_COMPONENT_PORT=15347

@@ -6,6 +6,9 @@
 -- deploy/install-servers.sh):
 --   * prosody >= 13.0 (0.12 works too, but this file uses 13's ENV_/Lua. syntax)
 --   * prosody-modules, for mod_privilege (XEP-0356)
+--   * optional: mod_roster_sidecar.lua from this directory, roster-sidecar's
+--     helper (presence at once, one request per user's changes), in a
+--     directory of plugin_paths (below)
 --
 -- Every per-site value can come from the environment, so the same file serves
 -- production (systemd EnvironmentFile=) and the end-to-end tests (which start
@@ -28,6 +31,8 @@
 --   PROSODY_LOG_LEVEL           debug, info, warn, error     (info)
 --   PROSODY_FIREWALL_SCRIPT     the roster lock rules, deploy/prosody/roster-sidecar.pfw
 --                               (/etc/prosody/roster-sidecar.pfw)
+--   PROSODY_PLUGIN_PATH         the directory holding mod_roster_sidecar.lua
+--                               (/usr/local/lib/prosody/modules)
 --
 -- Test-only relaxations (running as root, plaintext client auth, no rate
 -- limits, no s2s) are NOT in this file: the tests load a small overlay,
@@ -57,6 +62,12 @@ modules_enabled = {
 -- are not affected. Remove "firewall" above and this line if your users may
 -- manage contacts the backend does not know (a sync would remove them).
 firewall_scripts = { ENV_PROSODY_FIREWALL_SCRIPT or "/etc/prosody/roster-sidecar.pfw" }
+
+-- Where Prosody looks for modules besides its own and prosody-modules': put
+-- deploy/prosody/mod_roster_sidecar.lua there. Without the file Prosody logs
+-- "Unable to load module 'roster_sidecar'" and runs on; roster-sidecar then
+-- works without the helper (its check command says so).
+plugin_paths = { ENV_PROSODY_PLUGIN_PATH or "/usr/local/lib/prosody/modules" }
 
 -- Where accounts and rosters live (file storage by default).
 data_path = ENV_PROSODY_DATA_DIR or "/var/lib/prosody"
@@ -97,7 +108,16 @@ VirtualHost (user_domain)
 	--                               who is online
 	-- Privileges are per domain: repeat this in every VirtualHost the sidecar
 	-- serves.
-	modules_enabled = { "privilege" }
+	--
+	-- roster_sidecar (mod_roster_sidecar.lua, this directory) is roster-sidecar's
+	-- optional helper: when the sidecar's writes give two online users a
+	-- subscription, they see each other's presence at once (and "unavailable"
+	-- when it ends), as after a subscription approval; and each user's changes
+	-- are one request (one roster load and save) instead of one per item. It
+	-- serves only components privileged_entities grants roster "set"/"both".
+	-- Leave it out and the sidecar writes item by item, presence flowing from
+	-- the contacts' next status change or login (docs/deploy-prosody.md).
+	modules_enabled = { "privilege"; "roster_sidecar" }
 	privileged_entities = {
 		[component_domain] = {
 			roster = "both";

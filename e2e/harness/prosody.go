@@ -15,8 +15,10 @@ import (
 
 // startProsody runs `prosody -F` with deploy/prosody/prosody.cfg.lua,
 // included unchanged from the test overlay e2e/testdata/prosody-e2e.cfg.lua
-// (or o.ProsodyOverlay, which includes that one), and every per-run value
-// passed through the environment.
+// (or o.ProsodyOverlay, or with o.ProsodyNoHelper prosody-nohelper.cfg.lua,
+// each of which includes that one), and every per-run value passed through
+// the environment; deploy/prosody is the plugin path, for
+// mod_roster_sidecar.
 func startProsody(t TB, o ServerOptions) *Server {
 	t.Helper()
 	dir := TempDir(t, "e2e-prosody-")
@@ -29,7 +31,12 @@ func startProsody(t TB, o ServerOptions) *Server {
 	// (certificates = "certs") resolve inside the temporary directory.
 	defaultOverlay := RepoFile(t, "e2e", "testdata", "prosody-e2e.cfg.lua")
 	overlayFile := defaultOverlay
-	if o.ProsodyOverlay != "" {
+	switch {
+	case o.ProsodyNoHelper && o.ProsodyOverlay != "":
+		t.Fatal("ProsodyNoHelper and ProsodyOverlay are exclusive")
+	case o.ProsodyNoHelper:
+		overlayFile = RepoFile(t, "e2e", "testdata", "prosody-nohelper.cfg.lua")
+	case o.ProsodyOverlay != "":
 		overlayFile = o.ProsodyOverlay
 	}
 	overlay, err := os.ReadFile(overlayFile)
@@ -50,6 +57,7 @@ func startProsody(t TB, o ServerOptions) *Server {
 	env := append(os.Environ(),
 		"PROSODY_DEPLOY_CONFIG="+RepoFile(t, "deploy", "prosody", "prosody.cfg.lua"),
 		"PROSODY_FIREWALL_SCRIPT="+RepoFile(t, "deploy", "prosody", "roster-sidecar.pfw"),
+		"PROSODY_PLUGIN_PATH="+filepath.Dir(RepoFile(t, "deploy", "prosody", "mod_roster_sidecar.lua")),
 		"PROSODY_USER_DOMAIN="+UserDomain,
 		"PROSODY_COMPONENT_DOMAIN="+componentDomain,
 		"PROSODY_COMPONENT_SECRET="+componentSecret,
@@ -79,6 +87,7 @@ func startProsody(t TB, o ServerOptions) *Server {
 		ComponentDomain:     componentDomain,
 		ComponentSecret:     componentSecret,
 		HonoursSubscription: true,
+		PresenceHelper:      !o.ProsodyNoHelper,
 		Process:             p,
 		owner:               t,
 	}
@@ -107,6 +116,15 @@ func startProsody(t TB, o ServerOptions) *Server {
 		return g.Wait()
 	}
 
+	s.shell = func(ctx context.Context, lua string) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		c := exec.CommandContext(ctx, "prosodyctl", "--config", cfg, "shell", ">"+lua)
+		c.Dir = dir
+		c.Env = env
+		out, err := c.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
 	s.waitReady = func(ctx context.Context, p *Process) error {
 		for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
 			if err := WaitFor(ctx, p, 20*time.Second, "prosody to listen on "+addr, DialCheck(addr)); err != nil {

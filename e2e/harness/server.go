@@ -34,6 +34,11 @@ type Server struct {
 	// that a privileged roster SET asks for (Prosody). ejabberd stores
 	// "none" for every such item, so tests do not compare it there.
 	HonoursSubscription bool
+	// PresenceHelper is true when the server runs roster-sidecar's helper,
+	// deploy/prosody/mod_roster_sidecar.lua (Prosody, unless started with
+	// ProsodyNoHelper): the sidecar's writes send presence at once, and
+	// each user's changes are one request.
+	PresenceHelper bool
 	// Process is the server process.
 	Process *Process
 	// APIURL is the base URL of ejabberd's mod_http_api on loopback
@@ -43,6 +48,8 @@ type Server struct {
 	Erlang *ErlangNode
 
 	createUsers func(ctx context.Context, password string, names []string) error
+	// shell runs Lua inside the server (Prosody only).
+	shell func(ctx context.Context, lua string) (string, error)
 	// waitReady waits until a freshly started process serves.
 	waitReady func(ctx context.Context, p *Process) error
 	// owner is the test that started the server: restarted processes live
@@ -92,6 +99,22 @@ func (s *Server) TryCreateUser(name string) error {
 	return s.createUsers(context.Background(), UserPassword, []string{name})
 }
 
+// ProsodyShell runs the Lua chunk lua inside a running Prosody through its
+// admin socket (prosodyctl shell, mod_admin_shell) and returns what the
+// shell printed: "Result: " and the chunk's return value on success. It
+// fails the test on other servers and when the shell fails.
+func (s *Server) ProsodyShell(t TB, lua string) string {
+	t.Helper()
+	if s.shell == nil {
+		t.Fatalf("%s has no Lua shell", s.Name)
+	}
+	out, err := s.shell(context.Background(), lua)
+	if err != nil {
+		t.Fatalf("%s shell: %v: %s", s.Name, err, out)
+	}
+	return out
+}
+
 // ErlangNode is how to reach a server's Erlang node from another one.
 type ErlangNode struct {
 	Name     string // e.g. e2e123_4567@localhost
@@ -109,6 +132,10 @@ type ServerOptions struct {
 	// e2e/testdata/prosody-e2e.cfg.lua, which it should Include (the
 	// environment variable PROSODY_E2E_OVERLAY holds that path).
 	ProsodyOverlay string
+	// ProsodyNoHelper starts Prosody without roster-sidecar's helper: with
+	// the overlay e2e/testdata/prosody-nohelper.cfg.lua instead of
+	// ProsodyOverlay.
+	ProsodyNoHelper bool
 	// ErlOptions are extra flags for ejabberd's Erlang VM, such as
 	// "+sbwt none".
 	ErlOptions string

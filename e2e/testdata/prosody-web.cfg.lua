@@ -17,10 +17,11 @@ consider_websocket_secure = true
 
 Include(ENV_PROSODY_E2E_OVERLAY)
 
--- mod_websocket on the users' domain, next to deploy's mod_privilege. The
--- table form sets the option without a "Duplicate option" warning; it
--- replaces the VirtualHost's list, so "privilege" is repeated here (the test
--- fails if the sidecar does not get the roster privilege).
+-- mod_websocket on the users' domain, next to deploy's mod_privilege and
+-- mod_roster_sidecar. The table form sets the option without a "Duplicate
+-- option" warning; it replaces the VirtualHost's list, so "privilege" and
+-- "roster_sidecar" are repeated here (the test fails if the sidecar does not
+-- get the roster privilege).
 VirtualHost (ENV_PROSODY_USER_DOMAIN) {
-	modules_enabled = { "privilege"; "websocket" };
+	modules_enabled = { "privilege"; "roster_sidecar"; "websocket" };
 }
