@@ -41,7 +41,7 @@ fuzz:
 	  done; \
 	done
 
-## e2e: the end-to-end suite; needs Prosody 13 and ejabberd 24.12 (make servers).
+## e2e: the end-to-end suite; needs Prosody 13, Prosody 0.12 and ejabberd 24.12 (make servers).
 e2e:
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
@@ -65,7 +65,8 @@ BENCH_ARGS ?= -users=1000 -contacts=20 -servers=prosody,ejabberd
 bench:
 	$(GO) run ./bench $(BENCH_ARGS) -out=docs/BENCHMARKS.md 2>&1 | tee bench.out | grep -vE '^ {8}' ; exit $${PIPESTATUS[0]}
 
-## servers: install Prosody 13 + mod_privilege and ejabberd 24.12 from Debian packages (root).
+## servers: install Prosody 13 + mod_privilege and ejabberd 24.12 from Debian packages, and unpack
+## bookworm's Prosody 0.12 + prosody-modules into /opt/roster-sidecar-e2e (root).
 servers:
 	bash deploy/install-servers.sh
 

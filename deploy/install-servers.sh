@@ -3,6 +3,9 @@
 # deployed with) on Debian bookworm, as root:
 #   prosody >= 13 and prosody-modules (mod_privilege)  from bookworm-backports
 #   ejabberd >= 23.10 (24.12)                           from bookworm-backports
+#   prosody 0.12.3 and prosody-modules hg20230223        bookworm's own, for the
+#     e2e suite only: unpacked into /opt/roster-sidecar-e2e/prosody-0.12,
+#     beside 13, which it leaves alone (see install_prosody012 below)
 # bookworm itself ships ejabberd 23.01, whose privileged roster SETs all fail,
 # and prosody 0.12.
 #
@@ -17,7 +20,7 @@
 # The packages are installed but not started: the tests start their own
 # server instances on random loopback ports.
 #
-# Usage: install-servers.sh [prosody] [ejabberd]   (default: both)
+# Usage: install-servers.sh [prosody] [ejabberd] [prosody012]   (default: all three)
 set -euo pipefail
 
 readonly PROSODY_MIN=13.0
@@ -35,13 +38,14 @@ readonly BACKPORTS_FILE_LIST=/etc/apt/sources.list.d/roster-sidecar-backports.li
 log() { echo "install-servers: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-want_prosody= want_ejabberd=
-[ $# -gt 0 ] || set -- prosody ejabberd
+want_prosody= want_ejabberd= want_prosody012=
+[ $# -gt 0 ] || set -- prosody ejabberd prosody012
 for arg; do
 	case $arg in
 	prosody) want_prosody=1 ;;
 	ejabberd) want_ejabberd=1 ;;
-	*) die "unknown server '$arg' (usage: $0 [prosody] [ejabberd])" ;;
+	prosody012) want_prosody012=1 ;;
+	*) die "unknown server '$arg' (usage: $0 [prosody] [ejabberd] [prosody012])" ;;
 	esac
 done
 PACKAGES=()
@@ -83,9 +87,81 @@ report() {
 	done
 }
 
+# ---- Prosody 0.12 (e2e suite only) ----------------------------------------
+# Debian bookworm's own prosody 0.12.3 and prosody-modules (with its older
+# mod_privilege), unpacked with dpkg -x into PROSODY012_DIR beside the
+# installed Prosody 13, which stays untouched: dpkg does not know about them.
+# The launchers (usr/bin/prosody, prosodyctl, prosody-migrator) hard-code their
+# directories (CFG_SOURCEDIR, CFG_PLUGINDIR, ...) as /usr/lib/prosody, 13's:
+# they are rewritten to point inside PROSODY012_DIR. e2e/harness's
+# "prosody012" runner starts PROSODY012_DIR/usr/bin/prosody.
+readonly PROSODY012_DIR=/opt/roster-sidecar-e2e/prosody-0.12
+readonly PROSODY012_PACKAGES=(prosody=0.12.3-1+deb12u1 prosody-modules=0.0~hg20230223.556bf57d6417+dfsg-1)
+readonly PROSODY012_STAMP=$PROSODY012_DIR/.roster-sidecar-e2e
+
+# prosody012_deps_ok succeeds when the unpacked Prosody finds its Lua
+# libraries (its own dependency check: lxp, socket, lfs, ssl, bit ops).
+prosody012_deps_ok() {
+	local d=$1/usr/lib/prosody
+	lua5.4 -e "package.path = '$d/?.lua;' .. package.path; package.cpath = '$d/?.so;' .. package.cpath
+		os.exit(require 'util.dependencies'.check_dependencies() and 0 or 1)" >/dev/null 2>&1
+}
+
+prosody012_satisfied() {
+	[ "$(cat "$PROSODY012_STAMP" 2>/dev/null)" = "${PROSODY012_PACKAGES[*]}" ] &&
+		[ -x "$PROSODY012_DIR/usr/bin/prosody" ] && [ -x "$PROSODY012_DIR/usr/bin/prosodyctl" ] &&
+		[ -f "$PROSODY012_DIR/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua" ] &&
+		command -v lua5.4 >/dev/null && prosody012_deps_ok "$PROSODY012_DIR"
+}
+
+install_prosody012() {
+	if prosody012_satisfied; then
+		log "prosody 0.12 already unpacked in $PROSODY012_DIR"
+		return
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	local tmp stage f
+	tmp=$(mktemp -d)
+	# apt-get downloads as the _apt user when that user may write there.
+	chown _apt "$tmp" 2>/dev/null || true
+	if ! (cd "$tmp" && apt-get download "${PROSODY012_PACKAGES[@]}"); then
+		apt-get update
+		(cd "$tmp" && apt-get download "${PROSODY012_PACKAGES[@]}") ||
+			die "cannot download ${PROSODY012_PACKAGES[*]} (Debian bookworm's own packages)"
+	fi
+	# Their runtime dependencies, as apt-get install would take them
+	# (Depends and Recommends; the same lua5.4 libraries as Prosody 13's).
+	apt-get satisfy -y --no-install-recommends \
+		"$(dpkg-deb -f "$tmp"/prosody_*.deb Depends), $(dpkg-deb -f "$tmp"/prosody_*.deb Recommends)"
+	stage=$PROSODY012_DIR.new
+	rm -rf "$stage"
+	mkdir -p "$stage"
+	for f in "$tmp"/*.deb; do
+		dpkg -x "$f" "$stage"
+	done
+	rm -rf "$tmp"
+	for f in prosody prosodyctl prosody-migrator; do
+		sed -i -E \
+			-e "s#^CFG_SOURCEDIR=.*#CFG_SOURCEDIR='$PROSODY012_DIR/usr/lib/prosody';#" \
+			-e "s#^CFG_CONFIGDIR=.*#CFG_CONFIGDIR='$PROSODY012_DIR/etc/prosody';#" \
+			-e "s#^CFG_PLUGINDIR=.*#CFG_PLUGINDIR='$PROSODY012_DIR/usr/lib/prosody/modules/';#" \
+			-e "s#^CFG_DATADIR=.*#CFG_DATADIR='$PROSODY012_DIR/var/lib/prosody';#" \
+			"$stage/usr/bin/$f"
+		[ "$(grep -c "^CFG_[A-Z]*='$PROSODY012_DIR/" "$stage/usr/bin/$f")" -eq 4 ] ||
+			die "$f: could not point CFG_SOURCEDIR, CFG_CONFIGDIR, CFG_PLUGINDIR, CFG_DATADIR to $PROSODY012_DIR"
+	done
+	prosody012_deps_ok "$stage" || die "prosody 0.12 in $stage misses Lua libraries"
+	echo "${PROSODY012_PACKAGES[*]}" >"$stage/.roster-sidecar-e2e"
+	rm -rf "$PROSODY012_DIR"
+	mv "$stage" "$PROSODY012_DIR"
+	prosody012_satisfied || die "prosody 0.12 in $PROSODY012_DIR is incomplete"
+	log "prosody $(cat "$PROSODY012_DIR/usr/lib/prosody/prosody.version") unpacked in $PROSODY012_DIR"
+}
+
 if satisfied; then
-	log "already installed, nothing to do"
+	[ ${#PACKAGES[@]} -eq 0 ] || log "already installed, nothing to do"
 	report
+	[ -z "$want_prosody012" ] || install_prosody012
 	exit 0
 fi
 
@@ -205,3 +281,4 @@ satisfied || {
 }
 log "done"
 report
+[ -z "$want_prosody012" ] || install_prosody012

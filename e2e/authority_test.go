@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,7 +80,7 @@ func injectRoster(t testing.TB, srv *harness.Server, user string, c harness.Cont
 		sub = "both"
 	}
 	contact := jid.MustParse(c.JID)
-	switch srv.Name {
+	switch srv.Kind {
 	case "ejabberd":
 		if sub == "remove" {
 			apiCall(t, srv, "delete_rosteritem", map[string]string{
@@ -107,9 +106,9 @@ func injectRoster(t testing.TB, srv *harness.Server, user string, c harness.Cont
 			}
 			item = fmt.Sprintf("{ subscription = %q, name = %s, groups = { %s } }", sub, name, strings.Join(groups, ", "))
 		}
-		lua := fmt.Sprintf(`>local rm = require "prosody.core.rostermanager"; local r = rm.load_roster(%[1]q, %[2]q); `+
+		lua := fmt.Sprintf(`>local rm = require "%[5]score.rostermanager"; local r = rm.load_roster(%[1]q, %[2]q); `+
 			`r[%[3]q] = %[4]s; assert(rm.save_roster(%[1]q, %[2]q, r)); rm.roster_push(%[1]q, %[2]q, %[3]q); return "injected"`,
-			user, srv.Domain, contact.Bare().String(), item)
+			user, srv.Domain, contact.Bare().String(), item, srv.LuaPrefix)
 		prosodyShell(t, srv, lua, "injected")
 	default:
 		t.Fatalf("no roster injection for %s", srv.Name)
@@ -120,18 +119,9 @@ func injectRoster(t testing.TB, srv *harness.Server, user string, c harness.Cont
 // server (its admin socket) and checks that the output contains want.
 func prosodyShell(t testing.TB, srv *harness.Server, command, want string) {
 	t.Helper()
-	run := srv.Process.Command() // prosody --config FILE -F
-	cfg := ""
-	for i, a := range run.Args {
-		if a == "--config" && i+1 < len(run.Args) {
-			cfg = run.Args[i+1]
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := exec.CommandContext(ctx, "prosodyctl", "--config", cfg, "shell", command)
-	c.Dir, c.Env = run.Dir, run.Env
-	out, err := c.CombinedOutput()
+	out, err := srv.Prosodyctl(ctx, "shell", command).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), want) {
 		t.Fatalf("prosodyctl shell %q: %v: %s", command, err, out)
 	}
@@ -197,10 +187,10 @@ func testClientSubscriptionBlocked(t *testing.T, e *Env) {
 		}
 	}
 	t.Logf("%s: %s sent %v to %s; %s received %v from %s", e.Server.Name, a, types, b, b, delivered, a)
-	switch e.Server.Name {
+	switch e.Server.Kind {
 	case "prosody":
 		if len(delivered) != 0 {
-			t.Errorf("prosody delivered subscription stanzas: %v", delivered)
+			t.Errorf("%s delivered subscription stanzas: %v", e.Server.Name, delivered)
 		}
 	case "ejabberd":
 		if strings.Join(delivered, ",") != "subscribe" {

@@ -11,11 +11,14 @@
 //
 //	go test -tags e2e -count=1 ./e2e/
 //
-// They need prosody, prosodyctl and ejabberdctl on PATH (see
-// deploy/install-servers.sh). A missing server fails the run unless the
-// environment variable ROSTER_SIDECAR_E2E_SKIP lists it (comma separated,
-// e.g. "prosody,ejabberd"); when CI is set, listing a server there fails
-// the run instead. Other environment variables:
+// The servers are "prosody" (Prosody 13: prosody and prosodyctl on PATH),
+// "ejabberd" (ejabberdctl on PATH) and "prosody012" (Debian bookworm's
+// Prosody 0.12.3 and its prosody-modules, unpacked in
+// /opt/roster-sidecar-e2e/prosody-0.12); deploy/install-servers.sh installs
+// all three. A missing server fails the run unless the environment variable
+// ROSTER_SIDECAR_E2E_SKIP lists it (comma separated, e.g.
+// "prosody012,ejabberd"); when CI is set, listing a server there fails the
+// run instead. Other environment variables:
 //
 //	ROSTER_SIDECAR_E2E_BINARY  use this roster-sidecar binary instead of building one
 //	ROSTER_SIDECAR_E2E_DEBUG   1: debug logging in the servers, XML console of test clients

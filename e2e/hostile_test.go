@@ -403,7 +403,7 @@ func testErrorCodeNotANumber(t *testing.T, e *Env) {
 // sends, whatever its to, with not-allowed (from the component's JID)
 // before routing it.
 func testUndecodableRequests(t *testing.T, e *Env) {
-	rosterSet := map[string]string{"prosody": "not-allowed", "ejabberd": "service-unavailable"}[e.Server.Name]
+	rosterSet := map[string]string{"prosody": "not-allowed", "ejabberd": "service-unavailable"}[e.Server.Kind]
 	attack(t, e, "h_undec", 1, func(h *hostile) {
 		c := h.comp
 		h.expectError(h.ask(`<iq type='get' to='`+c+`'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='x' max_items='x'/></pubsub></iq>`), "service-unavailable")
@@ -668,7 +668,7 @@ func testLoginDotUsernames(t *testing.T, e *Env) {
 		// A roster for the sidecar to (wrongly) apply.
 		e.Backend.SetRoster(u, harness.Contact{JID: "h_dot_stolen@example.test", Name: "Not yours"})
 	}
-	if want := dotAccounts[e.Server.Name]; !slices.Equal(dots, want) {
+	if want := dotAccounts[e.Server.Kind]; !slices.Equal(dots, want) {
 		t.Fatalf("%s registered the accounts %q, measured to register %q", e.Server.Name, dots, want)
 	}
 	const control = "h_dot_control"

@@ -161,8 +161,8 @@ func testSessionsOnlineAtConnect(t *testing.T, e *Env) {
 	}
 	span := reqs[len(reqs)-1].At.Sub(reqs[0].At)
 	minSpan := time.Duration(n-1) * time.Second / rate
-	t.Logf("prosody: %d sessions announced at connect, all refreshed %v after the sidecar started; fetches spread over %v (rate %d/s, queue %d)",
-		n, time.Since(start).Round(time.Millisecond), span.Round(time.Millisecond), rate, queue)
+	t.Logf("%s: %d sessions announced at connect, all refreshed %v after the sidecar started; fetches spread over %v (rate %d/s, queue %d)",
+		e.Server.Name, n, time.Since(start).Round(time.Millisecond), span.Round(time.Millisecond), rate, queue)
 	if span < minSpan*9/10 {
 		t.Errorf("%d fetches within %v: faster than sync.login_rate %d/s", n, span, rate)
 	}

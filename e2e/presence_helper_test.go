@@ -24,7 +24,7 @@ import (
 // once, and a user's changes are one request. It means something on
 // Prosody only: TestPresenceHelper/prosody/<scenario>.
 func TestPresenceHelper(t *testing.T) {
-	runPerServer(t, servers{only: []string{"prosody"}}, func(t *testing.T, e *Env) {
+	runPerServer(t, servers{only: []string{"prosody", "prosody012"}}, func(t *testing.T, e *Env) {
 		if !e.Server.PresenceHelper {
 			t.Fatal("the Prosody runner did not load the helper")
 		}
@@ -45,7 +45,7 @@ func TestPresenceHelper(t *testing.T) {
 // what is lost, the sidecar says so at start-up, rosters sync item by item
 // as before, and presence flows only from the contacts' next broadcast.
 func TestWithoutHelper(t *testing.T) {
-	s := servers{only: []string{"prosody"}, start: harness.ServerOptions{ProsodyNoHelper: true}}
+	s := servers{only: []string{"prosody", "prosody012"}, start: harness.ServerOptions{ProsodyNoHelper: true}}
 	runPerServer(t, s, func(t *testing.T, e *Env) {
 		if e.Server.PresenceHelper {
 			t.Fatal("the Prosody runner loaded the helper")

@@ -74,8 +74,8 @@ type Scenario struct {
 
 // servers chooses the servers of a test and how they start.
 type servers struct {
-	// only names the servers ("prosody", "ejabberd") for tests that mean
-	// something on those only; nil means every server.
+	// only names the servers ("prosody", "ejabberd", "prosody012") for
+	// tests that mean something on those only; nil means every server.
 	only []string
 	// start is how the servers start (harness.Runner.Options).
 	start harness.ServerOptions

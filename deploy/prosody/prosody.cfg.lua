@@ -4,7 +4,7 @@
 --
 -- Requirements (Debian bookworm: install from bookworm-backports, see
 -- deploy/install-servers.sh):
---   * prosody >= 13.0 (0.12 works too, but this file uses 13's ENV_/Lua. syntax)
+--   * prosody >= 13.0, or 0.12 (the end-to-end suite runs this file on both)
 --   * prosody-modules, for mod_privilege (XEP-0356)
 --   * optional: mod_roster_sidecar.lua from this directory, roster-sidecar's
 --     helper (presence at once, one request per user's changes), in a
@@ -12,9 +12,10 @@
 --
 -- Every per-site value can come from the environment, so the same file serves
 -- production (systemd EnvironmentFile=) and the end-to-end tests (which start
--- Prosody on random loopback ports in a temporary directory). In Prosody 13 a
--- name written ENV_FOO reads the environment variable FOO (nil when unset), and
--- Lua globals must be spelled with the Lua. prefix (Lua.tonumber, Lua.error).
+-- Prosody on random loopback ports in a temporary directory). A name written
+-- ENV_FOO reads the environment variable FOO (nil when unset). Prosody 13 wants
+-- Lua globals spelled with the Lua. prefix (Lua.tonumber, Lua.error), which
+-- 0.12 does not know: the "local Lua" line below gives 0.12 the same name.
 --
 --   PROSODY_USER_DOMAIN         the users' domain           (example.test)
 --   PROSODY_COMPONENT_DOMAIN    roster-sidecar's JID         (roster.example.test)
@@ -37,6 +38,10 @@
 -- Test-only relaxations (running as root, plaintext client auth, no rate
 -- limits, no s2s) are NOT in this file: the tests load a small overlay,
 -- e2e/testdata/prosody-e2e.cfg.lua, that sets them and then Includes this file.
+
+-- Prosody 13: Lua is its table of Lua globals. Prosody 0.12: Lua is nil and
+-- _G (seen directly there) is that table.
+local Lua = Lua or _G
 
 local user_domain = ENV_PROSODY_USER_DOMAIN or "example.test"
 local component_domain = ENV_PROSODY_COMPONENT_DOMAIN or "roster.example.test"

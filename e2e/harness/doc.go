@@ -11,7 +11,8 @@
 //	ROSTER_SIDECAR_E2E_DEBUG   1: debug logging in the servers
 //	ROSTER_SIDECAR_E2E_KEEP    1: keep the servers' temporary directories
 //
-// The servers need prosody, prosodyctl and ejabberdctl on PATH (see
+// The servers need prosody, prosodyctl and ejabberdctl on PATH, and for the
+// runner "prosody012" Prosody 0.12 in Prosody012Dir (see
 // deploy/install-servers.sh).
 package harness
 

@@ -90,6 +90,7 @@ func startEjabberd(t TB, o ServerOptions) *Server {
 
 	s := &Server{
 		Name:            "ejabberd",
+		Kind:            "ejabberd",
 		Domain:          UserDomain,
 		C2SAddr:         "127.0.0.1:" + strconv.Itoa(c2s),
 		ComponentAddr:   "127.0.0.1:" + strconv.Itoa(comp),

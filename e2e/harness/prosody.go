@@ -13,15 +13,39 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// startProsody runs `prosody -F` with deploy/prosody/prosody.cfg.lua,
-// included unchanged from the test overlay e2e/testdata/prosody-e2e.cfg.lua
-// (or o.ProsodyOverlay, or with o.ProsodyNoHelper prosody-nohelper.cfg.lua,
-// each of which includes that one), and every per-run value passed through
-// the environment; deploy/prosody is the plugin path, for
-// mod_roster_sidecar.
-func startProsody(t TB, o ServerOptions) *Server {
+// Prosody012Dir is where deploy/install-servers.sh unpacks Debian
+// bookworm's own Prosody 0.12.3 and prosody-modules (hg20230223, with its
+// mod_privilege), beside the installed Prosody 13; its launchers in
+// usr/bin use that directory's libraries and modules.
+const Prosody012Dir = "/opt/roster-sidecar-e2e/prosody-0.12"
+
+// prosodyVersion is what differs between the Prosody runners.
+type prosodyVersion struct {
+	name                string // the runner's name
+	prosody, prosodyctl string // the executables
+	luaPrefix           string // Server.LuaPrefix
+}
+
+var (
+	prosody13  = prosodyVersion{name: "prosody", prosody: "prosody", prosodyctl: "prosodyctl", luaPrefix: "prosody."}
+	prosody012 = prosodyVersion{name: "prosody012", prosody: Prosody012Dir + "/usr/bin/prosody",
+		prosodyctl: Prosody012Dir + "/usr/bin/prosodyctl"}
+)
+
+func (v prosodyVersion) start(t TB, o ServerOptions) *Server {
 	t.Helper()
-	dir := TempDir(t, "e2e-prosody-")
+	return startProsody(t, o, v)
+}
+
+// startProsody runs `prosody -F` (of version v) with
+// deploy/prosody/prosody.cfg.lua, included unchanged from the test overlay
+// e2e/testdata/prosody-e2e.cfg.lua (or o.ProsodyOverlay, or with
+// o.ProsodyNoHelper prosody-nohelper.cfg.lua, each of which includes that
+// one), and every per-run value passed through the environment;
+// deploy/prosody is the plugin path, for mod_roster_sidecar.
+func startProsody(t TB, o ServerOptions, v prosodyVersion) *Server {
+	t.Helper()
+	dir := TempDir(t, "e2e-"+v.name+"-")
 	for _, d := range []string{"data", "certs"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o750); err != nil {
 			t.Fatal(err)
@@ -73,14 +97,16 @@ func startProsody(t TB, o ServerOptions) *Server {
 	)
 	env = append(env, o.Env...)
 
-	cmd := serverCommand(o, "prosody", "--config", cfg, "-F")
+	cmd := serverCommand(o, v.prosody, "--config", cfg, "-F")
 	cmd.Dir = dir
 	cmd.Env = env
 	start := time.Now()
-	p := startProcess(t, "prosody", cmd)
+	p := startProcess(t, v.name, cmd)
 
 	s := &Server{
-		Name:                "prosody",
+		Name:                v.name,
+		Kind:                "prosody",
+		LuaPrefix:           v.luaPrefix,
 		Domain:              UserDomain,
 		C2SAddr:             "127.0.0.1:" + strconv.Itoa(c2s),
 		ComponentAddr:       "127.0.0.1:" + strconv.Itoa(comp),
@@ -91,9 +117,15 @@ func startProsody(t TB, o ServerOptions) *Server {
 		Process:             p,
 		owner:               t,
 	}
+	s.prosodyctl = func(ctx context.Context, args ...string) *exec.Cmd {
+		c := exec.CommandContext(ctx, v.prosodyctl, append([]string{"--config", cfg}, args...)...)
+		c.Dir = dir
+		c.Env = env
+		return c
+	}
 	s.createUsers = func(ctx context.Context, password string, names []string) error {
 		if len(names) >= ProsodyBulkMin && bulkSafe(password, names) {
-			return prosodyBulkCreate(ctx, cfg, dir, env, password, names)
+			return prosodyBulkCreate(ctx, s, password, names)
 		}
 		// prosodyctl writes the account to storage directly (~50 ms a
 		// call); a few at a time keep both cores busy.
@@ -103,10 +135,7 @@ func startProsody(t TB, o ServerOptions) *Server {
 			g.Go(func() error {
 				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				c := exec.CommandContext(ctx, "prosodyctl", "--config", cfg, "register", name, UserDomain, password)
-				c.Dir = dir
-				c.Env = env
-				out, err := c.CombinedOutput()
+				out, err := s.Prosodyctl(ctx, "register", name, UserDomain, password).CombinedOutput()
 				if err != nil {
 					return fmt.Errorf("prosodyctl register %s: %v: %s", name, err, strings.TrimSpace(string(out)))
 				}
@@ -119,7 +148,7 @@ func startProsody(t TB, o ServerOptions) *Server {
 	s.shell = func(ctx context.Context, lua string) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		c := exec.CommandContext(ctx, "prosodyctl", "--config", cfg, "shell", ">"+lua)
+		c := exec.CommandContext(ctx, v.prosodyctl, "--config", cfg, "shell", ">"+lua)
 		c.Dir = dir
 		c.Env = env
 		out, err := c.CombinedOutput()
@@ -127,7 +156,7 @@ func startProsody(t TB, o ServerOptions) *Server {
 	}
 	s.waitReady = func(ctx context.Context, p *Process) error {
 		for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
-			if err := WaitFor(ctx, p, 20*time.Second, "prosody to listen on "+addr, DialCheck(addr)); err != nil {
+			if err := WaitFor(ctx, p, 20*time.Second, v.name+" to listen on "+addr, DialCheck(addr)); err != nil {
 				return err
 			}
 		}
@@ -136,7 +165,7 @@ func startProsody(t TB, o ServerOptions) *Server {
 	if err := s.waitReady(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("prosody ready in %v: c2s %s, component %s", time.Since(start).Round(time.Millisecond), s.C2SAddr, s.ComponentAddr)
+	t.Logf("%s ready in %v: c2s %s, component %s", v.name, time.Since(start).Round(time.Millisecond), s.C2SAddr, s.ComponentAddr)
 	return s
 }
 
@@ -149,12 +178,12 @@ const ProsodyBulkMin = 20
 // (mod_admin_shell): one `prosodyctl shell` call per 500 names runs a Lua
 // loop over usermanager.create_user in the server, ~2 ms a user (the
 // password hash) instead of ~70 ms a prosodyctl process.
-func prosodyBulkCreate(ctx context.Context, cfg, dir string, env []string, password string, names []string) error {
+func prosodyBulkCreate(ctx context.Context, s *Server, password string, names []string) error {
 	const batch = 500
 	for len(names) > 0 {
 		n := min(batch, len(names))
 		var lua strings.Builder
-		lua.WriteString(`>local um = require "prosody.core.usermanager"; local n = 0; for _, u in ipairs({`)
+		fmt.Fprintf(&lua, `>local um = require "%score.usermanager"; local n = 0; for _, u in ipairs({`, s.LuaPrefix)
 		for i, name := range names[:n] {
 			if i > 0 {
 				lua.WriteByte(',')
@@ -163,10 +192,7 @@ func prosodyBulkCreate(ctx context.Context, cfg, dir string, env []string, passw
 		}
 		fmt.Fprintf(&lua, `}) do local ok, err = um.create_user(u, %q, %q); if not ok then error(u .. ": " .. tostring(err)) end; n = n + 1 end; return n`, password, UserDomain)
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		c := exec.CommandContext(cctx, "prosodyctl", "--config", cfg, "shell", lua.String())
-		c.Dir = dir
-		c.Env = env
-		out, err := c.CombinedOutput()
+		out, err := s.Prosodyctl(cctx, "shell", lua.String()).CombinedOutput()
 		cancel()
 		if want := fmt.Sprintf("Result: %d", n); err != nil || !strings.Contains(string(out), want) {
 			return fmt.Errorf("prosodyctl shell (creating %d users from %q): %v: %s", n, names[0], err, strings.TrimSpace(string(out)))

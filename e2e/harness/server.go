@@ -20,8 +20,11 @@ const (
 // Server is a running XMPP server under test, started from the deploy/
 // configuration on free loopback ports in a temporary directory.
 type Server struct {
-	// Name is the runner's name: "prosody" or "ejabberd".
+	// Name is the runner's name: "prosody", "ejabberd" or "prosody012".
 	Name string
+	// Kind is the server software: "prosody" (13, or 0.12 for the runner
+	// prosody012) or "ejabberd".
+	Kind string
 	// Domain is the users' domain.
 	Domain string
 	// C2SAddr is the host:port of the client listener (plain TCP).
@@ -46,6 +49,12 @@ type Server struct {
 	APIURL string
 	// Erlang is ejabberd's Erlang node, for probes; nil for Prosody.
 	Erlang *ErlangNode
+	// LuaPrefix is the prefix of Prosody's own Lua modules in require:
+	// "prosody." (require "prosody.core.rostermanager") since Prosody 13,
+	// "" in 0.12 (require "core.rostermanager").
+	LuaPrefix string
+	// prosodyctl is Prosody's prosodyctl for this server; nil for ejabberd.
+	prosodyctl func(ctx context.Context, args ...string) *exec.Cmd
 
 	createUsers func(ctx context.Context, password string, names []string) error
 	// shell runs Lua inside the server (Prosody only).
@@ -115,6 +124,16 @@ func (s *Server) ProsodyShell(t TB, lua string) string {
 	return out
 }
 
+// Prosodyctl returns the command `prosodyctl --config <the server's> args...`
+// of the server's Prosody version, with its directory and environment (for
+// `prosodyctl shell`, the running server's admin socket); nil on ejabberd.
+func (s *Server) Prosodyctl(ctx context.Context, args ...string) *exec.Cmd {
+	if s.prosodyctl == nil {
+		return nil
+	}
+	return s.prosodyctl(ctx, args...)
+}
+
 // ErlangNode is how to reach a server's Erlang node from another one.
 type ErlangNode struct {
 	Name     string // e.g. e2e123_4567@localhost
@@ -145,9 +164,9 @@ type ServerOptions struct {
 
 // Runner starts one kind of server.
 type Runner struct {
-	// Name is "prosody" or "ejabberd".
+	// Name is "prosody", "ejabberd" or "prosody012".
 	Name string
-	// Binaries must all be on PATH.
+	// Binaries must all be on PATH (or be absolute paths).
 	Binaries []string
 	// Options say how Start starts the server.
 	Options ServerOptions
@@ -155,11 +174,15 @@ type Runner struct {
 	start func(t TB, o ServerOptions) *Server
 }
 
-// Runners returns a runner for every server, Prosody first.
+// Runners returns a runner for every server, Prosody 13 first: "prosody"
+// (13, on PATH), "ejabberd" and "prosody012" (Debian bookworm's Prosody
+// 0.12.3 and its prosody-modules, unpacked in Prosody012Dir by
+// deploy/install-servers.sh).
 func Runners() []Runner {
 	return []Runner{
-		{Name: "prosody", Binaries: []string{"prosody", "prosodyctl"}, start: startProsody},
+		{Name: "prosody", Binaries: []string{"prosody", "prosodyctl"}, start: prosody13.start},
 		{Name: "ejabberd", Binaries: []string{"ejabberdctl"}, start: startEjabberd},
+		{Name: "prosody012", Binaries: []string{prosody012.prosody, prosody012.prosodyctl}, start: prosody012.start},
 	}
 }
 
