@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
 )
 
@@ -42,6 +43,7 @@ type Metrics struct {
 	skipped         prometheus.Counter
 	iqDuration      *prometheus.HistogramVec
 	backendDuration *prometheus.HistogramVec
+	conditional     *prometheus.CounterVec
 	connected       prometheus.Gauge
 	privilege       *prometheus.GaugeVec
 	syncsInFlight   prometheus.Gauge
@@ -85,6 +87,9 @@ func New() *Metrics {
 		backendDuration: prometheus.NewHistogramVec(histogram("backend_request_duration_seconds",
 			"Roster fetches from the backend, body included, by status class (2xx, 4xx, 5xx ...; error when no answer was read).", prometheus.DefBuckets),
 			[]string{"class"}),
+		conditional: prometheus.NewCounterVec(counter("backend_conditional_fetches_total",
+			"Roster fetches that sent the validators of the user's last answer (If-None-Match, If-Modified-Since), by outcome: "+
+				"not_modified (304), modified (200) or error."), []string{"outcome"}),
 		connected: prometheus.NewGauge(gauge("xmpp_connected",
 			"1 while the component is connected to the XMPP server, else 0.")),
 		privilege: prometheus.NewGaugeVec(gauge("roster_privilege_granted",
@@ -102,7 +107,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.refreshRequests, m.refreshDuration, m.userSyncs, m.syncDuration, m.itemsChanged, m.skipped,
-		m.iqDuration, m.backendDuration, m.connected, m.privilege, m.syncsInFlight, m.reconnects, m.logins, m.onlineUsers,
+		m.iqDuration, m.backendDuration, m.conditional, m.connected, m.privilege, m.syncsInFlight, m.reconnects, m.logins, m.onlineUsers,
 	)
 	for _, o := range rostersync.LoginOutcomes {
 		m.logins.WithLabelValues(o)
@@ -113,6 +118,9 @@ func New() *Metrics {
 	}
 	for _, op := range []string{"added", "updated", "removed"} {
 		m.itemsChanged.WithLabelValues(op)
+	}
+	for _, o := range []string{rosterhttp.ConditionalNotModified, rosterhttp.ConditionalModified, rosterhttp.ConditionalError} {
+		m.conditional.WithLabelValues(o)
 	}
 	return m
 }
@@ -206,4 +214,9 @@ func (m *Metrics) Granted(domain string, rosterReadWrite bool) {
 // FetchDone implements rosterhttp.Observer.
 func (m *Metrics) FetchDone(class string, d time.Duration) {
 	m.backendDuration.WithLabelValues(class).Observe(d.Seconds())
+}
+
+// ConditionalFetch implements rosterhttp.Observer.
+func (m *Metrics) ConditionalFetch(outcome string) {
+	m.conditional.WithLabelValues(outcome).Inc()
 }
