@@ -104,6 +104,10 @@ type Syncer struct {
 	// subscription of a write (the server software does not change while
 	// the sidecar runs); unset until learnt.
 	subscriptionKept *bool
+	// learning is held by the sync that learns subscriptionKept by writing
+	// an item that differs only in subscription (at most one such write
+	// per process when it succeeds).
+	learning chan struct{}
 }
 
 // userQueue is the sync running for one user and the one queued after it.
@@ -122,7 +126,8 @@ func NewSyncer(cfg SyncerConfig, link Link, store Store, fetch Fetcher, log *slo
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
 		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
-		synced: map[string]time.Time{}, pruneSize: minPruneSize}
+		synced: map[string]time.Time{}, pruneSize: minPruneSize,
+		learning: make(chan struct{}, 1)}
 }
 
 // Run returns when ctx ends, after cancelling the syncs still running and
@@ -282,18 +287,23 @@ func (s *Syncer) syncOnce(user string) Result {
 }
 
 func (s *Syncer) sync(ctx context.Context, res *Result) error {
-	owner, desired, current, err := s.read(ctx, res.User)
+	ownerJID, desired, current, err := s.read(ctx, res.User)
 	res.Skipped = desired.Skipped
 	if err != nil {
 		return err
 	}
+	owner := ownerJID.String()
 	compare, known := s.compareSubscription()
 	plan := holdSkipped(Diff(desired.Items, current, compare), desired.Skipped)
-	if err := s.apply(ctx, owner.String(), plan, res); err != nil {
+	var subOnly []roster.Item
+	if !known {
+		plan, subOnly = splitSubscriptionOnly(plan, current)
+	}
+	if err := s.apply(ctx, owner, plan, res); err != nil {
 		return err
 	}
 	if !known {
-		s.learnSubscription(ctx, owner.String(), plan)
+		return s.settleSubscription(ctx, owner, plan, subOnly, res)
 	}
 	return nil
 }
@@ -333,23 +343,114 @@ func (s *Syncer) compareSubscription() (compare, known bool) {
 	return *s.subscriptionKept, true
 }
 
-// learnSubscription reads back one item the plan wrote with a subscription
-// other than none, and records whether the server kept it. It costs one
-// read, once.
-func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan) {
-	var probe *roster.Item
+// splitSubscriptionOnly takes out of the plan's updates, made while
+// CompareAuto has not learnt whether the server keeps subscriptions, the
+// items that differ from the server's only in their subscription and ask
+// for one other than none. Whether to write them depends on what is
+// learnt: on a server that does not keep subscriptions (ejabberd) such a
+// write changes nothing but pushes the item to the user's clients, so they
+// are not written blindly (settleSubscription). An item that asks for
+// none is left in the plan: every server stores that.
+func splitSubscriptionOnly(plan Plan, current []roster.Item) (Plan, []roster.Item) {
+	if len(plan.Update) == 0 {
+		return plan, nil
+	}
+	have := make(map[string]roster.Item, len(current))
+	for _, it := range current {
+		have[contactKey(it.JID)] = it
+	}
+	var updates, subOnly []roster.Item
+	for _, it := range plan.Update {
+		if it.Subscription != roster.SubscriptionNone && differences(have[contactKey(it.JID)], it, false) == nil {
+			subOnly = append(subOnly, it)
+		} else {
+			updates = append(updates, it)
+		}
+	}
+	plan.Update = updates
+	return plan, subOnly
+}
+
+// settleSubscription runs after the plan was applied while CompareAuto has
+// not learnt whether the server keeps subscriptions. It learns that from a
+// write the plan made anyway (an addition or update asking for a
+// subscription other than none), reading it back; else, when there are
+// items that differ only in subscription (subOnly), by writing one of them
+// and reading it back, one sync at a time (the others wait for it, and
+// learn from it). Then it writes the rest of subOnly if the server keeps
+// subscriptions (Prosody: they are applied in this sync) and drops them if
+// it does not (ejabberd: at most that one write per process). It fails
+// when subOnly cannot be settled (the read-back failed).
+func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan, subOnly []roster.Item, res *Result) error {
 	for _, it := range append(plan.Add, plan.Update...) {
 		if it.Subscription != roster.SubscriptionNone {
-			probe = &it
+			s.learnSubscription(ctx, owner, it)
 			break
 		}
 	}
-	if probe == nil {
-		return
+	if len(subOnly) == 0 {
+		return nil
 	}
+	kept, known := s.subscriptionKnown()
+	if !known {
+		select {
+		case s.learning <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting to learn how the server stores subscriptions: %w", ctx.Err())
+		}
+		if kept, known = s.subscriptionKnown(); !known {
+			probe := subOnly[0]
+			subOnly = subOnly[1:]
+			err := s.applyMore(ctx, owner, Plan{Update: []roster.Item{probe}}, res)
+			if err == nil {
+				kept, known = s.learnSubscription(ctx, owner, probe)
+			}
+			<-s.learning
+			if err != nil {
+				return err
+			}
+			if !known {
+				return fmt.Errorf("cannot tell whether the server keeps roster subscriptions: reading back %s failed", probe.JID)
+			}
+		} else {
+			<-s.learning
+		}
+	}
+	if !kept || len(subOnly) == 0 {
+		return nil
+	}
+	return s.applyMore(ctx, owner, Plan{Update: subOnly}, res)
+}
+
+// applyMore applies plan like apply, adding its counts to res.
+func (s *Syncer) applyMore(ctx context.Context, owner string, plan Plan, res *Result) error {
+	more := Result{User: res.User}
+	err := s.apply(ctx, owner, plan, &more)
+	res.Added += more.Added
+	res.Updated += more.Updated
+	res.Removed += more.Removed
+	return err
+}
+
+// subscriptionKnown returns whether the server keeps subscriptions, if
+// learnt.
+func (s *Syncer) subscriptionKnown() (kept, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subscriptionKept == nil {
+		return false, false
+	}
+	return *s.subscriptionKept, true
+}
+
+// learnSubscription reads back probe, an item just written with a
+// subscription other than none, and records whether the server kept its
+// subscription. It returns what is known then: known is false when the
+// read failed or did not find the item.
+func (s *Syncer) learnSubscription(ctx context.Context, owner string, probe roster.Item) (kept, known bool) {
 	items, err := s.store.Roster(ctx, owner)
 	if err != nil {
-		return
+		return s.subscriptionKnown()
 	}
 	for _, it := range items {
 		if contactKey(it.JID) == contactKey(probe.JID) {
@@ -361,9 +462,10 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan)
 			if first {
 				s.log.Info("learnt how the server stores roster subscriptions", "domain", strings.ToLower(s.cfg.UserDomain), "subscription_honoured", kept)
 			}
-			return
+			return kept, true
 		}
 	}
+	return s.subscriptionKnown()
 }
 
 // apply makes the plan's writes, at most Window in flight, and counts what
