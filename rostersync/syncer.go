@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/internal/lru"
 	"roster-sidecar/roster"
 	"roster-sidecar/rosterhttp"
 )
@@ -76,6 +77,23 @@ type SyncerConfig struct {
 	// could pile up work. Beyond it, a sync of another user fails with
 	// ErrBusy.
 	MaxPending int
+	// RememberUsers bounds the users whose last sync is remembered, the
+	// least recently synced forgotten first, so that a later sync can
+	// fetch conditionally through a ConditionalFetcher (send the
+	// validators of the backend's last answer) and end at its 304 when the
+	// server roster is known in line (see ReconcileInterval). Zero
+	// remembers none: every sync fetches and reads in full.
+	RememberUsers int
+	// ReconcileInterval is how long after the server roster was last seen
+	// in line with the backend (read in full, or found unchanged by a
+	// versioned read) a sync whose backend answers 304 may skip reading it
+	// when no versioned read can say it is unchanged (Prosody; ejabberd
+	// until a full read finds it in line after a sync that wrote). A
+	// change made on the server behind the sidecar's back is reverted by
+	// the first sync that starts ReconcileInterval after the last full
+	// read, or by the next one where a versioned read sees it. Zero always
+	// reads.
+	ReconcileInterval time.Duration
 }
 
 // Syncer brings users' rosters in line with the backend. Syncs of one user
@@ -108,6 +126,11 @@ type Syncer struct {
 	// an item that differs only in subscription (at most one such write
 	// per process when it succeeds).
 	learning chan struct{}
+
+	// states remembers users' last syncs for conditional fetches (nil when
+	// RememberUsers is zero); epoch counts forgetAll calls.
+	states *lru.Cache[stateKey, syncState]
+	epoch  atomic.Uint64
 }
 
 // userQueue is the sync running for one user and the one queued after it.
@@ -127,12 +150,19 @@ func NewSyncer(cfg SyncerConfig, link Link, store Store, fetch Fetcher, log *slo
 	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
 		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
 		synced: map[string]time.Time{}, pruneSize: minPruneSize,
-		learning: make(chan struct{}, 1)}
+		learning: make(chan struct{}, 1), states: newStates(cfg.RememberUsers)}
 }
 
 // Run returns when ctx ends, after cancelling the syncs still running and
 // waiting for them; syncs requested later fail with ErrStopped.
 func (s *Syncer) Run(ctx context.Context) error {
+	if s.states != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watchLink(s.ctx)
+		}()
+	}
 	select {
 	case <-ctx.Done():
 	case <-s.ctx.Done():
@@ -282,22 +312,29 @@ func (s *Syncer) syncOnce(user string) Result {
 		s.cfg.Observer.SyncEnded(res, d)
 	}
 	s.log.Debug("user sync", "user", user, "added", res.Added, "updated", res.Updated, "removed", res.Removed,
-		"skipped", len(res.Skipped), "error", res.Err, "duration", d.Round(time.Microsecond))
+		"skipped", len(res.Skipped), "not_modified", res.NotModified, "read", res.Read, "error", res.Err,
+		"duration", d.Round(time.Microsecond))
 	return res
 }
 
-func (s *Syncer) sync(ctx context.Context, res *Result) error {
-	ownerJID, desired, current, err := s.read(ctx, res.User)
-	res.Skipped = desired.Skipped
-	if err != nil {
+// sync brings the user's roster in line (see readSync for what a 304 of
+// the backend saves).
+func (s *Syncer) sync(ctx context.Context, res *Result) (err error) {
+	in, err := s.readSync(ctx, res)
+	defer func() {
+		res.Err = err
+		s.settle(in, res)
+	}()
+	res.Skipped = in.desired.Skipped
+	if err != nil || in.done {
 		return err
 	}
-	owner := ownerJID.String()
+	owner := in.owner.String()
 	compare, known := s.compareSubscription()
-	plan := holdSkipped(Diff(desired.Items, current, compare), desired.Skipped)
+	plan := holdSkipped(Diff(in.desired.Items, in.current, compare), in.desired.Skipped)
 	var subOnly []roster.Item
 	if !known {
-		plan, subOnly = splitSubscriptionOnly(plan, current)
+		plan, subOnly = splitSubscriptionOnly(plan, in.current)
 	}
 	if err := s.apply(ctx, owner, plan, res); err != nil {
 		return err
