@@ -3,6 +3,7 @@ package rostersync
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"time"
 
@@ -147,6 +148,9 @@ func (s *Syncer) readSync(ctx context.Context, res *Result) (in syncInput, err e
 		return in, err
 	}
 	if in.desired.NotModified {
+		if !byVersion && !byInterval {
+			return in, errors.New("the backend's roster fetch returned 304 Not Modified to a request that was not conditional")
+		}
 		res.NotModified = true
 		if !byVersion {
 			res.Read, in.done = ReadSkipped, true

@@ -27,6 +27,7 @@ type condFetcher struct {
 	version      map[string]int
 	remembered   map[string]int // the client's cache: version last answered
 	noValidators bool
+	always304    bool // answers NotModified even when not asked (a broken fetcher)
 	fail         error
 	// calls records each fetch: "plain", "if-changed 304", "if-changed 200",
 	// "unconditional".
@@ -61,7 +62,7 @@ func (f *condFetcher) FetchChanged(_ context.Context, owner jid.JID, ifChanged b
 		return rosterhttp.Roster{}, f.fail
 	}
 	v, ok := f.remembered[u]
-	if ifChanged && ok && v == f.version[u] {
+	if f.always304 || ifChanged && ok && v == f.version[u] {
 		f.calls = append(f.calls, "if-changed 304")
 		return rosterhttp.Roster{NotModified: true}, nil
 	}
@@ -368,4 +369,19 @@ func TestRememberedUserMemory(t *testing.T) {
 		t.Errorf("%.0f bytes per remembered user, more than the documented %d", per, stateBytes)
 	}
 	runtime.KeepAlive(states)
+}
+
+// A NotModified the Syncer did not ask for fails the sync rather than
+// skip it.
+func TestConditionalSyncUnaskedNotModified(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	s, f := newCondSyncer(t, srv, 0, 100)
+	f.set("john", item("marie@example.test", "Marie"))
+	f.always304 = true
+	if res := s.Sync(context.Background(), "john"); res.Err == nil || res.NotModified || res.Read != "" {
+		t.Fatalf("sync = %+v, want an error", res)
+	}
+	if n := srv.Counts(); n.Gets != 0 || n.Sets != 0 {
+		t.Fatalf("server saw %+v", n)
+	}
 }
