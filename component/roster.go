@@ -29,31 +29,76 @@ func (c *Conn) Roster(ctx context.Context, owner string) ([]roster.Item, error) 
 	return decodeRoster(raw), nil
 }
 
+// RosterSince reads owner's roster like Roster, asking for roster
+// versioning (XEP-0237) with ver, the version of an earlier read ("" for
+// none: the server then sends the whole roster and, if it supports
+// versioning, its version). When the server answers that the roster has
+// not changed since ver (a result without <query/>, to a non-empty ver),
+// unchanged is true and items is nil. Otherwise items is the whole roster
+// and version the one the server gives it ("" when it gives none: Prosody's
+// mod_privilege ignores ver). It implements rostersync.VersionedStore.
+func (c *Conn) RosterSince(ctx context.Context, owner, ver string) (items []roster.Item, version string, unchanged bool, err error) {
+	sess := c.session()
+	if sess == nil {
+		return nil, "", false, fmt.Errorf("read roster of %s: %w", owner, ErrDisconnected)
+	}
+	raw, err := c.roundTrip(ctx, sess, "get", owner, func(id string) error {
+		return sess.relay.Send(appendGet(nil, id, c.cfg.Domain, owner, versionedQuery(ver)))
+	})
+	if err != nil {
+		return nil, "", false, fmt.Errorf("read roster of %s: %w", owner, err)
+	}
+	if raw == nil && ver != "" {
+		return nil, "", true, nil
+	}
+	items, version = decodeVersioned(raw)
+	return items, version, false, nil
+}
+
+// versionedQuery is the payload of a roster GET with the ver attribute.
+func versionedQuery(ver string) string {
+	b := appendAttr([]byte(`<query xmlns="jabber:iq:roster"`), "ver", ver, false)
+	return string(append(b, "></query>"...))
+}
+
 // rosterResult is what decodeRoster reads of a roster GET result: strings
 // only, so decoding cannot fail on content.
 type rosterResult struct {
-	Items []struct {
-		JID          string   `xml:"jid,attr"`
-		Name         string   `xml:"name,attr"`
-		Subscription string   `xml:"subscription,attr"`
-		Ask          string   `xml:"ask,attr"`
-		Groups       []string `xml:"jabber:iq:roster group"`
-	} `xml:"jabber:iq:roster query>item"`
+	Query *struct {
+		Ver   string `xml:"ver,attr"`
+		Items []struct {
+			JID          string   `xml:"jid,attr"`
+			Name         string   `xml:"name,attr"`
+			Subscription string   `xml:"subscription,attr"`
+			Ask          string   `xml:"ask,attr"`
+			Groups       []string `xml:"jabber:iq:roster group"`
+		} `xml:"jabber:iq:roster item"`
+	} `xml:"jabber:iq:roster query"`
 }
 
 // decodeRoster returns the items of a roster GET result; a result without
 // <query/> (raw nil) is an empty roster.
 func decodeRoster(raw []byte) []roster.Item {
+	items, _ := decodeVersioned(raw)
+	return items
+}
+
+// decodeVersioned is decodeRoster that also returns the roster's version,
+// the ver attribute of <query/> ("" when absent).
+func decodeVersioned(raw []byte) ([]roster.Item, string) {
 	if raw == nil {
-		return nil
+		return nil, ""
 	}
 	var r rosterResult
 	_ = xml.Unmarshal(raw, &r) // the relay has read it whole: it is well-formed
-	items := make([]roster.Item, len(r.Items))
-	for i, it := range r.Items {
+	if r.Query == nil {
+		return []roster.Item{}, ""
+	}
+	items := make([]roster.Item, len(r.Query.Items))
+	for i, it := range r.Query.Items {
 		items[i] = roster.Item{JID: it.JID, Name: it.Name, Groups: it.Groups, Subscription: it.Subscription, Ask: it.Ask}
 	}
-	return items
+	return items, r.Query.Ver
 }
 
 // Put adds or replaces one item of owner's roster with a privileged SET.

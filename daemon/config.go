@@ -55,4 +55,11 @@ type Config struct {
 	EjabberdAPITime  time.Duration
 	LogLevel         slog.Level
 	LogJSON          bool
+
+	// BackendConditional is how many users' backend validators and last
+	// syncs are remembered for conditional fetches; 0 disables them.
+	BackendConditional int
+	// ReconcileInterval is how long after a full read a 304 may skip
+	// reading the server roster where no versioned read exists.
+	ReconcileInterval time.Duration
 }

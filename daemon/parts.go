@@ -50,6 +50,7 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 	}
 	bcfg.MaxNameBytes, bcfg.MaxGroupBytes, bcfg.MaxGroups = cfg.BackendMaxName, cfg.BackendMaxGroup, cfg.BackendMaxGroups
 	bcfg.MaxItems, bcfg.MaxItemBytes = cfg.BackendMaxItems, cfg.BackendMaxItem
+	bcfg.ConditionalCache = cfg.BackendConditional
 	ccfg := component.Config{
 		Address:        cfg.XMPPAddress,
 		Domain:         cfg.XMPPDomain,
@@ -73,6 +74,9 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 		RememberSyncs:       cfg.LoginMinInterval,
 		MaxPending:          cfg.MaxPending,
 	}
+	// The Syncer remembers the same users as the backend client: a 304
+	// is only of use with both.
+	scfg.RememberUsers, scfg.ReconcileInterval = cfg.BackendConditional, cfg.ReconcileInterval
 	if m != nil {
 		bcfg.Observer, ccfg.Observer, scfg.Observer = m, m, m
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
 )
 
@@ -42,6 +43,8 @@ type Metrics struct {
 	skipped         prometheus.Counter
 	iqDuration      *prometheus.HistogramVec
 	backendDuration *prometheus.HistogramVec
+	conditional     *prometheus.CounterVec
+	serverReads     *prometheus.CounterVec
 	connected       prometheus.Gauge
 	privilege       *prometheus.GaugeVec
 	syncsInFlight   prometheus.Gauge
@@ -85,6 +88,13 @@ func New() *Metrics {
 		backendDuration: prometheus.NewHistogramVec(histogram("backend_request_duration_seconds",
 			"Roster fetches from the backend, body included, by status class (2xx, 4xx, 5xx ...; error when no answer was read).", prometheus.DefBuckets),
 			[]string{"class"}),
+		conditional: prometheus.NewCounterVec(counter("backend_conditional_fetches_total",
+			"Roster fetches that sent the validators of the user's last answer (If-None-Match, If-Modified-Since), by outcome: "+
+				"not_modified (304), modified (200) or error."), []string{"outcome"}),
+		serverReads: prometheus.NewCounterVec(counter("server_roster_reads_total",
+			"How syncs read the user's roster on the XMPP server: full (the whole roster), unchanged (a versioned read, XEP-0237, "+
+				"found it unchanged since the last sync) or skipped (the backend answered 304 within sync.reconcile_interval of the last full read)."),
+			[]string{"read"}),
 		connected: prometheus.NewGauge(gauge("xmpp_connected",
 			"1 while the component is connected to the XMPP server, else 0.")),
 		privilege: prometheus.NewGaugeVec(gauge("roster_privilege_granted",
@@ -102,7 +112,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.refreshRequests, m.refreshDuration, m.userSyncs, m.syncDuration, m.itemsChanged, m.skipped,
-		m.iqDuration, m.backendDuration, m.connected, m.privilege, m.syncsInFlight, m.reconnects, m.logins, m.onlineUsers,
+		m.iqDuration, m.backendDuration, m.conditional, m.serverReads, m.connected, m.privilege, m.syncsInFlight, m.reconnects, m.logins, m.onlineUsers,
 	)
 	for _, o := range rostersync.LoginOutcomes {
 		m.logins.WithLabelValues(o)
@@ -113,6 +123,12 @@ func New() *Metrics {
 	}
 	for _, op := range []string{"added", "updated", "removed"} {
 		m.itemsChanged.WithLabelValues(op)
+	}
+	for _, o := range []string{rosterhttp.ConditionalNotModified, rosterhttp.ConditionalModified, rosterhttp.ConditionalError} {
+		m.conditional.WithLabelValues(o)
+	}
+	for _, r := range []string{rostersync.ReadFull, rostersync.ReadUnchanged, rostersync.ReadSkipped} {
+		m.serverReads.WithLabelValues(r)
 	}
 	return m
 }
@@ -160,6 +176,9 @@ func (m *Metrics) SyncEnded(res rostersync.Result, d time.Duration) {
 	m.itemsChanged.WithLabelValues("updated").Add(float64(res.Updated))
 	m.itemsChanged.WithLabelValues("removed").Add(float64(res.Removed))
 	m.skipped.Add(float64(len(res.Skipped)))
+	if res.Read != "" {
+		m.serverReads.WithLabelValues(res.Read).Inc()
+	}
 }
 
 // IQDone implements component.ConnObserver.
@@ -206,4 +225,9 @@ func (m *Metrics) Granted(domain string, rosterReadWrite bool) {
 // FetchDone implements rosterhttp.Observer.
 func (m *Metrics) FetchDone(class string, d time.Duration) {
 	m.backendDuration.WithLabelValues(class).Observe(d.Seconds())
+}
+
+// ConditionalFetch implements rosterhttp.Observer.
+func (m *Metrics) ConditionalFetch(outcome string) {
+	m.conditional.WithLabelValues(outcome).Inc()
 }

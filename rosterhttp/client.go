@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"roster-sidecar/internal/lru"
 )
 
 // Defaults of the Config fields left zero (Timeout, MaxBodyBytes), and
@@ -58,6 +60,12 @@ type Config struct {
 	// are the Limits of the answers (see Limits.Parse); each takes its
 	// default when zero.
 	MaxNameBytes, MaxGroupBytes, MaxGroups, MaxItems, MaxItemBytes int
+	// ConditionalCache is how many users' validators (the ETag and
+	// Last-Modified of their last answer) FetchChanged remembers at most,
+	// the least recently used forgotten first; zero or less remembers none,
+	// and FetchChanged then fetches like Fetch. Each entry takes about
+	// 180 bytes with a 64-byte ETag (DefaultConditionalCache: 18 MB).
+	ConditionalCache int
 	// Observer, when not nil, is told about every fetch (for metrics).
 	Observer Observer
 }
@@ -70,6 +78,9 @@ type Observer interface {
 	// complete answer was read (network error, timeout, body too large);
 	// d runs from sending the request to reading the body.
 	FetchDone(class string, d time.Duration)
+	// ConditionalFetch reports a fetch that sent validators (FetchChanged):
+	// ConditionalNotModified, ConditionalModified or ConditionalError.
+	ConditionalFetch(outcome string)
 }
 
 // Client fetches rosters from the backend. It is safe for concurrent use and
@@ -86,6 +97,9 @@ type Client struct {
 	limits         Limits
 	// secrets are what error texts hide of the URL (urlSecrets).
 	secrets []string
+	// validators holds each user's last validators for FetchChanged; nil
+	// when Config.ConditionalCache is zero.
+	validators *lru.Cache[cacheKey, validators]
 }
 
 // New checks cfg and returns a Client for it.
@@ -96,6 +110,7 @@ func New(cfg Config) (*Client, error) {
 		maxRedirects: cfg.MaxRedirects,
 		header:       make(http.Header, len(cfg.Headers)),
 		observer:     cfg.Observer,
+		validators:   newValidatorCache(cfg.ConditionalCache),
 	}
 	var ok bool
 	c.prefix, c.suffix, ok = strings.Cut(cfg.URLTemplate, "%s")
@@ -253,15 +268,39 @@ func (c *Client) url(localpart string) string {
 // a redirect's Location); a network error may name the backend's host and
 // port.
 func (c *Client) Fetch(ctx context.Context, owner jid.JID) (Roster, error) {
-	r, err := c.fetch(ctx, owner)
+	return c.fetchRoster(ctx, owner, false, false)
+}
+
+// FetchChanged is Fetch for the sync engine: it remembers the validators
+// (ETag, Last-Modified) of each 200 answer, and with ifChanged it sends
+// those of the user's last answer as If-None-Match and If-Modified-Since.
+// The backend's 304 Not Modified to that returns a Roster with only
+// NotModified set: the backend's roster is still the one of that last
+// answer. A 304 to a request without validators is an error, as with
+// Fetch.
+//
+// The remembered validators are always those of the user's last answer
+// fetched by FetchChanged, so a caller that serialises its calls per user
+// (as rostersync.Syncer does) knows which answer a 304 refers to: a failed
+// fetch, or an answer without validators, forgets them, and Fetch neither
+// uses nor changes them. At most Config.ConditionalCache users are
+// remembered; with none, FetchChanged is Fetch.
+func (c *Client) FetchChanged(ctx context.Context, owner jid.JID, ifChanged bool) (Roster, error) {
+	return c.fetchRoster(ctx, owner, c.validators != nil, ifChanged)
+}
+
+// fetchRoster is Fetch, remembering validators when remember, and sending
+// them when also ifChanged.
+func (c *Client) fetchRoster(ctx context.Context, owner jid.JID, remember, ifChanged bool) (Roster, error) {
+	r, err := c.fetch(ctx, owner, remember, ifChanged)
 	if err != nil {
 		return Roster{}, fmt.Errorf("fetch roster of %s: %w", owner.Bare(), redact(err, c.secrets))
 	}
 	return r, nil
 }
 
-// fetch does the work of Fetch; its errors lack the user.
-func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
+// fetch does the work of fetchRoster; its errors lack the user.
+func (c *Client) fetch(parent context.Context, owner jid.JID, remember, ifChanged bool) (r Roster, err error) {
 	if owner.Localpart() == "" {
 		return Roster{}, errors.New("the user's JID has no localpart")
 	}
@@ -281,16 +320,49 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 	for name, values := range c.header {
 		req.Header[name] = values
 	}
+	var key cacheKey
+	conditional := false
+	if remember {
+		key = keyOf(local)
+		if v, ok := c.validators.Get(key); ok && ifChanged {
+			v.set(req.Header)
+			conditional = true
+		}
+		// Whatever fails forgets the validators: the next fetch is not
+		// conditional.
+		defer func() {
+			if err != nil {
+				c.validators.Delete(key)
+			}
+		}()
+	}
 
 	class, start := "error", time.Now()
 	if c.observer != nil {
-		defer func() { c.observer.FetchDone(class, time.Since(start)) }()
+		defer func() {
+			c.observer.FetchDone(class, time.Since(start))
+			if conditional {
+				outcome := ConditionalModified
+				switch {
+				case err != nil:
+					outcome = ConditionalError
+				case r.NotModified:
+					outcome = ConditionalNotModified
+				}
+				c.observer.ConditionalFetch(outcome)
+			}
+		}()
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return Roster{}, c.failure(parent, ctx, "request", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && conditional {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
+		class = "3xx"
+		return Roster{NotModified: true}, nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
 		class = fmt.Sprintf("%dxx", resp.StatusCode/100)
@@ -304,7 +376,16 @@ func (c *Client) fetch(parent context.Context, owner jid.JID) (Roster, error) {
 		return Roster{}, &TooLargeError{Limit: c.maxBody}
 	}
 	class = "2xx"
-	return c.limits.Parse(body, owner)
+	if r, err = c.limits.Parse(body, owner); err != nil || !remember {
+		return r, err
+	}
+	if v := validatorsOf(resp.Header); !v.empty() {
+		c.validators.Put(key, v)
+		r.Validated = true
+	} else {
+		c.validators.Delete(key)
+	}
+	return r, nil
 }
 
 // failure describes a failed step of a fetch. It drops the URL that net/http

@@ -15,6 +15,12 @@ type classes struct {
 	got []string
 }
 
+func (c *classes) ConditionalFetch(outcome string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got = append(c.got, "conditional "+outcome)
+}
+
 func (c *classes) FetchDone(class string, d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

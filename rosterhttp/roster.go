@@ -21,4 +21,11 @@ type Roster struct {
 	Items []roster.Item
 	// Skipped are the contacts that were rejected, sorted by JID.
 	Skipped []Skipped
+	// NotModified is set, and nothing else, when the backend answered 304
+	// Not Modified to Client.FetchChanged: its roster is still the one of
+	// the user's last answer fetched that way.
+	NotModified bool
+	// Validated is set when Client.FetchChanged remembered the answer's
+	// validators: a later FetchChanged may get NotModified.
+	Validated bool
 }

@@ -34,8 +34,8 @@ type Preview struct {
 	// while the subscription handling is CompareAuto and not yet learnt
 	// (learning needs a write, which a preview never makes). A sync
 	// rewrites them on a server that stores subscriptions (Prosody); on one
-	// that does not (ejabberd) it rewrites them only until its first
-	// read-back, and they stay different. They are not in Update.
+	// that does not (ejabberd) it writes at most one of them per process,
+	// to learn that, and they stay different. They are not in Update.
 	SubscriptionOnly []Change
 	// Skipped lists backend contacts that would not be applied.
 	Skipped []rosterhttp.Skipped

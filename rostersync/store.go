@@ -54,8 +54,16 @@ type Result struct {
 	// Added, Updated and Removed count the roster items changed on the
 	// server.
 	Added, Updated, Removed int
-	// Skipped lists backend contacts that were not applied (invalid JIDs).
+	// Skipped lists backend contacts that were not applied (invalid JIDs);
+	// empty when the backend answered 304 (NotModified).
 	Skipped []rosterhttp.Skipped
+	// NotModified is set when the backend answered 304 Not Modified: its
+	// roster is the one the last sync of the user brought in.
+	NotModified bool
+	// Read says how the server roster was read: ReadFull, ReadUnchanged or
+	// ReadSkipped (the two where nothing was written: a successful no-op),
+	// or "" when it was not (the sync failed first).
+	Read string
 	// Err is nil when the roster now equals the backend's.
 	Err error
 }

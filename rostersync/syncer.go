@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/internal/lru"
 	"roster-sidecar/roster"
 	"roster-sidecar/rosterhttp"
 )
@@ -76,6 +77,23 @@ type SyncerConfig struct {
 	// could pile up work. Beyond it, a sync of another user fails with
 	// ErrBusy.
 	MaxPending int
+	// RememberUsers bounds the users whose last sync is remembered, the
+	// least recently synced forgotten first, so that a later sync can
+	// fetch conditionally through a ConditionalFetcher (send the
+	// validators of the backend's last answer) and end at its 304 when the
+	// server roster is known in line (see ReconcileInterval). Zero
+	// remembers none: every sync fetches and reads in full.
+	RememberUsers int
+	// ReconcileInterval is how long after the server roster was last seen
+	// in line with the backend (read in full, or found unchanged by a
+	// versioned read) a sync whose backend answers 304 may skip reading it
+	// when no versioned read can say it is unchanged (Prosody; ejabberd
+	// until a full read finds it in line after a sync that wrote). A
+	// change made on the server behind the sidecar's back is reverted by
+	// the first sync that starts ReconcileInterval after the last full
+	// read, or by the next one where a versioned read sees it. Zero always
+	// reads.
+	ReconcileInterval time.Duration
 }
 
 // Syncer brings users' rosters in line with the backend. Syncs of one user
@@ -104,6 +122,15 @@ type Syncer struct {
 	// subscription of a write (the server software does not change while
 	// the sidecar runs); unset until learnt.
 	subscriptionKept *bool
+	// learning is held by the sync that learns subscriptionKept by writing
+	// an item that differs only in subscription (at most one such write
+	// per process when it succeeds).
+	learning chan struct{}
+
+	// states remembers users' last syncs for conditional fetches (nil when
+	// RememberUsers is zero); epoch counts forgetAll calls.
+	states *lru.Cache[stateKey, syncState]
+	epoch  atomic.Uint64
 }
 
 // userQueue is the sync running for one user and the one queued after it.
@@ -122,12 +149,20 @@ func NewSyncer(cfg SyncerConfig, link Link, store Store, fetch Fetcher, log *slo
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
 		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
-		synced: map[string]time.Time{}, pruneSize: minPruneSize}
+		synced: map[string]time.Time{}, pruneSize: minPruneSize,
+		learning: make(chan struct{}, 1), states: newStates(cfg.RememberUsers)}
 }
 
 // Run returns when ctx ends, after cancelling the syncs still running and
 // waiting for them; syncs requested later fail with ErrStopped.
 func (s *Syncer) Run(ctx context.Context) error {
+	if s.states != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watchLink(s.ctx)
+		}()
+	}
 	select {
 	case <-ctx.Done():
 	case <-s.ctx.Done():
@@ -277,23 +312,35 @@ func (s *Syncer) syncOnce(user string) Result {
 		s.cfg.Observer.SyncEnded(res, d)
 	}
 	s.log.Debug("user sync", "user", user, "added", res.Added, "updated", res.Updated, "removed", res.Removed,
-		"skipped", len(res.Skipped), "error", res.Err, "duration", d.Round(time.Microsecond))
+		"skipped", len(res.Skipped), "not_modified", res.NotModified, "read", res.Read, "error", res.Err,
+		"duration", d.Round(time.Microsecond))
 	return res
 }
 
-func (s *Syncer) sync(ctx context.Context, res *Result) error {
-	owner, desired, current, err := s.read(ctx, res.User)
-	res.Skipped = desired.Skipped
-	if err != nil {
+// sync brings the user's roster in line (see readSync for what a 304 of
+// the backend saves).
+func (s *Syncer) sync(ctx context.Context, res *Result) (err error) {
+	in, err := s.readSync(ctx, res)
+	defer func() {
+		res.Err = err
+		s.settle(in, res)
+	}()
+	res.Skipped = in.desired.Skipped
+	if err != nil || in.done {
 		return err
 	}
+	owner := in.owner.String()
 	compare, known := s.compareSubscription()
-	plan := holdSkipped(Diff(desired.Items, current, compare), desired.Skipped)
-	if err := s.apply(ctx, owner.String(), plan, res); err != nil {
+	plan := holdSkipped(Diff(in.desired.Items, in.current, compare), in.desired.Skipped)
+	var subOnly []roster.Item
+	if !known {
+		plan, subOnly = splitSubscriptionOnly(plan, in.current)
+	}
+	if err := s.apply(ctx, owner, plan, res); err != nil {
 		return err
 	}
 	if !known {
-		s.learnSubscription(ctx, owner.String(), plan)
+		return s.settleSubscription(ctx, owner, plan, subOnly, res)
 	}
 	return nil
 }
@@ -333,23 +380,114 @@ func (s *Syncer) compareSubscription() (compare, known bool) {
 	return *s.subscriptionKept, true
 }
 
-// learnSubscription reads back one item the plan wrote with a subscription
-// other than none, and records whether the server kept it. It costs one
-// read, once.
-func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan) {
-	var probe *roster.Item
+// splitSubscriptionOnly takes out of the plan's updates, made while
+// CompareAuto has not learnt whether the server keeps subscriptions, the
+// items that differ from the server's only in their subscription and ask
+// for one other than none. Whether to write them depends on what is
+// learnt: on a server that does not keep subscriptions (ejabberd) such a
+// write changes nothing but pushes the item to the user's clients, so they
+// are not written blindly (settleSubscription). An item that asks for
+// none is left in the plan: every server stores that.
+func splitSubscriptionOnly(plan Plan, current []roster.Item) (Plan, []roster.Item) {
+	if len(plan.Update) == 0 {
+		return plan, nil
+	}
+	have := make(map[string]roster.Item, len(current))
+	for _, it := range current {
+		have[contactKey(it.JID)] = it
+	}
+	var updates, subOnly []roster.Item
+	for _, it := range plan.Update {
+		if it.Subscription != roster.SubscriptionNone && differences(have[contactKey(it.JID)], it, false) == nil {
+			subOnly = append(subOnly, it)
+		} else {
+			updates = append(updates, it)
+		}
+	}
+	plan.Update = updates
+	return plan, subOnly
+}
+
+// settleSubscription runs after the plan was applied while CompareAuto has
+// not learnt whether the server keeps subscriptions. It learns that from a
+// write the plan made anyway (an addition or update asking for a
+// subscription other than none), reading it back; else, when there are
+// items that differ only in subscription (subOnly), by writing one of them
+// and reading it back, one sync at a time (the others wait for it, and
+// learn from it). Then it writes the rest of subOnly if the server keeps
+// subscriptions (Prosody: they are applied in this sync) and drops them if
+// it does not (ejabberd: at most that one write per process). It fails
+// when subOnly cannot be settled (the read-back failed).
+func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan, subOnly []roster.Item, res *Result) error {
 	for _, it := range append(plan.Add, plan.Update...) {
 		if it.Subscription != roster.SubscriptionNone {
-			probe = &it
+			s.learnSubscription(ctx, owner, it)
 			break
 		}
 	}
-	if probe == nil {
-		return
+	if len(subOnly) == 0 {
+		return nil
 	}
+	kept, known := s.subscriptionKnown()
+	if !known {
+		select {
+		case s.learning <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting to learn how the server stores subscriptions: %w", ctx.Err())
+		}
+		if kept, known = s.subscriptionKnown(); !known {
+			probe := subOnly[0]
+			subOnly = subOnly[1:]
+			err := s.applyMore(ctx, owner, Plan{Update: []roster.Item{probe}}, res)
+			if err == nil {
+				kept, known = s.learnSubscription(ctx, owner, probe)
+			}
+			<-s.learning
+			if err != nil {
+				return err
+			}
+			if !known {
+				return fmt.Errorf("cannot tell whether the server keeps roster subscriptions: reading back %s failed", probe.JID)
+			}
+		} else {
+			<-s.learning
+		}
+	}
+	if !kept || len(subOnly) == 0 {
+		return nil
+	}
+	return s.applyMore(ctx, owner, Plan{Update: subOnly}, res)
+}
+
+// applyMore applies plan like apply, adding its counts to res.
+func (s *Syncer) applyMore(ctx context.Context, owner string, plan Plan, res *Result) error {
+	more := Result{User: res.User}
+	err := s.apply(ctx, owner, plan, &more)
+	res.Added += more.Added
+	res.Updated += more.Updated
+	res.Removed += more.Removed
+	return err
+}
+
+// subscriptionKnown returns whether the server keeps subscriptions, if
+// learnt.
+func (s *Syncer) subscriptionKnown() (kept, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subscriptionKept == nil {
+		return false, false
+	}
+	return *s.subscriptionKept, true
+}
+
+// learnSubscription reads back probe, an item just written with a
+// subscription other than none, and records whether the server kept its
+// subscription. It returns what is known then: known is false when the
+// read failed or did not find the item.
+func (s *Syncer) learnSubscription(ctx context.Context, owner string, probe roster.Item) (kept, known bool) {
 	items, err := s.store.Roster(ctx, owner)
 	if err != nil {
-		return
+		return s.subscriptionKnown()
 	}
 	for _, it := range items {
 		if contactKey(it.JID) == contactKey(probe.JID) {
@@ -361,9 +499,10 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, plan Plan)
 			if first {
 				s.log.Info("learnt how the server stores roster subscriptions", "domain", strings.ToLower(s.cfg.UserDomain), "subscription_honoured", kept)
 			}
-			return
+			return kept, true
 		}
 	}
+	return s.subscriptionKnown()
 }
 
 // apply makes the plan's writes, at most Window in flight (or in one

@@ -59,6 +59,7 @@ var settings = []setting{
 	{"backend.max_groups", rosterhttp.DefaultMaxGroups, "most groups per contact; more skip that contact", false},
 	{"backend.max_items", rosterhttp.DefaultMaxItems, "most contacts per backend answer; more fail that user's sync and leave the roster alone", false},
 	{"backend.max_item_bytes", rosterhttp.DefaultMaxItemBytes, "largest contact as the roster SET carries it (its <item/>, escaped), in bytes; keep it below the server's stanza size limit; a larger one skips that contact", false},
+	{"backend.conditional_cache", rosterhttp.DefaultConditionalCache, "users whose backend validators (ETag, Last-Modified) and last sync are remembered for conditional fetches, at most (about 360 bytes each; the least recently synced forgotten first); 0 disables conditional fetches", false},
 	{"backend.ca_file", "", "PEM file of extra CAs trusted for an https backend", false},
 	{"backend.headers", map[string]string{}, "extra request headers for the backend (YAML map or JSON object in the env var)", true},
 	{"admin.listen", "127.0.0.1:5380", "admin API listen address (non-loopback needs admin.token)", false},
@@ -71,6 +72,7 @@ var settings = []setting{
 	{"admin.tls_cert_file", "", "PEM certificate for HTTPS on the admin listener", false},
 	{"admin.tls_key_file", "", "PEM key for HTTPS on the admin listener", false},
 	{"sync.timeout", 2 * time.Minute, "bound on one user's sync (fetch, read, writes)", false},
+	{"sync.reconcile_interval", time.Hour, "after a backend 304 Not Modified, how long after the user's roster was last read in full the server read may be skipped where the server cannot say it is unchanged (Prosody; ejabberd after a sync that wrote); a roster changed behind the sidecar's back is reverted by the first refresh after this (0: always read)", false},
 	{"sync.max_pending", 1024, "users being synced or waiting for a sync at most, all requests together (syncs go on when a caller stops waiting); beyond, a refresh of another user fails for that user", false},
 	{"sync.on_login", true, "refresh a user's roster when a new session of the user comes online (needs the presence privilege)", false},
 	{"sync.login_min_interval", 5 * time.Minute, "no login refresh for a user synced less than this ago (0: refresh at every login)", false},
@@ -195,6 +197,16 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		errs = append(errs, fmt.Errorf("sync.login_rate must be a positive number of refreshes per second such as 20 or 0.5, got %q", v.GetString("sync.login_rate")))
 	} else {
 		c.LoginRate = r
+	}
+	if n, err := cast.ToIntE(v.Get("backend.conditional_cache")); err != nil || n < 0 {
+		errs = append(errs, fmt.Errorf("backend.conditional_cache must be 0 (no conditional fetches) or more users, got %q", v.GetString("backend.conditional_cache")))
+	} else {
+		c.BackendConditional = n
+	}
+	if d, err := cast.ToDurationE(v.Get("sync.reconcile_interval")); err != nil || d < 0 {
+		errs = append(errs, fmt.Errorf("sync.reconcile_interval must be a duration such as 1h (0 always reads the roster), got %q", v.GetString("sync.reconcile_interval")))
+	} else {
+		c.ReconcileInterval = d
 	}
 	// 0 is the operator's: unset takes the default, 3.
 	if n, err := cast.ToIntE(v.Get("backend.max_redirects")); err != nil || n < 0 {

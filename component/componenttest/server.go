@@ -57,6 +57,11 @@ type Server struct {
 	helper bool
 	// dropDisco leaves disco#info queries unanswered.
 	dropDisco bool
+	// versioning answers roster GETs with versions (XEP-0237), as ejabberd
+	// with mod_roster versioning; versionedGets counts the GETs answered
+	// "unchanged".
+	versioning    bool
+	versionedGets int
 	// reply, when set, decides the answer to an IQ instead of the rosters:
 	// it returns the raw reply ("" for none) and a delay.
 	reply func(iq IQ) (string, time.Duration)
@@ -85,6 +90,7 @@ type IQ struct {
 	To      string `xml:"to,attr"`
 	Query   *struct {
 		XMLName xml.Name
+		Ver     *string `xml:"ver,attr"`
 		Items   []struct {
 			JID          string   `xml:"jid,attr"`
 			Name         string   `xml:"name,attr"`
@@ -506,7 +512,18 @@ func (s *Server) applyBatch(iq IQ) string {
 
 func (s *Server) rosterResult(iq IQ) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `<iq type='result' id='%s' from='%s' to='%s'><query xmlns='jabber:iq:roster'>`, iq.ID, iq.To, iq.From)
+	if s.versioning && iq.Query.Ver != nil {
+		// As ejabberd: the version is a hash of the roster, the whole
+		// roster is sent with it, or nothing when ver is that version.
+		ver := s.rosterVersion(iq.To)
+		if *iq.Query.Ver == ver {
+			s.versionedGets++
+			return fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'/>`, iq.ID, iq.To, iq.From)
+		}
+		fmt.Fprintf(&b, `<iq type='result' id='%s' from='%s' to='%s'><query xmlns='jabber:iq:roster' ver='%s'>`, iq.ID, iq.To, iq.From, ver)
+	} else {
+		fmt.Fprintf(&b, `<iq type='result' id='%s' from='%s' to='%s'><query xmlns='jabber:iq:roster'>`, iq.ID, iq.To, iq.From)
+	}
 	for j, it := range s.rosters[iq.To] {
 		fmt.Fprintf(&b, `<item jid='%s' name='%s' subscription='%s'>`, xmlEscape(j), xmlEscape(it.Name), it.Subscription)
 		for _, g := range it.Groups {
@@ -516,6 +533,37 @@ func (s *Server) rosterResult(iq IQ) string {
 	}
 	b.WriteString(`</query></iq>`)
 	return b.String()
+}
+
+// Versioning makes the server honour roster versioning (XEP-0237) as
+// ejabberd does with mod_roster versioning: a GET with a ver attribute is
+// answered with the roster and its version, a hash of its items, or with
+// an empty result when ver is that version.
+func (s *Server) Versioning() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.versioning = true
+}
+
+// VersionedGets counts the roster GETs answered "unchanged" (Versioning).
+func (s *Server) VersionedGets() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.versionedGets
+}
+
+// rosterVersion is the version of user's roster: a hash of its items.
+// s.mu is held.
+func (s *Server) rosterVersion(user string) string {
+	lines := make([]string, 0, len(s.rosters[user]))
+	for j, it := range s.rosters[user] {
+		g := slices.Clone(it.Groups)
+		sort.Strings(g)
+		lines = append(lines, j+"|"+it.Name+"|"+it.Subscription+"|"+strings.Join(g, "\x00"))
+	}
+	sort.Strings(lines)
+	sum := sha1.Sum([]byte(strings.Join(lines, "\n")))
+	return hex.EncodeToString(sum[:])
 }
 
 func xmlEscape(s string) string {

@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -40,6 +42,13 @@ type Reply struct {
 	Contacts []Contact
 	// Delay holds the answer back (cut short if the client goes away).
 	Delay time.Duration
+	// ETag and LastModified, when set, are sent with a 200 answer as the
+	// validators of the roster, and a conditional request they match is
+	// answered 304 Not Modified without a body: If-None-Match when the
+	// request has it (equal to ETag, or "*"), else If-Modified-Since not
+	// before LastModified (PROTOCOL.md section 1, "Conditional requests").
+	ETag         string
+	LastModified time.Time
 }
 
 // BackendRequest is one request the backend received.
@@ -50,6 +59,10 @@ type BackendRequest struct {
 	EscapedPath string
 	// Method, Accept and Authorization are from the request.
 	Method, Accept, Authorization string
+	// IfNoneMatch and IfModifiedSince are the conditional headers sent.
+	IfNoneMatch, IfModifiedSince string
+	// Status is the status answered.
+	Status int
 	// At is when it arrived.
 	At time.Time
 }
@@ -88,6 +101,39 @@ func (b *Backend) SetRoster(user string, contacts ...Contact) {
 	b.Set(user, Reply{Contacts: contacts})
 }
 
+// SetRosterConditional scripts a 200 answer with the given contacts that
+// carries validators, as a backend that implements conditional requests
+// does: an ETag that is a hash of the body and Last-Modified now (to the
+// second); a request that sends them back gets 304 until the roster is set
+// again.
+func (b *Backend) SetRosterConditional(user string, contacts ...Contact) {
+	sum := sha256.Sum256([]byte(EncodeRoster(contacts)))
+	b.Set(user, Reply{Contacts: contacts, ETag: `"` + hex.EncodeToString(sum[:12]) + `"`,
+		LastModified: time.Now().Truncate(time.Second)})
+}
+
+// notModified reports whether a request with the conditional headers
+// inm and ims may be answered 304 for reply.
+func (reply Reply) notModified(inm, ims string) bool {
+	if inm != "" {
+		if reply.ETag == "" {
+			return false
+		}
+		for tag := range strings.SplitSeq(inm, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" || strings.TrimPrefix(tag, "W/") == strings.TrimPrefix(reply.ETag, "W/") {
+				return true
+			}
+		}
+		return false
+	}
+	if ims == "" || reply.LastModified.IsZero() {
+		return false
+	}
+	t, err := http.ParseTime(ims)
+	return err == nil && !reply.LastModified.Truncate(time.Second).After(t)
+}
+
 // Requests returns the requests received so far for user ("" for all).
 func (b *Backend) Requests(user string) []BackendRequest {
 	b.mu.Lock()
@@ -104,11 +150,13 @@ func (b *Backend) Requests(user string) []BackendRequest {
 func (b *Backend) serve(w http.ResponseWriter, r *http.Request) {
 	escaped := r.URL.EscapedPath()
 	rec := BackendRequest{
-		EscapedPath:   escaped,
-		Method:        r.Method,
-		Accept:        r.Header.Get("Accept"),
-		Authorization: r.Header.Get("Authorization"),
-		At:            time.Now(),
+		EscapedPath:     escaped,
+		Method:          r.Method,
+		Accept:          r.Header.Get("Accept"),
+		Authorization:   r.Header.Get("Authorization"),
+		IfNoneMatch:     r.Header.Get("If-None-Match"),
+		IfModifiedSince: r.Header.Get("If-Modified-Since"),
+		At:              time.Now(),
 	}
 	user, ok := strings.CutPrefix(escaped, BackendPrefix)
 	if ok {
@@ -119,8 +167,20 @@ func (b *Backend) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	b.mu.Lock()
-	b.requests = append(b.requests, rec)
 	reply, scripted := b.replies[rec.User]
+	status := reply.Status
+	switch {
+	case !ok || r.Method != http.MethodGet:
+		status = http.StatusBadRequest
+	case !scripted:
+		status = http.StatusNotFound
+	case status == 0 && reply.notModified(rec.IfNoneMatch, rec.IfModifiedSince):
+		status = http.StatusNotModified
+	case status == 0:
+		status = http.StatusOK
+	}
+	rec.Status = status
+	b.requests = append(b.requests, rec)
 	b.mu.Unlock()
 
 	if !ok || r.Method != http.MethodGet {
@@ -138,9 +198,15 @@ func (b *Backend) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	status := reply.Status
-	if status == 0 {
-		status = http.StatusOK
+	if reply.ETag != "" {
+		w.Header().Set("ETag", reply.ETag)
+	}
+	if !reply.LastModified.IsZero() {
+		w.Header().Set("Last-Modified", reply.LastModified.UTC().Format(http.TimeFormat))
+	}
+	if status == http.StatusNotModified {
+		w.WriteHeader(status)
+		return
 	}
 	body := reply.Body
 	if body == "" {
