@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -56,8 +57,17 @@ func TestCrossOriginRequestsRefused(t *testing.T) {
 	auth := []string{"Authorization", "Bearer " + token}
 	for _, tt := range []struct {
 		browserRequest
-		token bool
+		token, signed bool
 	}{
+		{browserRequest: browserRequest{
+			name: "cross-site push text/plain", method: http.MethodPost, target: "/roster_admin/push", body: `{"alice":{}}`,
+			header: []string{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example",
+				"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors", "Sec-Fetch-Dest", "empty"},
+		}},
+		{browserRequest: browserRequest{
+			name: "Origin mismatch push without Sec-Fetch", method: http.MethodPost, target: "/roster_admin/push",
+			body: `{"alice":{}}`, header: []string{"Origin", "https://evil.example"},
+		}},
 		{browserRequest: browserRequest{
 			name: "cross-site POST text/plain", method: http.MethodPost, target: "/roster_admin/refresh", body: `["alice"]`,
 			header: []string{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example",
@@ -108,6 +118,11 @@ func TestCrossOriginRequestsRefused(t *testing.T) {
 			name: "cross-site GET with a valid token", method: http.MethodGet, target: "/roster_admin/refresh/alice",
 			header: append([]string{"Sec-Fetch-Site", "cross-site", "Host", "admin.example.test"}, auth...),
 		}, token: true},
+		{browserRequest: browserRequest{
+			name: "cross-site push with a valid signature", method: http.MethodPost, target: "/roster_admin/push", body: `{"alice":{}}`,
+			header: append([]string{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"},
+				signedHeader(testSecret, testNow.Unix(), http.MethodPost, "/roster_admin/push", `{"alice":{}}`)...),
+		}, signed: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &fakeSyncer{}
@@ -115,7 +130,11 @@ func TestCrossOriginRequestsRefused(t *testing.T) {
 			if tt.token {
 				cfg.Token = token
 			}
+			if tt.signed {
+				cfg.HMACSecret = testSecret
+			}
 			srv := newBrowserServer(t, cfg, f)
+			srv.now = func() time.Time { return testNow }
 			requireJSON(t, tt.do(t, srv), http.StatusForbidden, crossOriginAnswer)
 			requireNothingStarted(t, f)
 		})
@@ -128,6 +147,7 @@ func TestCrossOriginRequestsRefused(t *testing.T) {
 func TestForeignHostRefusedWithoutToken(t *testing.T) {
 	routes := []browserRequest{
 		{method: http.MethodPost, target: "/roster_admin/refresh", body: `["alice"]`},
+		{method: http.MethodPost, target: "/roster_admin/push", body: `{"alice":{}}`},
 		{method: http.MethodGet, target: "/roster_admin/refresh/alice"},
 		{method: http.MethodPost, target: "/roster_admin/refresh/alice"},
 		{method: http.MethodGet, target: "/healthz"},
@@ -177,6 +197,7 @@ func TestNonBrowserRequestsAllowed(t *testing.T) {
 		browserRequest{name: "curl POST text/plain", method: http.MethodPost, target: "/roster_admin/refresh",
 			body: `["alice"]`, header: []string{"Content-Type", "text/plain"}},
 		browserRequest{name: "curl POST one user", method: http.MethodPost, target: "/roster_admin/refresh/alice"},
+		browserRequest{name: "curl push", method: http.MethodPost, target: "/roster_admin/push", body: `{"alice":{}}`},
 		browserRequest{name: "same-origin POST", method: http.MethodPost, target: "/roster_admin/refresh", body: `["alice"]`,
 			header: []string{"Origin", "http://" + testHost, "Sec-Fetch-Site", "same-origin", "Content-Type", "application/json"}},
 		browserRequest{name: "same-origin GET", method: http.MethodGet, target: "/roster_admin/refresh/alice",

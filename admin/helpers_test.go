@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
 )
 
@@ -39,6 +41,7 @@ type fakeSyncer struct {
 	inflight    int
 	maxInflight int
 	causes      []error // why the contexts of Syncs that waited for release ended
+	pushed      map[string]rosterhttp.Roster
 }
 
 func (f *fakeSyncer) Ready() error {
@@ -82,6 +85,31 @@ func (f *fakeSyncer) Sync(ctx context.Context, user string) rostersync.Result {
 	}
 	res.User = user
 	return res
+}
+
+// Push records desired and syncs as Sync does; unless a result is
+// scripted for user, it reports desired's items as added and its skipped
+// contacts.
+func (f *fakeSyncer) Push(ctx context.Context, user string, desired rosterhttp.Roster) rostersync.Result {
+	f.mu.Lock()
+	if f.pushed == nil {
+		f.pushed = map[string]rosterhttp.Roster{}
+	}
+	f.pushed[user] = desired
+	_, scripted := f.results[user]
+	f.mu.Unlock()
+	res := f.Sync(ctx, user)
+	if !scripted && res.Err == nil {
+		res.Added, res.Skipped = len(desired.Items), desired.Skipped
+	}
+	return res
+}
+
+// pushes returns the rosters pushed so far, by user.
+func (f *fakeSyncer) pushes() map[string]rosterhttp.Roster {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.pushed)
 }
 
 func (f *fakeSyncer) snapshot() (calls []string, readyCalls, inflight, maxInflight int) {

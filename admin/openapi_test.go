@@ -209,6 +209,7 @@ func openAPIProbes() []probe {
 	const (
 		bulk  = "/roster_admin/refresh"
 		one   = "/roster_admin/refresh/{user}"
+		push  = "/roster_admin/push"
 		token = "probe-token"
 	)
 	notReady := func() *fakeSyncer { return &fakeSyncer{readyErr: errors.New("not connected to the XMPP server")} }
@@ -245,10 +246,26 @@ func openAPIProbes() []probe {
 	add(probe{method: "POST", path: bulk, code: 413, target: bulk, body: `["` + strings.Repeat("a", 64) + `"]`, cfg: Config{MaxBodyBytes: 16}})
 	add(probe{method: "POST", path: bulk, code: 500, target: bulk, body: `["john"]`, syncer: panicking()})
 	add(probe{method: "POST", path: bulk, code: 503, target: bulk, body: `["john","aaron"]`, syncer: notReady()})
+	badSignature := []string{HeaderTimestamp, "1", HeaderSignature, "v1=" + strings.Repeat("0", 64)}
+	add(probe{method: "POST", path: bulk, code: 401, target: bulk, body: `["john"]`, header: badSignature, cfg: Config{HMACSecret: testSecret}})
+	add(probe{method: "POST", path: bulk, code: 401, target: bulk, body: `["john"]`, cfg: Config{Token: token, HMACSecret: testSecret}})
+	const pushed = `{"john": {"marie@example.test": {"name": "Marie"}, "a@b@c": null}, "aaron": [], "JOHN2": {}}`
+	add(probe{method: "POST", path: push, code: 200, target: push, body: pushed})
+	add(probe{method: "POST", path: push, code: 200, target: push, body: `{}`})
+	add(probe{method: "POST", path: push, code: 400, target: push, body: `["john"]`})
+	add(probe{method: "POST", path: push, code: 400, target: push, body: `{"john": {}, "JOHN": {}}`})
+	add(probe{method: "POST", path: push, code: 401, target: push, body: `{"john": {}}`, cfg: Config{Token: token}})
+	add(probe{method: "POST", path: push, code: 401, target: push, body: `{"john": {}}`, header: badSignature, cfg: Config{HMACSecret: testSecret}})
+	add(probe{method: "POST", path: push, code: 403, target: push, body: `{"john": {}}`, header: crossSite})
+	add(probe{method: "POST", path: push, code: 403, target: push, body: `{"john": {}}`, header: foreignHost})
+	add(probe{method: "POST", path: push, code: 413, target: push, body: `{"john": {"` + strings.Repeat("a", 64) + `@x": {}}}`, cfg: Config{MaxBodyBytes: 16}})
+	add(probe{method: "POST", path: push, code: 500, target: push, body: `{"john": {}}`, syncer: panicking()})
+	add(probe{method: "POST", path: push, code: 503, target: push, body: `{"john": {}, "aaron": {}}`, syncer: notReady()})
 	for _, m := range []string{"GET", "POST"} {
 		add(probe{method: m, path: one, code: 200, target: "/roster_admin/refresh/john", syncer: skipping(), header: auth, cfg: Config{Token: token}})
 		add(probe{method: m, path: one, code: 400, target: "/roster_admin/refresh/a%20b"})
 		add(probe{method: m, path: one, code: 401, target: "/roster_admin/refresh/john", header: []string{"Authorization", "Bearer wrong"}, cfg: Config{Token: token}})
+		add(probe{method: m, path: one, code: 401, target: "/roster_admin/refresh/john", header: badSignature, cfg: Config{HMACSecret: testSecret}})
 		add(probe{method: m, path: one, code: 403, target: "/roster_admin/refresh/john", header: crossSite})
 		add(probe{method: m, path: one, code: 403, target: "/roster_admin/refresh/john", header: foreignHost})
 		add(probe{method: m, path: one, code: 500, target: "/roster_admin/refresh/john", syncer: panicking()})
@@ -324,7 +341,13 @@ func TestOpenAPIResponses(t *testing.T) {
 			require.NoError(t, err, "Content-Type %q", r.header.Get("Content-Type"))
 			require.Equal(t, want.mediaType, mt, "media type")
 			if p.code == http.StatusUnauthorized {
-				require.Equal(t, "Bearer", r.header.Get("WWW-Authenticate"))
+				challenges := doc.resolve(t, doc.resolve(t, doc.resolve(t, doc.root["components"])["headers"])["WWW-Authenticate"])
+				enum := doc.resolve(t, challenges["schema"])["enum"].([]any)
+				got := r.header.Values("WWW-Authenticate")
+				require.NotEmpty(t, got)
+				for _, c := range got {
+					require.Contains(t, enum, c, "WWW-Authenticate")
+				}
 			}
 			switch mt {
 			case "application/json":

@@ -112,7 +112,7 @@ func (s *Server) handleRefresh(c echo.Context) error {
 		return s.reject(badRequest(err))
 	}
 	if len(users) == 0 {
-		s.logRefresh(start, nil)
+		s.logRefresh(kindRefresh, start, nil)
 		return c.JSON(http.StatusOK, RefreshResponse{Status: statusOK, Message: messageComplete, Results: []UserResult{}})
 	}
 	if err := s.syncer.Ready(); err != nil {
@@ -124,7 +124,7 @@ func (s *Server) handleRefresh(c echo.Context) error {
 	ctx, cancel := s.refreshContext(c.Request().Context())
 	defer cancel()
 	resp := summarise(s.syncAll(ctx, users))
-	s.logRefresh(start, resp.Results)
+	s.logRefresh(kindRefresh, start, resp.Results)
 	return c.JSON(http.StatusOK, resp)
 }
 
@@ -151,7 +151,7 @@ func (s *Server) handleRefreshUser(c echo.Context) error {
 	ctx, cancel := s.refreshContext(c.Request().Context())
 	defer cancel()
 	res := s.syncAll(ctx, []string{user})[0]
-	s.logRefresh(start, []UserResult{res})
+	s.logRefresh(kindRefresh, start, []UserResult{res})
 	if res.Status != statusOK {
 		code := http.StatusBadGateway
 		if ctx.Err() != nil {
@@ -165,11 +165,17 @@ func (s *Server) handleRefreshUser(c echo.Context) error {
 	})
 }
 
-// logRefresh writes the one Info line of a refresh request that was
-// synced: users, rosters updated and failed, the duration, then the roster
-// items changed and the contacts skipped. Per-user detail is at Debug
+// Kinds of requests that sync rosters, for logRefresh.
+const (
+	kindRefresh = "refresh"
+	kindPush    = "push"
+)
+
+// logRefresh writes the one Info line of a refresh (or push) request that
+// was synced: users, rosters updated and failed, the duration, then the
+// roster items changed and the contacts skipped. Per-user detail is at Debug
 // (component) and Warn for failures.
-func (s *Server) logRefresh(start time.Time, results []UserResult) {
+func (s *Server) logRefresh(kind string, start time.Time, results []UserResult) {
 	var updated, errs, added, changed, removed, skipped int
 	for _, r := range results {
 		if r.Status == statusOK {
@@ -179,7 +185,7 @@ func (s *Server) logRefresh(start time.Time, results []UserResult) {
 		}
 		added, changed, removed, skipped = added+r.Added, changed+r.Updated, removed+r.Removed, skipped+len(r.Skipped)
 	}
-	s.log.Info("admin: roster refresh", "users", len(results), "updated", updated, "errors", errs,
+	s.log.Info("admin: roster "+kind, "users", len(results), "updated", updated, "errors", errs,
 		"duration", time.Since(start), "items_added", added, "items_updated", changed, "items_removed", removed,
 		"skipped", skipped)
 }
@@ -216,6 +222,20 @@ func pathUser(c echo.Context) (string, error) {
 
 // readUsernames reads the body of a bulk refresh request and decodes it.
 func (s *Server) readUsernames(r *http.Request) ([]string, *echo.HTTPError) {
+	body, herr := s.readBody(r)
+	if herr != nil {
+		return nil, herr
+	}
+	names, err := decodeUsernames(body, s.cfg.MaxUsers)
+	if err != nil {
+		return nil, badRequest(err)
+	}
+	return names, nil
+}
+
+// readBody reads a request body of at most MaxBodyBytes: a larger one is a
+// 413 error, whether or not it announces its length.
+func (s *Server) readBody(r *http.Request) ([]byte, *echo.HTTPError) {
 	limit := s.cfg.MaxBodyBytes
 	tooLarge := echo.NewHTTPError(http.StatusRequestEntityTooLarge,
 		fmt.Sprintf("request body larger than %d bytes", limit))
@@ -229,11 +249,7 @@ func (s *Server) readUsernames(r *http.Request) ([]string, *echo.HTTPError) {
 	if int64(len(body)) > limit {
 		return nil, tooLarge
 	}
-	names, err := decodeUsernames(body, s.cfg.MaxUsers)
-	if err != nil {
-		return nil, badRequest(err)
-	}
-	return names, nil
+	return body, nil
 }
 
 // decodeUsernames decodes body, which must hold exactly one JSON array of at
@@ -321,25 +337,41 @@ func (s *Server) refreshContext(parent context.Context) (context.Context, contex
 // "request cancelled". It returns when every started Sync has returned.
 func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
 	results := make([]UserResult, len(users))
+	s.runEach(ctx, kindRefresh, users, results, func(ctx context.Context, i int) rostersync.Result {
+		return s.syncer.Sync(ctx, users[i])
+	})
+	return results
+}
+
+// runEach calls sync(ctx, i) for each user i whose result is not set yet
+// (Status empty), at most Concurrency at once, and sets the results. Users
+// still waiting for a slot when ctx ends fail with "request cancelled". It
+// returns when every started call has returned.
+func (s *Server) runEach(ctx context.Context, kind string, users []string, results []UserResult,
+	sync func(ctx context.Context, i int) rostersync.Result) {
 	var notSynced atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(s.cfg.Concurrency)
 	for i, user := range users {
+		if results[i].Status != "" {
+			continue
+		}
 		g.Go(func() error {
 			if ctx.Err() != nil {
 				notSynced.Add(1)
 				results[i] = failed(user, cancelled(ctx))
 				return nil
 			}
-			results[i] = toUserResult(user, s.syncOne(ctx, user))
+			results[i] = toUserResult(user, s.syncOne(ctx, kind, user, func(ctx context.Context) rostersync.Result {
+				return sync(ctx, i)
+			}))
 			return nil
 		})
 	}
 	_ = g.Wait() // the goroutines report in results, never an error
 	if n := notSynced.Load(); n > 0 {
-		s.log.Warn("admin: refresh cut short", "users_not_synced", n, "error", cancelled(ctx))
+		s.log.Warn("admin: "+kind+" cut short", "users_not_synced", n, "error", cancelled(ctx))
 	}
-	return results
 }
 
 // cancelled is the error of a user not synced because ctx ended.
@@ -347,19 +379,20 @@ func cancelled(ctx context.Context) error {
 	return fmt.Errorf("request cancelled: %w", context.Cause(ctx))
 }
 
-// syncOne calls Syncer.Sync, turning a panic into an error for that user so
-// that one bad roster cannot take the process down.
-func (s *Server) syncOne(ctx context.Context, user string) (res rostersync.Result) {
+// syncOne calls sync (Syncer.Sync or Push) for user, turning a panic into
+// an error for that user so that one bad roster cannot take the process
+// down.
+func (s *Server) syncOne(ctx context.Context, kind, user string, sync func(context.Context) rostersync.Result) (res rostersync.Result) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("admin: panic in roster sync", "user", user, "panic", p, "stack", string(debug.Stack()))
 			res = rostersync.Result{User: user, Err: fmt.Errorf("sync %s: internal error: panic: %v", user, p)}
 		}
 		if res.Err != nil {
-			s.log.Warn("admin: roster refresh failed", "user", user, "error", res.Err)
+			s.log.Warn("admin: roster "+kind+" failed", "user", user, "error", res.Err)
 		}
 	}()
-	return s.syncer.Sync(ctx, user)
+	return sync(ctx)
 }
 
 func toUserResult(user string, res rostersync.Result) UserResult {

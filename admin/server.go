@@ -5,6 +5,7 @@
 //
 //	POST     /roster_admin/refresh        body: JSON array of usernames
 //	GET|POST /roster_admin/refresh/:user  one user
+//	POST     /roster_admin/push           body: JSON object, rosters by username
 //	GET      /healthz                     200 while the process runs
 //	GET      /readyz                      200 when Syncer.Ready() == nil, else 503
 //	GET      /openapi.yaml                the OpenAPI 3 description of the API
@@ -13,6 +14,13 @@
 // answer but the OpenAPI document is JSON; every error, including unknown
 // routes (404), wrong methods (405) and recovered panics (500), has the body
 // {"status":"error","message":"..."}.
+//
+// # Authentication
+//
+// With Config.Token, a /roster_admin request passes with that bearer
+// token; with Config.HMACSecret, it passes with a valid request signature
+// (signature.go, PROTOCOL.md "Signed requests"). With both, either one
+// suffices. Without either, the API listens on loopback only.
 //
 // # Browsers
 //
@@ -29,11 +37,12 @@
 //     rules of [http.CrossOriginProtection], applied to GET, HEAD and
 //     OPTIONS too. The read-only routes (/healthz, /readyz, /metrics,
 //     /openapi.yaml) answer any page, whose scripts cannot read the answers.
-//   - DNS rebinding: without a token, every route answers only requests
-//     whose Host is a loopback name (localhost, 127.0.0.0/8 or [::1], with
-//     or without a port, or no Host at all), so a page whose own name was
-//     made to resolve to 127.0.0.1 can neither refresh nor read anything.
-//     With a token any Host is served: the token protects the refreshes.
+//   - DNS rebinding: without a token or an HMAC secret, every route
+//     answers only requests whose Host is a loopback name (localhost,
+//     127.0.0.0/8 or [::1], with or without a port, or no Host at all), so a
+//     page whose own name was made to resolve to 127.0.0.1 can neither
+//     refresh nor read anything. With a token or a secret any Host is
+//     served: they protect the refreshes.
 package admin
 
 import (
@@ -53,6 +62,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
@@ -64,7 +74,8 @@ const (
 	DefaultListen = "127.0.0.1:5380"
 	// DefaultMaxBodyBytes limits a refresh request body to 1 MiB.
 	DefaultMaxBodyBytes = 1 << 20
-	// DefaultMaxUsers limits the usernames of one refresh request.
+	// DefaultMaxUsers limits the usernames of one refresh request, and the
+	// users of one push.
 	DefaultMaxUsers = 10000
 	// DefaultConcurrency is how many users are synced at once.
 	DefaultConcurrency = 8
@@ -98,7 +109,7 @@ var errShuttingDown = errors.New("server shutting down")
 const (
 	msgCrossOrigin = "cross-origin request refused: web pages may not call /roster_admin " +
 		"(Sec-Fetch-Site or Origin names another site)"
-	msgForeignHost = "request refused: without admin.token the API answers only requests " +
+	msgForeignHost = "request refused: without admin.token or admin.hmac_secret the API answers only requests " +
 		"whose Host is a loopback name (localhost, 127.0.0.0/8, [::1])"
 )
 
@@ -110,6 +121,9 @@ type Syncer interface {
 	// Sync brings one user's roster (normalised localpart) in line with the
 	// backend. It must return soon after ctx ends.
 	Sync(ctx context.Context, user string) rostersync.Result
+	// Push is Sync with the desired roster given instead of fetched from
+	// the backend (rostersync.Syncer.Push).
+	Push(ctx context.Context, user string, desired rosterhttp.Roster) rostersync.Result
 }
 
 // Observer receives measurements of the API, e.g. to feed Prometheus
@@ -128,18 +142,32 @@ type Config struct {
 	// Listen is the TCP address to listen on; default DefaultListen.
 	Listen string
 	// Token, when set, is the bearer token every /roster_admin/* request
-	// must carry. Without it, New refuses a non-loopback Listen address.
+	// must carry (or, with HMACSecret too, a valid signature). Without it or
+	// HMACSecret, New refuses a non-loopback Listen address.
 	Token string
+	// HMACSecret, when set, is the shared secret of request signatures
+	// (HMAC-SHA256, see signature.go): every /roster_admin/* request must
+	// be signed with it (or, with Token too, carry the token). At least
+	// MinHMACSecretBytes long.
+	HMACSecret string
 	// UserDomain is the XMPP domain of the users (required); a username may
 	// be given as "user" or "user@UserDomain".
 	UserDomain string
-	// MaxBodyBytes limits the refresh request body; default
+	// MaxBodyBytes limits the request body of a refresh or push (and of a
+	// signed request, read to check its signature); default
 	// DefaultMaxBodyBytes. Larger bodies are answered with 413.
 	MaxBodyBytes int64
 	// MaxUsers limits the usernames in one refresh request, counted as
-	// sent (before removing duplicates); default DefaultMaxUsers. More are
-	// answered with 400.
+	// sent (before removing duplicates), and the users of one push; default
+	// DefaultMaxUsers. More are answered with 400.
 	MaxUsers int
+	// RosterLimits are the limits of a pushed roster: those of the
+	// backend's answers (zero fields take rosterhttp's defaults).
+	RosterLimits rosterhttp.Limits
+	// MaxRosterBytes limits one user's roster in a push, as sent, like the
+	// size limit of a backend answer; default rosterhttp.DefaultMaxBodyBytes.
+	// A larger one fails that user.
+	MaxRosterBytes int64
 	// Concurrency is how many users one request syncs at once; default
 	// DefaultConcurrency. The bound across all requests belongs to the
 	// Syncer, so that requests waiting for the same user share its sync.
@@ -170,6 +198,10 @@ type Server struct {
 	tlsConfig *tls.Config
 	// crossOrigin holds the rules for refusing cross-origin requests.
 	crossOrigin *http.CrossOriginProtection
+	// now is the clock that signature timestamps are checked against.
+	now func() time.Time
+	// seen remembers the signatures accepted within the replay window.
+	seen *replayCache
 	// abortCtx ends when Run's grace period ran out. The contexts of the
 	// requests Run serves derive from it, so it cancels in-flight refreshes
 	// at once, with errShuttingDown as their cause.
@@ -201,8 +233,15 @@ func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !loopback && cfg.Token == "" {
-		return nil, fmt.Errorf("refusing to listen on %s without admin.token", cfg.Listen)
+	if !loopback && cfg.Token == "" && cfg.HMACSecret == "" {
+		return nil, fmt.Errorf("refusing to listen on %s without admin.token or admin.hmac_secret", cfg.Listen)
+	}
+	if cfg.HMACSecret != "" && len(cfg.HMACSecret) < MinHMACSecretBytes {
+		return nil, fmt.Errorf("admin: the HMAC secret must be at least %d bytes, got %d", MinHMACSecretBytes, len(cfg.HMACSecret))
+	}
+	probe, _ := jid.New("probe", cfg.UserDomain, "")
+	if _, err := cfg.RosterLimits.Parse([]byte("{}"), probe); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
 	}
 	srv := &Server{
 		cfg:         cfg,
@@ -210,6 +249,8 @@ func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
 		log:         log,
 		tokenHash:   sha256.Sum256([]byte(cfg.Token)),
 		crossOrigin: http.NewCrossOriginProtection(),
+		now:         time.Now,
+		seen:        newReplayCache(maxSeenSignatures),
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("admin: set both admin.tls_cert_file and admin.tls_key_file, or neither")
@@ -236,6 +277,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxUsers == 0 {
 		c.MaxUsers = DefaultMaxUsers
 	}
+	if c.MaxRosterBytes == 0 {
+		c.MaxRosterBytes = rosterhttp.DefaultMaxBodyBytes
+	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
@@ -250,6 +294,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("admin: max body bytes must not be negative, got %d", c.MaxBodyBytes)
 	case c.MaxUsers < 0:
 		return fmt.Errorf("admin: max users must not be negative, got %d", c.MaxUsers)
+	case c.MaxRosterBytes < 0:
+		return fmt.Errorf("admin: max roster bytes must not be negative, got %d", c.MaxRosterBytes)
 	case c.Concurrency < 0:
 		return fmt.Errorf("admin: concurrency must not be negative, got %d", c.Concurrency)
 	case c.RequestTimeout < 0:
@@ -336,6 +382,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.POST(adminPrefix+"/refresh", s.handleRefresh)
 	e.GET(adminPrefix+"/refresh/:user", s.handleRefreshUser)
 	e.POST(adminPrefix+"/refresh/:user", s.handleRefreshUser)
+	e.POST(adminPrefix+"/push", s.handlePush)
 	e.GET("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)
 	e.GET("/openapi.yaml", s.handleOpenAPI)
@@ -438,11 +485,11 @@ func (s *Server) recoverPanic() echo.MiddlewareFunc {
 }
 
 // refuseForeignHost answers 403 to a request whose Host is not a loopback
-// name when no token is configured (which New allows on loopback only): a
-// DNS-rebinding page reaches the listener under its own name and must not
-// read or trigger anything.
+// name when neither a token nor an HMAC secret is configured (which New
+// allows on loopback only): a DNS-rebinding page reaches the listener under
+// its own name and must not read or trigger anything.
 func (s *Server) refuseForeignHost(next echo.HandlerFunc) echo.HandlerFunc {
-	if s.cfg.Token != "" {
+	if s.cfg.Token != "" || s.cfg.HMACSecret != "" {
 		return next
 	}
 	return func(c echo.Context) error {
@@ -486,10 +533,12 @@ func (s *Server) refuse(c echo.Context, msg, reason string) error {
 	return echo.NewHTTPError(http.StatusForbidden, msg)
 }
 
-// authenticate demands the bearer token on every /roster_admin path, also
-// unknown ones, before anything else is looked at.
+// authenticate demands the bearer token or a valid request signature, as
+// configured, on every /roster_admin path, also unknown ones, before
+// anything else is looked at. With both configured either suffices: the
+// token is looked at first, then the signature.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
-	if s.cfg.Token == "" {
+	if s.cfg.Token == "" && s.cfg.HMACSecret == "" {
 		return next
 	}
 	return func(c echo.Context) error {
@@ -497,11 +546,36 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if !underAdmin(r.URL.Path) && !underAdmin(echo.GetPath(r)) {
 			return next(c)
 		}
-		if !s.validToken(r.Header.Get(echo.HeaderAuthorization)) {
-			c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
-			return echo.NewHTTPError(http.StatusUnauthorized, "missing or invalid bearer token")
+		if s.cfg.Token != "" && s.validToken(r.Header.Get(echo.HeaderAuthorization)) {
+			return next(c)
 		}
-		return next(c)
+		var msg string
+		switch {
+		case s.cfg.HMACSecret == "":
+			msg = "missing or invalid bearer token"
+		case !signed(r):
+			msg = "missing request signature (" + HeaderTimestamp + " and " + HeaderSignature + ")"
+			if s.cfg.Token != "" {
+				msg = "missing or invalid bearer token, and no request signature (" + HeaderTimestamp + " and " + HeaderSignature + ")"
+			}
+		default:
+			herr := s.verifySignature(r)
+			if herr == nil {
+				return next(c)
+			}
+			if herr.Code != http.StatusUnauthorized {
+				return herr
+			}
+			msg = herr.Message.(string)
+		}
+		h := c.Response().Header()
+		if s.cfg.Token != "" {
+			h.Add(echo.HeaderWWWAuthenticate, "Bearer")
+		}
+		if s.cfg.HMACSecret != "" {
+			h.Add(echo.HeaderWWWAuthenticate, signatureScheme)
+		}
+		return echo.NewHTTPError(http.StatusUnauthorized, msg)
 	}
 }
 

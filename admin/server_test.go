@@ -26,6 +26,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"roster-sidecar/rosterhttp"
 	"roster-sidecar/rostersync"
 )
 
@@ -53,10 +54,12 @@ func TestNewListen(t *testing.T) {
 			if tt.loopback {
 				require.NoError(t, err)
 			} else {
-				require.EqualError(t, err, "refusing to listen on "+tt.listen+" without admin.token")
+				require.EqualError(t, err, "refusing to listen on "+tt.listen+" without admin.token or admin.hmac_secret")
 			}
 			_, err = New(Config{Listen: tt.listen, Token: "t", UserDomain: testDomain}, &fakeSyncer{}, discardLogger())
 			require.NoError(t, err, "any address is fine with a token")
+			_, err = New(Config{Listen: tt.listen, HMACSecret: testSecret, UserDomain: testDomain}, &fakeSyncer{}, discardLogger())
+			require.NoError(t, err, "any address is fine with an HMAC secret")
 		})
 	}
 }
@@ -78,6 +81,10 @@ func TestNewConfigErrors(t *testing.T) {
 		{"negative timeout", Config{RequestTimeout: -time.Second}, "request timeout must not be negative"},
 		{"negative shutdown grace", Config{ShutdownGrace: -time.Second}, "shutdown grace must not be negative"},
 		{"bad user domain", Config{UserDomain: "bad domain@"}, "user domain"},
+		{"short HMAC secret", Config{HMACSecret: "0123456789abcde"}, "the HMAC secret must be at least 16 bytes, got 15"},
+		{"HMAC secret", Config{HMACSecret: "0123456789abcdef"}, ""},
+		{"negative roster limit", Config{RosterLimits: rosterhttp.Limits{MaxItems: -1}}, "contacts per roster limit -1 is negative"},
+		{"negative roster body limit", Config{MaxRosterBytes: -1}, "max roster bytes must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -37,6 +37,7 @@ type Config struct {
 	BackendHeaders   map[string]string
 	AdminListen      string
 	AdminToken       string
+	AdminHMACSecret  string
 	AdminMaxBody     int64
 	AdminMaxUsers    int
 	AdminConcurrency int

@@ -8,6 +8,7 @@ import (
 
 	"roster-sidecar/admin"
 	"roster-sidecar/metrics"
+	"roster-sidecar/rosterhttp"
 )
 
 // Serve runs the daemon until ctx ends or the server refuses the secret:
@@ -69,6 +70,7 @@ func NewAdmin(cfg Config, syncer admin.Syncer, log *slog.Logger, obs admin.Obser
 	acfg := admin.Config{
 		Listen:         cfg.AdminListen,
 		Token:          cfg.AdminToken,
+		HMACSecret:     cfg.AdminHMACSecret,
 		UserDomain:     cfg.UserDomain,
 		MaxBodyBytes:   cfg.AdminMaxBody,
 		MaxUsers:       cfg.AdminMaxUsers,
@@ -77,6 +79,12 @@ func NewAdmin(cfg Config, syncer admin.Syncer, log *slog.Logger, obs admin.Obser
 		TLSCertFile:    cfg.AdminTLSCert,
 		TLSKeyFile:     cfg.AdminTLSKey,
 		Observer:       obs,
+		// A pushed roster is held to the limits of a backend answer.
+		RosterLimits: rosterhttp.Limits{
+			MaxNameBytes: cfg.BackendMaxName, MaxGroupBytes: cfg.BackendMaxGroup, MaxGroups: cfg.BackendMaxGroups,
+			MaxItems: cfg.BackendMaxItems, MaxItemBytes: cfg.BackendMaxItem,
+		},
+		MaxRosterBytes: cfg.BackendMaxBody,
 	}
 	api, err := admin.New(acfg, syncer, log)
 	if err != nil {

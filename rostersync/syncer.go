@@ -141,13 +141,17 @@ type userQueue struct {
 type syncCall struct {
 	done chan struct{}
 	res  Result
+	// pushed, when set, is the roster the sync applies instead of fetching
+	// one (Push); each request but a join that waits for a queued sync sets
+	// it, so the latest one decides.
+	pushed *rosterhttp.Roster
 }
 
 // NewSyncer returns a Syncer that reads readiness from link, rosters from
 // store and desired rosters from fetch. It syncs until Run returns.
 func NewSyncer(cfg SyncerConfig, link Link, store Store, fetch Fetcher, log *slog.Logger) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
+	return &Syncer{cfg: cfg, link: link, store: store, fetch: pushedOr{fetch}, log: log, ctx: ctx, cancel: cancel,
 		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
 		synced: map[string]time.Time{}, pruneSize: minPruneSize,
 		learning: make(chan struct{}, 1), states: newStates(cfg.RememberUsers)}
@@ -182,14 +186,14 @@ func (s *Syncer) Changed() <-chan struct{} { return s.link.Changed() }
 // backend and reports what changed. When ctx ends first, the sync goes on
 // to completion in the background and Sync returns ctx's error.
 func (s *Syncer) Sync(ctx context.Context, user string) Result {
-	return s.wait(ctx, user, s.enqueue(user, false))
+	return s.wait(ctx, user, s.enqueue(user, false, nil))
 }
 
 // SyncJoin is Sync for a refresh that any sync of user will do, e.g. at
 // login: it joins the user's queued sync, or else the running one, and
 // starts a sync only when none is queued or running.
 func (s *Syncer) SyncJoin(ctx context.Context, user string) Result {
-	return s.wait(ctx, user, s.enqueue(user, true))
+	return s.wait(ctx, user, s.enqueue(user, true, nil))
 }
 
 // SyncedWithin reports whether a sync of user that started less than d ago
@@ -239,8 +243,10 @@ func (s *Syncer) wait(ctx context.Context, user string, call *syncCall) Result {
 
 // enqueue returns the sync of user a request waits for: a new one when none
 // is running, else the one queued after the running one. With join, a
-// running sync is joined when none is queued.
-func (s *Syncer) enqueue(user string, join bool) *syncCall {
+// running sync is joined when none is queued. pushed is the roster a push
+// asks for, nil for a fetch; a request that is not a join decides what the
+// queued sync applies, as the latest one to arrive.
+func (s *Syncer) enqueue(user string, join bool, pushed *rosterhttp.Roster) *syncCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.users[user]
@@ -250,7 +256,7 @@ func (s *Syncer) enqueue(user string, join bool) *syncCall {
 		return busy
 	}
 	if q == nil {
-		q = &userQueue{running: &syncCall{done: make(chan struct{})}}
+		q = &userQueue{running: &syncCall{done: make(chan struct{}), pushed: pushed}}
 		s.users[user] = q
 		s.wg.Add(1)
 		go s.drain(user, q.running)
@@ -261,6 +267,9 @@ func (s *Syncer) enqueue(user string, join bool) *syncCall {
 	}
 	if q.next == nil {
 		q.next = &syncCall{done: make(chan struct{})}
+	}
+	if !join {
+		q.next.pushed = pushed
 	}
 	return q.next
 }
@@ -276,7 +285,7 @@ func (s *Syncer) maxPending() int {
 func (s *Syncer) drain(user string, call *syncCall) {
 	defer s.wg.Done()
 	for call != nil {
-		call.res = s.syncOnce(user)
+		call.res = s.syncOnce(user, call.pushed)
 		close(call.done)
 		s.mu.Lock()
 		q := s.users[user]
@@ -288,7 +297,7 @@ func (s *Syncer) drain(user string, call *syncCall) {
 	}
 }
 
-func (s *Syncer) syncOnce(user string) Result {
+func (s *Syncer) syncOnce(user string, pushed *rosterhttp.Roster) Result {
 	res := Result{User: user}
 	select {
 	case s.running <- struct{}{}:
@@ -297,7 +306,7 @@ func (s *Syncer) syncOnce(user string) Result {
 		res.Err = fmt.Errorf("sync of %s: %w", user, ErrStopped)
 		return res
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SyncTimeout)
+	ctx, cancel := context.WithTimeout(withPushed(s.ctx, pushed), s.cfg.SyncTimeout)
 	defer cancel()
 	start := time.Now()
 	if s.cfg.Observer != nil {

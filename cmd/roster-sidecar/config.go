@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/viper"
 	"mellium.im/xmpp/jid"
 
+	"roster-sidecar/admin"
 	"roster-sidecar/daemon"
 	"roster-sidecar/rosterhttp"
 )
@@ -62,11 +63,13 @@ var settings = []setting{
 	{"backend.conditional_cache", rosterhttp.DefaultConditionalCache, "users whose backend validators (ETag, Last-Modified) and last sync are remembered for conditional fetches, at most (about 360 bytes each; the least recently synced forgotten first); 0 disables conditional fetches", false},
 	{"backend.ca_file", "", "PEM file of extra CAs trusted for an https backend", false},
 	{"backend.headers", map[string]string{}, "extra request headers for the backend (YAML map or JSON object in the env var)", true},
-	{"admin.listen", "127.0.0.1:5380", "admin API listen address (non-loopback needs admin.token)", false},
-	{"admin.token", "", "bearer token required on /roster_admin/* (or admin.token_file)", true},
+	{"admin.listen", "127.0.0.1:5380", "admin API listen address (non-loopback needs admin.token or admin.hmac_secret)", false},
+	{"admin.token", "", "bearer token required on /roster_admin/* (or admin.token_file; with admin.hmac_secret too, the token or a signature)", true},
 	{"admin.token_file", "", "file holding the admin bearer token", false},
-	{"admin.max_body_bytes", int64(1 << 20), "largest refresh request body", false},
-	{"admin.max_users", 10000, "usernames per refresh request", false},
+	{"admin.hmac_secret", "", "shared secret of HMAC-SHA256 request signatures on /roster_admin/*, at least 16 bytes (or admin.hmac_secret_file; with admin.token too, the token or a signature)", true},
+	{"admin.hmac_secret_file", "", "file holding the admin HMAC secret", false},
+	{"admin.max_body_bytes", int64(1 << 20), "largest refresh or push request body", false},
+	{"admin.max_users", 10000, "usernames per refresh request, users per push", false},
 	{"admin.concurrency", 8, "users synced at once", false},
 	{"admin.request_timeout", 5 * time.Minute, "bound on one refresh request", false},
 	{"admin.tls_cert_file", "", "PEM certificate for HTTPS on the admin listener", false},
@@ -226,6 +229,11 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	c.RosterURL = strings.TrimSpace(c.RosterURL)
 	if c.AdminToken, err = secret(v, "admin.token", false); err != nil {
 		errs = append(errs, err)
+	}
+	if c.AdminHMACSecret, err = secret(v, "admin.hmac_secret", false); err != nil {
+		errs = append(errs, err)
+	} else if n := len(c.AdminHMACSecret); n > 0 && n < admin.MinHMACSecretBytes {
+		errs = append(errs, fmt.Errorf("admin.hmac_secret must be at least %d bytes (e.g. the output of openssl rand -hex 32), got %d", admin.MinHMACSecretBytes, n))
 	}
 	if c.EjabberdAPIPass, err = secret(v, "ejabberd_api.password", false); err != nil {
 		errs = append(errs, err)

@@ -180,12 +180,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 func TestSecretsHaveNoFlags(t *testing.T) {
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	newViper(fs)
-	for _, name := range []string{"xmpp.secret", "admin.token", "backend.headers"} {
+	for _, name := range []string{"xmpp.secret", "admin.token", "admin.hmac_secret", "backend.headers"} {
 		if fs.Lookup(name) != nil {
 			t.Errorf("secret %s can be given on the command line", name)
 		}
 	}
-	if fs.Lookup("xmpp.secret_file") == nil || fs.Lookup("xmpp.address") == nil {
+	if fs.Lookup("xmpp.secret_file") == nil || fs.Lookup("admin.hmac_secret_file") == nil || fs.Lookup("xmpp.address") == nil {
 		t.Error("expected flags are missing")
 	}
 }
@@ -450,5 +450,49 @@ func TestConfigErrorsHideURLCredentials(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "api-pa55word") || strings.Contains(err.Error(), "api-k3y") {
 		t.Fatalf("error shows the credentials: %v", err)
+	}
+}
+
+func TestConfigHMACSecret(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hmac")
+	if err := os.WriteFile(file, []byte("0123456789abcdef-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want string // the secret, or the error's text
+		err  bool
+	}{
+		{"unset", nil, "", false},
+		{"value", map[string]string{"ROSTER_SIDECAR_ADMIN_HMAC_SECRET": "0123456789abcdef"}, "0123456789abcdef", false},
+		{"file", map[string]string{"ROSTER_SIDECAR_ADMIN_HMAC_SECRET_FILE": file}, "0123456789abcdef-from-file", false},
+		{"too short", map[string]string{"ROSTER_SIDECAR_ADMIN_HMAC_SECRET": "0123456789abcde"}, "admin.hmac_secret must be at least 16 bytes", true},
+		{"both", map[string]string{"ROSTER_SIDECAR_ADMIN_HMAC_SECRET": "0123456789abcdef", "ROSTER_SIDECAR_ADMIN_HMAC_SECRET_FILE": file},
+			"set admin.hmac_secret or admin.hmac_secret_file, not both", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range required {
+				env[k] = v
+			}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			c, err := load(t, env, "")
+			if tt.err {
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("error %v, want %q", err, tt.want)
+				}
+				if strings.Contains(err.Error(), "0123456789abcde") {
+					t.Fatalf("the error shows the secret: %v", err)
+				}
+				return
+			}
+			if err != nil || c.AdminHMACSecret != tt.want {
+				t.Fatalf("secret %q, error %v; want %q", c.AdminHMACSecret, err, tt.want)
+			}
+		})
 	}
 }

@@ -139,6 +139,10 @@ func TestExampleConfigLoads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	hmacFile := filepath.Join(dir, "admin-hmac-secret")
+	if err := os.WriteFile(hmacFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("as shipped", func(t *testing.T) {
 		c, err := load(t, map[string]string{"ROSTER_SIDECAR_XMPP_SECRET_FILE": secretFile}, exampleConfig)
@@ -177,6 +181,7 @@ func TestExampleConfigLoads(t *testing.T) {
 		c, err := load(t, map[string]string{
 			"ROSTER_SIDECAR_XMPP_SECRET_FILE":           secretFile,
 			"ROSTER_SIDECAR_ADMIN_TOKEN_FILE":           tokenFile,
+			"ROSTER_SIDECAR_ADMIN_HMAC_SECRET_FILE":     hmacFile,
 			"ROSTER_SIDECAR_EJABBERD_API_PASSWORD_FILE": tokenFile,
 			"ROSTER_SIDECAR_HTTP_ROSTER_URL_FILE":       urlFile,
 		}, file)
@@ -184,6 +189,7 @@ func TestExampleConfigLoads(t *testing.T) {
 			t.Fatal(err)
 		}
 		if c.XMPPSecret != "s3cret" || c.AdminToken != "s3cret" || c.EjabberdAPIPass != "s3cret" ||
+			c.AdminHMACSecret != "0123456789abcdef0123456789abcdef" ||
 			c.RosterURL != "https://app.example.com/api/roster/%s?token=t" {
 			t.Fatalf("secrets not read from the files: %+v", c)
 		}
