@@ -125,7 +125,12 @@ type syncInput struct {
 // read, with a request for its version where the answer had validators.
 func (s *Syncer) readSync(ctx context.Context, res *Result) (in syncInput, err error) {
 	cf, ok := s.fetch.(ConditionalFetcher)
-	if !ok || s.states == nil {
+	if _, isPush := pushedRoster(ctx); isPush && s.states != nil {
+		// A push changes the server roster without a backend answer: a
+		// later 304 must not let a sync skip this user's read.
+		s.states.Delete(keyOfUser(res.User))
+	}
+	if _, isPush := pushedRoster(ctx); !ok || isPush || s.states == nil {
 		in.owner, in.desired, in.current, err = s.read(ctx, res.User)
 		if err == nil {
 			res.Read = ReadFull

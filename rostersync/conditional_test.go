@@ -385,3 +385,21 @@ func TestConditionalSyncUnaskedNotModified(t *testing.T) {
 		t.Fatalf("server saw %+v", n)
 	}
 }
+
+// A push changes the server roster without a backend answer: the next
+// refresh must not let a 304 skip the read, so the backend's roster comes
+// back.
+func TestConditionalSyncAfterAPush(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	s, f := newCondSyncer(t, srv, time.Hour, 100)
+	f.set("john", item("marie@example.test", "Marie"))
+	expectSync(t, s, f, "john", false, ReadFull, 1, "unconditional")
+	if res := s.Push(context.Background(), "john", rosterhttp.Roster{Items: []roster.Item{item("paul@example.test", "Paul")}}); res.Err != nil || res.Added != 1 || res.Removed != 1 {
+		t.Fatalf("Push = %+v", res)
+	}
+	f.takeCalls()
+	expectSync(t, s, f, "john", false, ReadFull, 2, "unconditional")
+	if got := srv.Roster("john@example.test"); !slices.Equal(got, []string{"marie@example.test|Marie|both|"}) {
+		t.Fatalf("roster after the refresh = %v, want the backend's", got)
+	}
+}

@@ -36,19 +36,17 @@ func withPushed(ctx context.Context, pushed *rosterhttp.Roster) context.Context 
 	return context.WithValue(ctx, pushedKey{}, pushed)
 }
 
-// pushedOr is the Fetcher of a Syncer: within a sync that applies a push it
-// answers the pushed roster, otherwise it asks next. It does not embed next,
-// so that a method added to Fetcher has to be added here too, and cannot
-// bypass a push.
-//
-// A fetch that can answer "unchanged since the last answer" (a 304 to an
-// ETag) must not let a sync skip its work for a user whose roster a push
-// changed since that answer: the roster on the server is the push's then.
-type pushedOr struct{ next Fetcher }
+// pushedRoster returns the roster pushed for the sync of ctx, if any.
+func pushedRoster(ctx context.Context) (*rosterhttp.Roster, bool) {
+	r, ok := ctx.Value(pushedKey{}).(*rosterhttp.Roster)
+	return r, ok
+}
 
-func (f pushedOr) Fetch(ctx context.Context, owner jid.JID) (rosterhttp.Roster, error) {
-	if r, ok := ctx.Value(pushedKey{}).(*rosterhttp.Roster); ok {
+// fetch returns the pushed roster of the sync of ctx, or fetches the
+// desired roster from the backend.
+func (s *Syncer) fetchDesired(ctx context.Context, owner jid.JID) (rosterhttp.Roster, error) {
+	if r, ok := pushedRoster(ctx); ok {
 		return *r, nil
 	}
-	return f.next.Fetch(ctx, owner)
+	return s.fetch.Fetch(ctx, owner)
 }

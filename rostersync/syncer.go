@@ -151,7 +151,7 @@ type syncCall struct {
 // store and desired rosters from fetch. It syncs until Run returns.
 func NewSyncer(cfg SyncerConfig, link Link, store Store, fetch Fetcher, log *slog.Logger) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Syncer{cfg: cfg, link: link, store: store, fetch: pushedOr{fetch}, log: log, ctx: ctx, cancel: cancel,
+	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
 		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
 		synced: map[string]time.Time{}, pruneSize: minPruneSize,
 		learning: make(chan struct{}, 1), states: newStates(cfg.RememberUsers)}
@@ -365,7 +365,7 @@ func (s *Syncer) read(ctx context.Context, user string) (owner jid.JID, desired 
 	if err != nil {
 		return owner, desired, nil, fmt.Errorf("user %q: %w", user, err)
 	}
-	if desired, err = s.fetch.Fetch(ctx, owner); err != nil {
+	if desired, err = s.fetchDesired(ctx, owner); err != nil {
 		return owner, desired, nil, err
 	}
 	current, err = s.store.Roster(ctx, owner.String())
