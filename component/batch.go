@@ -68,7 +68,7 @@ func (c *Conn) ApplyBatch(ctx context.Context, owner string, remove []string, se
 		if err != nil {
 			var stErr *StanzaError
 			if start == 0 && errors.As(err, &stErr) && (stErr.Condition == "service-unavailable" || stErr.Condition == "feature-not-implemented") {
-				sess.helper.set(domain, false)
+				sess.helper.set(domain, false, false)
 				c.log.Warn("the server no longer knows the helper's request: writing one item per request until the next connection",
 					"domain", domain, "feature", NSHelper, "error", err)
 				return nil, nil, fmt.Errorf("write roster of %s: %w", owner, err)

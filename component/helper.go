@@ -32,10 +32,14 @@ type helperState struct {
 
 	mu    sync.Mutex
 	found map[string]bool // by lower-case domain
+	// silent holds the domains that did not answer disco#info at all, as
+	// ejabberd 24.12 does not answer a component's IQs other than roster
+	// queries.
+	silent map[string]bool
 }
 
 func newHelperState() *helperState {
-	return &helperState{done: make(chan struct{}), found: map[string]bool{}}
+	return &helperState{done: make(chan struct{}), found: map[string]bool{}, silent: map[string]bool{}}
 }
 
 func (h *helperState) get(domain string) bool {
@@ -44,10 +48,11 @@ func (h *helperState) get(domain string) bool {
 	return h.found[strings.ToLower(domain)]
 }
 
-func (h *helperState) set(domain string, found bool) {
+func (h *helperState) set(domain string, found, silent bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.found[strings.ToLower(domain)] = found
+	h.silent[strings.ToLower(domain)] = silent
 }
 
 // detectHelper asks every user domain for its disco#info and records which
@@ -59,8 +64,8 @@ func (c *Conn) detectHelper(ctx context.Context, sess *session) {
 	reasons := make([]string, len(c.cfg.UserDomains))
 	for i, domain := range c.cfg.UserDomains {
 		wg.Go(func() {
-			found, reason := c.askHelper(ctx, sess, domain)
-			sess.helper.set(domain, found)
+			found, silent, reason := c.askHelper(ctx, sess, domain)
+			sess.helper.set(domain, found, silent)
 			reasons[i] = reason
 		})
 	}
@@ -74,9 +79,9 @@ func (c *Conn) detectHelper(ctx context.Context, sess *session) {
 	}
 }
 
-// askHelper sends one disco#info query to domain; reason says why the helper
-// counts as missing.
-func (c *Conn) askHelper(ctx context.Context, sess *session, domain string) (found bool, reason string) {
+// askHelper sends one disco#info query to domain; silent is set when it got
+// no answer, and reason says why the helper counts as missing.
+func (c *Conn) askHelper(ctx context.Context, sess *session, domain string) (found, silent bool, reason string) {
 	ctx, cancel := context.WithTimeout(ctx, helperDetectTimeout)
 	defer cancel()
 	raw, err := c.roundTrip(ctx, sess, "disco", domain, func(id string) error {
@@ -84,13 +89,13 @@ func (c *Conn) askHelper(ctx context.Context, sess *session, domain string) (fou
 	})
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return false, "no disco#info answer within " + helperDetectTimeout.String()
+		return false, true, "no disco#info answer within " + helperDetectTimeout.String()
 	case err != nil:
-		return false, "disco#info: " + err.Error()
+		return false, false, "disco#info: " + err.Error()
 	case !hasFeature(raw, NSHelper):
-		return false, "not advertised in disco#info"
+		return false, false, "not advertised in disco#info"
 	}
-	return true, ""
+	return true, false, ""
 }
 
 // discoInfo is what hasFeature reads of a disco#info result.
@@ -156,15 +161,36 @@ func (c *Conn) Helper(domain string) (found, known bool) {
 // and reports it; it returns ErrDisconnected when not connected, or ctx's
 // error.
 func (c *Conn) WaitHelper(ctx context.Context, domain string) (bool, error) {
+	h, err := c.WaitServerInfo(ctx, domain)
+	return h.Helper, err
+}
+
+// ServerInfo is what the component learnt of a user domain's server after
+// connecting.
+type ServerInfo struct {
+	// Helper is true when the domain advertises NSHelper.
+	Helper bool
+	// Silent is true when the domain did not answer disco#info at all:
+	// ejabberd (24.12) does not answer a component's IQs other than roster
+	// queries; Prosody answers.
+	Silent bool
+}
+
+// WaitServerInfo waits until the current connection has asked the user
+// domains for their disco#info, and returns what domain answered.
+func (c *Conn) WaitServerInfo(ctx context.Context, domain string) (ServerInfo, error) {
 	sess := c.session()
 	if sess == nil {
-		return false, ErrDisconnected
+		return ServerInfo{}, ErrDisconnected
 	}
 	select {
 	case <-sess.helper.done:
-		return sess.helper.get(domain), nil
+		sess.helper.mu.Lock()
+		defer sess.helper.mu.Unlock()
+		d := strings.ToLower(domain)
+		return ServerInfo{Helper: sess.helper.found[d], Silent: sess.helper.silent[d]}, nil
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return ServerInfo{}, ctx.Err()
 	}
 }
 

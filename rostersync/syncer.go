@@ -505,8 +505,13 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, probe rost
 			first := s.subscriptionKept == nil
 			s.subscriptionKept = &kept
 			s.mu.Unlock()
-			if first {
+			switch {
+			case first && kept:
 				s.log.Info("learnt how the server stores roster subscriptions", "domain", strings.ToLower(s.cfg.UserDomain), "subscription_honoured", kept)
+			case first:
+				s.log.Warn("the XMPP server stores every roster write with subscription none (ejabberd in XEP-0356 mode): "+
+					"contacts will never see each other's presence; API mode (ejabberd_api.url) writes subscriptions and sends presence",
+					"domain", strings.ToLower(s.cfg.UserDomain), "subscription_honoured", kept)
 			}
 			return kept, true
 		}

@@ -157,11 +157,15 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 // (XEP-0356 mode). It is optional: a missing helper is no failure.
 func checkHelper(ctx context.Context, r *checkReport, p *daemon.Parts) {
 	domain := p.Config.UserDomain
-	found, err := p.Conn.WaitHelper(ctx, domain)
+	info, err := p.Conn.WaitServerInfo(ctx, domain)
 	switch {
 	case err != nil:
 		r.line("helper", "unknown: %v", err)
-	case found:
+	case info.Silent:
+		r.line("helper", "missing on %s, and %s did not answer disco#info, as ejabberd does", domain, domain)
+		r.line("presence", "on ejabberd in XEP-0356 mode contacts NEVER see each other's presence: ejabberd stores every privileged roster write with "+
+			"subscription none (as RFC 6121 tells servers to). API mode fixes it: set ejabberd_api.url (docs/deploy-ejabberd.md)")
+	case info.Helper:
 		r.line("helper", "ok: %s answers %s (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request", domain, component.NSHelper)
 	default:
 		r.line("helper", "missing on %s (optional; the Prosody module deploy/prosody/mod_roster_sidecar.lua, docs/deploy-prosody.md): "+

@@ -330,9 +330,10 @@ func TestCheck(t *testing.T) {
 		code, out, _ := c.run(t, "check", "--user", "john")
 		expect(t, code, 0, out,
 			"helper:     ok: example.test answers urn:xmpp:roster-sidecar:0 (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request\n")
-		c.xmpp.DropDisco(true) // as ejabberd may: no answer is no helper
+		c.xmpp.DropDisco(true) // as ejabberd does: no answer is no helper, and says ejabberd
 		code, out, _ = c.run(t, "check", "--user", "john")
-		expect(t, code, 0, out, "helper:     missing on example.test (optional;")
+		expect(t, code, 0, out, "helper:     missing on example.test, and example.test did not answer disco#info, as ejabberd does\n",
+			"presence:   on ejabberd in XEP-0356 mode contacts NEVER see each other's presence")
 	})
 	t.Run("roster get only", func(t *testing.T) {
 		c := newCLI(t)
