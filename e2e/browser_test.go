@@ -322,36 +322,21 @@ func mustJSON(v any) string {
 // ejabberdWebSocket gives the running ejabberd a WebSocket endpoint for
 // Converse.js and returns its URL: deploy/ejabberd/ejabberd.yml has none,
 // and the harness runs that file unchanged, so the test adds a listener to
-// the node instead (ejabberd_listener:add_listener, through a hidden Erlang
-// node): an ejabberd_http listener with the options of the file's HTTP API
+// the node instead (ejabberd_listener:add_listener, through ejabberdEval):
+// an ejabberd_http listener with the options of the file's HTTP API
 // listener (loopback), on a free port, serving only ejabberd_http_ws at
 // /ws (loaded first: ejabberd_http looks for the handler's socket_handoff
 // among loaded modules only, which the configuration check does for the
 // file's handlers). It goes away with the server.
 func ejabberdWebSocket(t *testing.T, srv *harness.Server) string {
 	t.Helper()
-	n := srv.Erlang
-	if n == nil {
-		t.Fatalf("%s has no Erlang node", srv.Name)
-	}
 	port := harness.FreePorts(t, 1)[0]
-	code := fmt.Sprintf(`N = list_to_atom(%q),
-true = net_kernel:connect_node(N),
-{module, _} = rpc:call(N, code, ensure_loaded, [ejabberd_http_ws]),
-[Opts | _] = [O || {_, ejabberd_http, O} <- rpc:call(N, ejabberd_option, listen, [])],
-R = rpc:call(N, ejabberd_listener, add_listener,
-	[{%d, maps:get(ip, Opts), tcp}, ejabberd_http, Opts#{request_handlers => [{[<<"ws">>], ejabberd_http_ws}]}]),
-io:format("~p~n", [R]),
-halt(case R of ok -> 0; _ -> 1 end).`, n.Name, port)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "erl", "-sname", "web"+strconv.Itoa(os.Getpid())+"_"+strconv.Itoa(n.DistPort),
-		"-setcookie", n.Cookie, "-hidden", "-noshell",
-		"-erl_epmd_port", strconv.Itoa(n.DistPort), "-start_epmd", "false", "-dist_listen", "false",
-		"-eval", code)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("adding a WebSocket listener to ejabberd: %v\n%s", err, out)
+	out := ejabberdEval(t, srv, fmt.Sprintf(`{module, _} = code:ensure_loaded(ejabberd_http_ws),
+[Opts | _] = [O || {_, ejabberd_http, O} <- ejabberd_option:listen()],
+ejabberd_listener:add_listener({%d, maps:get(ip, Opts), tcp}, ejabberd_http,
+	Opts#{request_handlers => [{[<<"ws">>], ejabberd_http_ws}]})`, port))
+	if out != "ok" {
+		t.Fatalf("adding a WebSocket listener to ejabberd: %s", out)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	if err := harness.WaitFor(context.Background(), srv.Process, 20*time.Second, "ejabberd WebSocket on "+addr, harness.DialCheck(addr)); err != nil {
