@@ -5,15 +5,21 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/e2e/harness"
 )
@@ -48,15 +54,30 @@ func browserContacts(cs []harness.Contact) string {
 }
 
 // TestBrowserConverseContacts: a user logged in to Converse.js (a web
-// client, in headless Chromium, over Prosody's WebSocket endpoint) sees the
-// contacts that a refresh through the admin API adds, renames, moves and
-// removes, without reloading the page. The script is
-// e2e/browser/converse-contacts.mjs; it saves screenshots.
+// client, in headless Chromium, over the server's WebSocket endpoint)
+// sees, without reloading the page:
+//   - the contacts that a refresh through the admin API adds, renames,
+//     moves and removes;
+//   - a second user, online in another client (the suite's Client), appear
+//     as a contact with Converse's presence indicator showing online once
+//     refreshes make the two friends, in three orders (browserRounds): one
+//     request for both, the friend's roster first, the page user's first;
+//     then away when that user changes status; and disappear after one
+//     refresh that unfriends them. The other client receives the page
+//     user's available presence, then its unavailable, in every round.
+//
+// The script is e2e/browser/converse-contacts.mjs; it saves screenshots in
+// e2e/browser/out/<server>/.
 //
 // It needs chromium, node and e2e/browser/node_modules: run
 // e2e/browser/install.sh (as root) first. Anything missing fails the test.
-// It runs on Prosody only (TestBrowserConverseContacts/prosody), started
-// with e2e/testdata/prosody-web.cfg.lua.
+// It runs where friends see each other online at once:
+// TestBrowserConverseContacts/prosody, with the helper (started with
+// e2e/testdata/prosody-web.cfg.lua, which keeps it), and
+// TestBrowserConverseContacts/ejabberd, in API mode, with a WebSocket
+// listener added to the running node (ejabberdWebSocket); browserRounds
+// says what the page shows on each. The servers run one after the other
+// (two browsers at once are slow on small CI machines).
 func TestBrowserConverseContacts(t *testing.T) {
 	browserDir := harness.RepoFile(t, "e2e", "browser")
 	chromium := os.Getenv(envChromium)
@@ -83,27 +104,47 @@ func TestBrowserConverseContacts(t *testing.T) {
 	if shots == "" {
 		shots = filepath.Join(browserDir, "out")
 	}
-	// Prosody with its WebSocket endpoint on a loopback HTTP port.
-	httpPort := harness.FreePorts(t, 1)[0]
-	web := servers{only: []string{"prosody"}, start: harness.ServerOptions{
+	// Prosody with its WebSocket endpoint on a loopback HTTP port (the
+	// overlay and the variable mean nothing to ejabberd).
+	prosodyHTTP := harness.FreePorts(t, 1)[0]
+	web := servers{only: []string{"prosody", "ejabberd"}, inTurn: true, start: harness.ServerOptions{
 		ProsodyOverlay: harness.RepoFile(t, "e2e", "testdata", "prosody-web.cfg.lua"),
-		Env:            []string{"PROSODY_HTTP_PORT=" + strconv.Itoa(httpPort)},
+		Env:            []string{"PROSODY_HTTP_PORT=" + strconv.Itoa(prosodyHTTP)},
 	}}
 	runPerServer(t, web, func(t *testing.T, e *Env) {
 		srv := e.Server
-		wsURL := "ws://127.0.0.1:" + strconv.Itoa(httpPort) + "/xmpp-websocket"
-		if err := harness.WaitFor(context.Background(), srv.Process, 20*time.Second, "prosody HTTP on port "+strconv.Itoa(httpPort),
-			harness.DialCheck("127.0.0.1:"+strconv.Itoa(httpPort))); err != nil {
-			t.Fatal(err)
-		}
-		const user = "web_alice"
-		srv.CreateUsers(t, user, "web_bob", "web_carol", "web_dave")
-
-		backend := e.Backend
 		opts := sidecarOptions(mainPing)
 		// The refresh at login must not apply the "after" roster before the
 		// page has shown the "before" one: the user was synced just before.
 		opts.Env = append(opts.Env, "ROSTER_SIDECAR_SYNC_LOGIN_MIN_INTERVAL=1h")
+		var wsURL string
+		switch srv.Name {
+		case "prosody":
+			if !srv.PresenceHelper {
+				t.Fatal("the Prosody runner did not load the helper")
+			}
+			wsURL = "ws://127.0.0.1:" + strconv.Itoa(prosodyHTTP) + "/xmpp-websocket"
+			if err := harness.WaitFor(context.Background(), srv.Process, 20*time.Second, "prosody HTTP on port "+strconv.Itoa(prosodyHTTP),
+				harness.DialCheck("127.0.0.1:"+strconv.Itoa(prosodyHTTP))); err != nil {
+				t.Fatal(err)
+			}
+		case "ejabberd":
+			wsURL = ejabberdWebSocket(t, srv)
+			// API mode: subscriptions are stored and ejabberd sends the
+			// presence they allow (TestEjabberdAPIMode).
+			ensureAPIAccount(t, srv)
+			opts.Env = append(opts.Env,
+				"ROSTER_SIDECAR_EJABBERD_API_URL="+srv.APIURL,
+				"ROSTER_SIDECAR_EJABBERD_API_USER="+apiAccount+"@"+srv.Domain,
+				"ROSTER_SIDECAR_EJABBERD_API_PASSWORD="+apiPassword)
+		default:
+			t.Fatalf("no WebSocket endpoint for %s", srv.Name)
+		}
+		const user, friendUser = "web_alice", "web_erin"
+		srv.CreateUsers(t, user, "web_bob", "web_carol", "web_dave", friendUser)
+
+		backend := e.Backend
+		backend.SetRoster(friendUser)
 		sc := e.StartSidecar(t, opts)
 		logOnFailure(t, sc.Process, srv.Process)
 
@@ -122,37 +163,184 @@ func TestBrowserConverseContacts(t *testing.T) {
 		}
 		backend.SetRoster(user, after...)
 
+		// Erin is online in another client (not a contact yet). The script
+		// asks for each step of the presence scenario in turn (POST
+		// /step/NAME?round=R on the page's server): "friends" makes the two
+		// friends in the backend, "away" changes Erin's status, "unfriend"
+		// makes them strangers again; the script asks for the refreshes of
+		// each round (browserRounds), and one refresh of both after
+		// "unfriend".
+		friend := Login(t, srv, friendUser)
+		userJID := jid.MustParse(user + "@" + harness.UserDomain)
+		friendContact := harness.Contact{JID: friend.JID.String(), Name: "Erin", Groups: []string{"Friends"}}
+		rounds := browserRounds(srv.Name, user, friendUser)
+		var (
+			mu    sync.Mutex
+			marks = map[string]int{} // step?round -> Erin's presence count then
+			steps = map[string]func(ctx context.Context) error{
+				"friends": func(context.Context) error {
+					backend.SetRoster(user, slices.Concat(after, []harness.Contact{friendContact})...)
+					backend.SetRoster(friendUser, harness.Contact{JID: userJID.String(), Name: "Alice", Groups: []string{"Friends"}})
+					return nil
+				},
+				"away": func(ctx context.Context) error {
+					return friend.Send(ctx, `<presence><show>away</show><status>back soon</status></presence>`)
+				},
+				"unfriend": func(context.Context) error {
+					backend.SetRoster(user, after...)
+					backend.SetRoster(friendUser)
+					return nil
+				},
+			}
+		)
+
 		// The page: index.html and Converse.js's dist/ files, from loopback.
 		mux := http.NewServeMux()
 		mux.Handle("GET /dist/", http.StripPrefix("/dist/", http.FileServer(http.Dir(dist))))
 		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 			http.ServeFile(w, r, filepath.Join(browserDir, "index.html"))
 		})
+		mux.HandleFunc("POST /step/{name}", func(w http.ResponseWriter, r *http.Request) {
+			name := r.PathValue("name")
+			step, ok := steps[name]
+			if !ok {
+				http.Error(w, "no step "+name, http.StatusNotFound)
+				return
+			}
+			mu.Lock()
+			marks[name+"?"+r.URL.Query().Get("round")] = friend.PresenceCount()
+			mu.Unlock()
+			if err := step(r.Context()); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprintf(w, "step %s done\n", name)
+		})
 		page := httptest.NewServer(mux)
 		t.Cleanup(page.Close)
-		pageURL := page.URL + "/?" + url.Values{"ws": {wsURL}, "domain": {harness.UserDomain}}.Encode()
+		query := url.Values{"ws": {wsURL}, "domain": {harness.UserDomain}}
+		if harness.Debug() {
+			// Converse.js logs every stanza; the script prints the console.
+			query.Set("loglevel", "debug")
+		}
+		pageURL := page.URL + "/?" + query.Encode()
+		dir := filepath.Join(shots, srv.Name)
 
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, node, filepath.Join(browserDir, "converse-contacts.mjs"))
 		cmd.Dir = browserDir
 		cmd.Env = append(os.Environ(),
 			"CHROMIUM="+chromium,
 			"PAGE_URL="+pageURL,
-			"XMPP_JID="+user+"@"+harness.UserDomain,
+			"STEP_URL="+page.URL+"/step",
+			"XMPP_JID="+userJID.String(),
 			"XMPP_PASSWORD="+harness.UserPassword,
 			"ADMIN_URL="+sc.Admin.BaseURL,
 			"ADMIN_TOKEN="+sc.Admin.Token,
 			"BEFORE="+browserContacts(before),
 			"AFTER="+browserContacts(after),
-			"SCREENSHOT_DIR="+shots,
+			"FRIEND="+strings.TrimSuffix(strings.TrimPrefix(browserContacts([]harness.Contact{friendContact}), "["), "]"),
+			"ROUNDS="+mustJSON(rounds),
+			"SCREENSHOT_DIR="+dir,
+			"TIMEOUT_MS=30000",
 		)
+		if harness.Debug() {
+			cmd.Env = append(cmd.Env, "BROWSER_DEBUG=1")
+		}
 		cmd.WaitDelay = 10 * time.Second
 		out, err := cmd.CombinedOutput()
 		t.Logf("converse-contacts.mjs:\n%s", out)
 		if err != nil {
 			t.Fatalf("the browser test failed: %v", err)
 		}
-		t.Logf("screenshot: %s", filepath.Join(shots, "converse-contacts.png"))
+
+		// The other way: in each round Erin's client received the page
+		// user's presence when they became friends, and its unavailable
+		// when unfriended.
+		shotNames := []string{"converse-contacts.png"}
+		for _, r := range rounds {
+			mu.Lock()
+			nFriends, okF := marks["friends?"+r.Name]
+			nUnfriend, okU := marks["unfriend?"+r.Name]
+			mu.Unlock()
+			if !okF || !okU {
+				t.Fatalf("round %s: the script did not ask for its steps", r.Name)
+			}
+			p := friend.WaitForPresence(t, nFriends, userJID, "", pushWait)
+			q := friend.WaitForPresence(t, nUnfriend, userJID, "unavailable", pushWait)
+			t.Logf("round %s: %s's client received %s after the friends step, %s after the unfriend step", r.Name, friendUser, p, q)
+			shotNames = append(shotNames, "converse-presence-"+r.Name+".png")
+		}
+		for _, name := range append(shotNames, "converse-presence-away.png", "converse-presence-unfriended.png") {
+			t.Logf("screenshot: %s", filepath.Join(dir, name))
+		}
 	})
+}
+
+// browserRound is one way of making the page's user and the friend friends,
+// and what the page must show then (see ROUNDS in converse-contacts.mjs).
+type browserRound struct {
+	Name    string     `json:"name"`
+	Refresh [][]string `json:"refresh"`
+	// Expect is "online", "offline" or "any".
+	Expect string `json:"expect"`
+}
+
+// browserRounds: one refresh of both users; the friend's roster first,
+// then the page user's; the page user's first, then the friend's. With the
+// Prosody helper the page shows the friend online each time. On ejabberd
+// (API mode) a user's write sends the user's presence to the contact before
+// the contact's roster has the user when the contact's write comes later,
+// and a user gaining a subscription to a contact is sent no presence of the
+// contact (ejabberd's mod_roster sends presence on a gained "from" only);
+// Converse.js drops presence from a JID not in its roster: so the page
+// shows the friend online only when its own user's roster was written
+// first, offline when it came second, and either when both are written at
+// once (measured: both outcomes).
+func browserRounds(server, user, friend string) []browserRound {
+	rounds := []browserRound{
+		{Name: "one-request", Refresh: [][]string{{user, friend}}, Expect: "online"},
+		{Name: "friend-first", Refresh: [][]string{{friend}, {user}}, Expect: "online"},
+		{Name: "user-first", Refresh: [][]string{{user}, {friend}}, Expect: "online"},
+	}
+	if server == "ejabberd" {
+		rounds[0].Expect = "any"
+		rounds[1].Expect = "offline"
+	}
+	return rounds
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// ejabberdWebSocket gives the running ejabberd a WebSocket endpoint for
+// Converse.js and returns its URL: deploy/ejabberd/ejabberd.yml has none,
+// and the harness runs that file unchanged, so the test adds a listener to
+// the node instead (ejabberd_listener:add_listener, through ejabberdEval):
+// an ejabberd_http listener with the options of the file's HTTP API
+// listener (loopback), on a free port, serving only ejabberd_http_ws at
+// /ws (loaded first: ejabberd_http looks for the handler's socket_handoff
+// among loaded modules only, which the configuration check does for the
+// file's handlers). It goes away with the server.
+func ejabberdWebSocket(t *testing.T, srv *harness.Server) string {
+	t.Helper()
+	port := harness.FreePorts(t, 1)[0]
+	out := ejabberdEval(t, srv, fmt.Sprintf(`{module, _} = code:ensure_loaded(ejabberd_http_ws),
+[Opts | _] = [O || {_, ejabberd_http, O} <- ejabberd_option:listen()],
+ejabberd_listener:add_listener({%d, maps:get(ip, Opts), tcp}, ejabberd_http,
+	Opts#{request_handlers => [{[<<"ws">>], ejabberd_http_ws}]})`, port))
+	if out != "ok" {
+		t.Fatalf("adding a WebSocket listener to ejabberd: %s", out)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if err := harness.WaitFor(context.Background(), srv.Process, 20*time.Second, "ejabberd WebSocket on "+addr, harness.DialCheck(addr)); err != nil {
+		t.Fatal(err)
+	}
+	return "ws://" + addr + "/ws"
 }
