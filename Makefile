@@ -50,8 +50,9 @@ e2e:
 check-deploy:
 	GO=$(GO) bash deploy/check-deploy.sh
 
-## browser-test: Converse.js in headless Chromium sees a refresh without a reload (installs
-## Debian's chromium and the npm packages of e2e/browser; needs Prosody: make servers).
+## browser-test: Converse.js in headless Chromium sees a refresh without a reload, and a new
+## friend online (installs Debian's chromium and the npm packages of e2e/browser; runs on
+## Prosody with the helper and on ejabberd in API mode: make servers).
 browser-test:
 	bash e2e/browser/install.sh
 	$(GO) test -tags 'e2e browser' -count=1 -timeout 10m -v -run '^TestBrowser' ./e2e/

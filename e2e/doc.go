@@ -26,7 +26,8 @@
 //
 // With the tags e2e and browser (make browser-test) TestBrowserConverseContacts
 // also runs: Converse.js (e2e/browser, npm) in Debian's headless Chromium
-// against Prosody's WebSocket endpoint. e2e/browser/install.sh installs both;
+// against the WebSocket endpoint of Prosody (with the helper) and of
+// ejabberd (API mode). e2e/browser/install.sh installs both;
 // ROSTER_SIDECAR_CHROMIUM names another browser binary and
 // ROSTER_SIDECAR_SCREENSHOTS another directory for the screenshots
 // (default e2e/browser/out).
