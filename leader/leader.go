@@ -21,8 +21,8 @@
 //
 // The defaults (8s / 4s / 1s) bound the take-over after the holder is
 // killed (no release) to LeaseDuration plus two polls of at most 1.2 ×
-// RetryPeriod each: 12.4 s, 9 to 10 s typically (the package's tests measure
-// it). client-go's usual 15s / 10s / 2s gives 15 to 20 s. client-go compares
+// RetryPeriod each: 12.4 s; measured 7.8 to 9.6 s (TestFailoverWithDefaults).
+// client-go's usual 15s / 10s / 2s gives 14.8 to 17.2 s. client-go compares
 // lease records at one-second precision, so the others may count the
 // LeaseDuration from up to 1 s before the last renewal. A holder that
 // cannot renew stops its work after RetryPeriod + RenewDeadline (5 s), so at
