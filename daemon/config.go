@@ -3,6 +3,8 @@ package daemon
 import (
 	"log/slog"
 	"time"
+
+	"roster-sidecar/leader"
 )
 
 // Config is the validated configuration of the daemon: what the command
@@ -10,6 +12,10 @@ import (
 // the keys). BackendRedirects 0 follows no redirect; BackendMaxName ...
 // BackendMaxItem are the rosterhttp.Limits of the backend's answers.
 type Config struct {
+	// Leader configures leader election on a Kubernetes Lease; off when
+	// its LeaseName is empty (see leader.go).
+	Leader leader.Config
+
 	XMPPAddress    string
 	XMPPDomain     string
 	XMPPSecret     string

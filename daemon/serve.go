@@ -22,7 +22,17 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 	if err != nil {
 		return err
 	}
-	api, err := NewAdmin(cfg, p.Syncer, log, m)
+	var syncer admin.Syncer = p.Syncer
+	run := p.Run
+	// Leader election (leader.go): only the lease holder runs the parts.
+	if cfg.Leader.Enabled() {
+		el, err := newElected(cfg, log, m, p)
+		if err != nil {
+			return err
+		}
+		syncer, run = el, el.Run
+	}
+	api, err := NewAdmin(cfg, syncer, log, m)
 	if err != nil {
 		return err
 	}
@@ -37,7 +47,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 	partsCtx, stopParts := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopParts()
 	partsDone := make(chan error, 1)
-	go func() { partsDone <- p.Run(partsCtx) }()
+	go func() { partsDone <- run(partsCtx) }()
 	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAPI()
 	apiDone := make(chan error, 1)

@@ -13,12 +13,17 @@
 #               decoded strictly into the k8s.io/api types, names and labels
 #               validated with apimachinery, and the cross references checked.
 #               kubectl kustomize too when kubectl is installed.
+#   monitoring  deploy/monitoring: promtool check rules and promtool test
+#               rules on the Prometheus alerting rules, and the Go test of that
+#               directory (the Grafana dashboard loads, every metric the
+#               dashboard and the rules name is one the sidecar exports).
 #
 # deploy/config.example.yaml and admin/openapi.yaml are checked by the unit
 # tests (make unit).
 #
-# Needs systemd-analyze (Debian package systemd; installed when missing and
-# running as root) and readelf (binutils, which the Go toolchain's gcc brings).
+# Needs systemd-analyze (Debian package systemd) and promtool (Debian package
+# prometheus), both installed when missing and running as root, and readelf
+# (binutils, which the Go toolchain's gcc brings).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO=${GO:-go}
@@ -35,6 +40,12 @@ if ! command -v systemd-analyze >/dev/null; then
 	log "installing systemd (for systemd-analyze)"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd ||
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd; }
+fi
+if ! command -v promtool >/dev/null; then
+	[ "$(id -u)" -eq 0 ] || die "promtool is missing: apt-get install prometheus"
+	log "installing prometheus (for promtool)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus ||
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 fi
 command -v readelf >/dev/null || die "readelf is missing: apt-get install binutils"
 
@@ -79,4 +90,10 @@ if command -v kubectl >/dev/null; then
 	log "kubernetes: kubectl kustomize ok"
 fi
 log "kubernetes: manifests ok"
+
+# ---- monitoring: Prometheus rules and the Grafana dashboard ----
+(cd deploy/monitoring && promtool check rules alerts.yaml && promtool test rules alerts_test.yaml) ||
+	die "deploy/monitoring/alerts.yaml: promtool check rules or test rules failed"
+"$GO" test -count=1 ./deploy/monitoring/ || die "deploy/monitoring: the dashboard or the rules name metrics the sidecar does not export"
+log "monitoring: alerting rules and dashboard ok"
 log "ok"

@@ -19,6 +19,7 @@ import (
 
 	"roster-sidecar/admin"
 	"roster-sidecar/daemon"
+	"roster-sidecar/leader"
 	"roster-sidecar/rosterhttp"
 )
 
@@ -86,6 +87,12 @@ var settings = []setting{
 	{"ejabberd_api.password", "", "password of ejabberd_api.user (or ejabberd_api.password_file)", true},
 	{"ejabberd_api.password_file", "", "file holding the password of ejabberd_api.user", false},
 	{"ejabberd_api.timeout", 15 * time.Second, "bound on one ejabberd API call", false},
+	{"leader.lease_name", "", "name of the Kubernetes Lease for leader election among several instances: only its holder connects and syncs, the others answer 503 (empty: no leader election)", false},
+	{"leader.lease_namespace", "", "namespace of the Lease (empty: the pod's own, from its service account)", false},
+	{"leader.identity", "", "this instance's name in the Lease (empty: the host name, in Kubernetes the pod's name)", false},
+	{"leader.lease_duration", leader.DefaultLeaseDuration, "how long the others wait after the holder's last renewal before taking the lease over (whole seconds)", false},
+	{"leader.renew_deadline", leader.DefaultRenewDeadline, "how long the holder tries to renew before it stops and stands by (below leader.lease_duration)", false},
+	{"leader.retry_period", leader.DefaultRetryPeriod, "period of the holder's renewals and the others' polls (below leader.renew_deadline / 1.2)", false},
 	{"log.level", "info", "debug, info, warn or error", false},
 	{"log.format", "text", "text or json", false},
 }
@@ -269,6 +276,7 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	default:
 		errs = append(errs, fmt.Errorf("xmpp.compare_subscription must be auto, always or never, got %q", c.CompareSub))
 	}
+	c.Leader, errs = leaderConfig(v, errs)
 	if c.LogLevel, err = logLevel(v.GetString("log.level")); err != nil {
 		errs = append(errs, err)
 	}
@@ -283,6 +291,28 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		return daemon.Config{}, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// leaderConfig reads the leader.* keys (leader election on a Kubernetes
+// Lease) and appends what is wrong to errs.
+func leaderConfig(v *viper.Viper, errs []error) (leader.Config, []error) {
+	c := leader.Config{
+		LeaseName:     strings.TrimSpace(v.GetString("leader.lease_name")),
+		Namespace:     strings.TrimSpace(v.GetString("leader.lease_namespace")),
+		Identity:      strings.TrimSpace(v.GetString("leader.identity")),
+		LeaseDuration: v.GetDuration("leader.lease_duration"),
+		RenewDeadline: v.GetDuration("leader.renew_deadline"),
+		RetryPeriod:   v.GetDuration("leader.retry_period"),
+	}
+	switch {
+	case c.LeaseDuration < time.Second || c.LeaseDuration%time.Second != 0:
+		errs = append(errs, fmt.Errorf("leader.lease_duration must be whole seconds, at least 1s (the Lease stores seconds), got %q", v.GetString("leader.lease_duration")))
+	case c.RenewDeadline <= 0 || c.RenewDeadline >= c.LeaseDuration:
+		errs = append(errs, fmt.Errorf("leader.renew_deadline must be a positive duration below leader.lease_duration (%s), got %q", c.LeaseDuration, v.GetString("leader.renew_deadline")))
+	case c.RetryPeriod <= 0 || float64(c.RenewDeadline) <= 1.2*float64(c.RetryPeriod):
+		errs = append(errs, fmt.Errorf("leader.retry_period must be a positive duration below leader.renew_deadline / 1.2 (%s), got %q", c.RenewDeadline, v.GetString("leader.retry_period")))
+	}
+	return c, errs
 }
 
 // secret reads key, or the file named by key_file; not both.

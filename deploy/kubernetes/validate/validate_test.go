@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -31,10 +32,13 @@ type kustomization struct {
 
 // manifests are the decoded objects, by kind.
 type manifests struct {
-	deployment *appsv1.Deployment
-	service    *corev1.Service
-	configMap  *corev1.ConfigMap
-	secret     *corev1.Secret
+	deployment     *appsv1.Deployment
+	service        *corev1.Service
+	configMap      *corev1.ConfigMap
+	secret         *corev1.Secret
+	serviceAccount *corev1.ServiceAccount
+	role           *rbacv1.Role
+	roleBinding    *rbacv1.RoleBinding
 }
 
 // decodeStrict decodes one YAML document into obj, failing on unknown
@@ -104,13 +108,26 @@ func load(t *testing.T) manifests {
 			m.secret = new(corev1.Secret)
 			decodeStrict(t, name, data, m.secret)
 			meta = &m.secret.ObjectMeta
+		case "v1/ServiceAccount":
+			m.serviceAccount = new(corev1.ServiceAccount)
+			decodeStrict(t, name, data, m.serviceAccount)
+			meta = &m.serviceAccount.ObjectMeta
+		case "rbac.authorization.k8s.io/v1/Role":
+			m.role = new(rbacv1.Role)
+			decodeStrict(t, name, data, m.role)
+			meta = &m.role.ObjectMeta
+		case "rbac.authorization.k8s.io/v1/RoleBinding":
+			m.roleBinding = new(rbacv1.RoleBinding)
+			decodeStrict(t, name, data, m.roleBinding)
+			meta = &m.roleBinding.ObjectMeta
 		default:
 			t.Fatalf("%s: unexpected object %s", name, gvk)
 		}
 		checkMeta(t, name, meta)
 	}
-	if m.deployment == nil || m.service == nil || m.configMap == nil || m.secret == nil {
-		t.Fatalf("want a Deployment, a Service, a ConfigMap and a Secret, got %+v", m)
+	if m.deployment == nil || m.service == nil || m.configMap == nil || m.secret == nil ||
+		m.serviceAccount == nil || m.role == nil || m.roleBinding == nil {
+		t.Fatalf("want a Deployment, a Service, a ConfigMap, a Secret, a ServiceAccount, a Role and a RoleBinding, got %+v", m)
 	}
 	return m
 }
@@ -132,12 +149,10 @@ func checkMeta(t *testing.T, file string, meta *metav1.ObjectMeta) {
 func TestDeployment(t *testing.T) {
 	m := load(t)
 	d := m.deployment
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
-		t.Errorf("replicas must be 1: the XMPP server allows one component connection")
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+		t.Errorf("replicas must be 2: a leader and a standby (leader election on a Lease)")
 	}
-	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate != nil {
-		t.Errorf("strategy must be Recreate (the old pod stops before the new one connects), got %+v", d.Spec.Strategy)
-	}
+	checkStrategy(t, d)
 	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 	if err != nil {
 		t.Fatalf("selector: %v", err)
@@ -157,8 +172,14 @@ func TestDeployment(t *testing.T) {
 	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("the pod needs seccompProfile RuntimeDefault")
 	}
-	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
-		t.Errorf("the sidecar never calls the Kubernetes API: set automountServiceAccountToken: false")
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		t.Errorf("leader election needs the service-account token: set automountServiceAccountToken: true in the pod")
+	}
+	if pod.ServiceAccountName != m.serviceAccount.Name {
+		t.Errorf("serviceAccountName %q, want the ServiceAccount %s", pod.ServiceAccountName, m.serviceAccount.Name)
+	}
+	if a := m.serviceAccount.AutomountServiceAccountToken; a == nil || *a {
+		t.Errorf("the ServiceAccount should not mount its token everywhere: automountServiceAccountToken: false (the pod asks for it)")
 	}
 	if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 35 {
 		t.Errorf("terminationGracePeriodSeconds must leave the 30 s graceful stop room, got %v", g)
@@ -272,6 +293,99 @@ func TestDeployment(t *testing.T) {
 			t.Errorf("env %s missing", name)
 		}
 	}
+
+	// Leader election: the Lease in the pod's namespace, the pod's name as
+	// the identity, both from the downward API.
+	for name, field := range map[string]string{
+		"ROSTER_SIDECAR_LEADER_LEASE_NAMESPACE": "metadata.namespace",
+		"ROSTER_SIDECAR_LEADER_IDENTITY":        "metadata.name",
+	} {
+		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+		if i < 0 {
+			t.Errorf("env %s missing", name)
+			continue
+		}
+		if e := c.Env[i]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != field {
+			t.Errorf("env %s must come from the downward API field %s, got %+v", name, field, e)
+		}
+	}
+}
+
+// checkStrategy checks that a rolling update can progress although only
+// the leader is ever ready: it must be allowed to stop every old pod
+// (maxUnavailable at least the replicas), and it starts a new pod first
+// (maxSurge at least 1), which takes the lease over once the old leader
+// released it.
+func checkStrategy(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	s := d.Spec.Strategy
+	if s.Type != appsv1.RollingUpdateDeploymentStrategyType || s.RollingUpdate == nil ||
+		s.RollingUpdate.MaxUnavailable == nil || s.RollingUpdate.MaxSurge == nil {
+		t.Errorf("strategy must be RollingUpdate with maxSurge and maxUnavailable, got %+v", s)
+		return
+	}
+	replicas := int(*d.Spec.Replicas)
+	unavailable, err := intstr.GetScaledValueFromIntOrPercent(s.RollingUpdate.MaxUnavailable, replicas, false)
+	if err != nil || unavailable < replicas {
+		t.Errorf("maxUnavailable %s (%d of %d replicas, %v): a new pod, on standby, is never ready while the old leader runs, so the rollout must be allowed to stop every old pod",
+			s.RollingUpdate.MaxUnavailable.String(), unavailable, replicas, err)
+	}
+	surge, err := intstr.GetScaledValueFromIntOrPercent(s.RollingUpdate.MaxSurge, replicas, true)
+	if err != nil || surge < 1 {
+		t.Errorf("maxSurge %s: start a new pod before the old ones stop, so that it takes over at once", s.RollingUpdate.MaxSurge.String())
+	}
+}
+
+// TestLeaderElection checks the Role against the lease the ConfigMap names:
+// the pods may get and update that lease and create leases, nothing else;
+// the RoleBinding gives the Role to the pods' ServiceAccount.
+func TestLeaderElection(t *testing.T) {
+	m := load(t)
+	var doc struct {
+		Leader struct {
+			LeaseName string `json:"lease_name"`
+		} `json:"leader"`
+	}
+	if err := yaml.Unmarshal([]byte(m.configMap.Data["config.yaml"]), &doc); err != nil {
+		t.Fatal(err)
+	}
+	lease := doc.Leader.LeaseName
+	if lease == "" {
+		t.Fatal("config.yaml in the ConfigMap sets no leader.lease_name: two replicas need leader election")
+	}
+	for _, msg := range validation.IsDNS1123Subdomain(lease) {
+		t.Errorf("leader.lease_name %q: %s", lease, msg)
+	}
+	var named, create bool
+	for i, r := range m.role.Rules {
+		if !slices.Equal(r.APIGroups, []string{"coordination.k8s.io"}) || !slices.Equal(r.Resources, []string{"leases"}) || len(r.NonResourceURLs) > 0 {
+			t.Errorf("rule %d grants more than coordination.k8s.io leases: %+v", i, r)
+			continue
+		}
+		verbs := slices.Sorted(slices.Values(r.Verbs))
+		switch {
+		case slices.Equal(verbs, []string{"get", "update"}) && slices.Equal(r.ResourceNames, []string{lease}):
+			named = true
+		case slices.Equal(verbs, []string{"create"}) && len(r.ResourceNames) == 0:
+			create = true // a create cannot be restricted by name
+		default:
+			t.Errorf("rule %d: want get and update on the lease %s only, or create: %+v", i, lease, r)
+		}
+	}
+	if !named || !create {
+		t.Errorf("the Role must grant get and update on the lease %s and create on leases: %+v", lease, m.role.Rules)
+	}
+	rb := m.roleBinding
+	if rb.RoleRef.APIGroup != rbacv1.GroupName || rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != m.role.Name {
+		t.Errorf("the RoleBinding refers to %+v, want the Role %s", rb.RoleRef, m.role.Name)
+	}
+	if len(rb.Subjects) != 1 {
+		t.Fatalf("want one subject, got %+v", rb.Subjects)
+	}
+	// No namespace: the RoleBinding's own, where kubectl -n puts the pods.
+	if s := rb.Subjects[0]; s.Kind != rbacv1.ServiceAccountKind || s.Name != m.serviceAccount.Name || s.Namespace != "" || s.APIGroup != "" {
+		t.Errorf("the subject must be the ServiceAccount %s in the RoleBinding's namespace, got %+v", m.serviceAccount.Name, s)
+	}
 }
 
 // checkProbe checks an HTTP probe on the admin port.
@@ -321,6 +435,9 @@ func TestService(t *testing.T) {
 	}
 	if len(s.Spec.Selector) == 0 {
 		t.Errorf("service has no selector")
+	}
+	if s.Spec.PublishNotReadyAddresses {
+		t.Errorf("publishNotReadyAddresses must be false: the standby is not ready and answers refreshes with 503")
 	}
 	if len(s.Spec.Ports) != 1 {
 		t.Fatalf("want one port, got %+v", s.Spec.Ports)

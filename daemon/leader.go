@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"k8s.io/klog/v2"
+
+	"roster-sidecar/leader"
+	"roster-sidecar/metrics"
+	"roster-sidecar/rosterhttp"
+	"roster-sidecar/rostersync"
+)
+
+// elected runs serve's parts under leader election (Config.Leader): only
+// the holder of the Kubernetes Lease runs them, that is connects to the XMPP
+// server and syncs, with fresh parts for each term it wins. It stands in
+// for the parts' Syncer in the admin API: on standby, /readyz and the
+// refresh calls answer 503 with the reason (admin answers 503 whenever
+// Ready fails).
+type elected struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics.Metrics
+	elector *leader.Elector
+
+	mu sync.Mutex
+	// next are parts built and not run yet: Serve's, for the first term.
+	next *Parts
+	// current are the running term's parts; nil on standby.
+	current *Parts
+}
+
+// errStarting is the answer in the instant between winning the lease and
+// the parts running.
+var errStarting = errors.New("standby: won the leader election lease, starting")
+
+// newElected prepares leader election with first as the parts of the
+// first term; m, when not nil, gets the leader metrics.
+func newElected(cfg Config, log *slog.Logger, m *metrics.Metrics, first *Parts) (*elected, error) {
+	// client-go's own log lines (contextual ones get the elector's logger).
+	klog.SetSlogLogger(log.With("source", "client-go"))
+	var obs leader.Observer
+	if m != nil {
+		obs = m.Leader()
+	}
+	el, err := leader.New(cfg.Leader, log, obs)
+	if err != nil {
+		return nil, &ConfigError{Key: "leader", Err: err}
+	}
+	return &elected{cfg: cfg, log: log, m: m, elector: el, next: first}, nil
+}
+
+// Run campaigns for the lease and runs the parts while holding it, until
+// ctx ends (the parts stop first, then the lease is released) or the parts
+// fail (component.ErrAuth).
+func (e *elected) Run(ctx context.Context) error {
+	return e.elector.Run(ctx, e.term)
+}
+
+// term runs one term's parts until ctx ends (the lease lost, or serve
+// stopping).
+func (e *elected) term(ctx context.Context) error {
+	e.mu.Lock()
+	p := e.next
+	e.next = nil
+	e.mu.Unlock()
+	if p == nil {
+		var err error
+		if p, err = Build(e.cfg, e.log, e.m, true); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	e.current = p
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.current = nil
+		e.mu.Unlock()
+	}()
+	return p.Run(ctx)
+}
+
+// parts returns the running term's parts, or why there are none.
+func (e *elected) parts() (*Parts, error) {
+	if err := e.elector.Standby(); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.current == nil {
+		return nil, errStarting
+	}
+	return e.current, nil
+}
+
+// Ready implements admin.Syncer: the standby's reason, else the running
+// parts' readiness.
+func (e *elected) Ready() error {
+	p, err := e.parts()
+	if err != nil {
+		return err
+	}
+	return p.Syncer.Ready()
+}
+
+// Sync implements admin.Syncer.
+func (e *elected) Sync(ctx context.Context, user string) rostersync.Result {
+	p, err := e.parts()
+	if err != nil {
+		return rostersync.Result{User: user, Err: err}
+	}
+	return p.Syncer.Sync(ctx, user)
+}
+
+// Push implements admin.Syncer.
+func (e *elected) Push(ctx context.Context, user string, desired rosterhttp.Roster) rostersync.Result {
+	p, err := e.parts()
+	if err != nil {
+		return rostersync.Result{User: user, Err: err}
+	}
+	return p.Syncer.Push(ctx, user, desired)
+}
