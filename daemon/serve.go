@@ -27,6 +27,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 		return err
 	}
 	api.Mount("/metrics", m.Handler())
+	api.SetStatus(version, p.LinkStatus)
 	ln, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		return &ConfigError{Key: "admin.listen", Err: err}
