@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"roster-sidecar/admin"
+	"roster-sidecar/component"
+)
+
+// sync, diff and check through a running serve (findDaemon): sync sends
+// the users to POST /roster_admin/refresh and diff to POST
+// /roster_admin/diff, --batch-size users a request; check reports GET
+// /roster_admin/status.
+
+// defaultBatchSize is the default of --batch-size: small enough that
+// progress moves every few seconds and that the answers stay small, large
+// enough that the requests cost nothing next to the syncs.
+const defaultBatchSize = 100
+
+// syncInFlight is how many refresh requests sync keeps in flight: two, so
+// that the daemon starts the users of the next request while the last
+// ones of the previous one finish. The daemon's Syncer bounds the syncs
+// running at once (admin.concurrency), whatever the requests.
+const syncInFlight = 2
+
+// addBatchFlag registers --batch-size on cmd.
+func addBatchFlag(cmd *cobra.Command) *int {
+	n := new(int)
+	cmd.Flags().IntVar(n, "batch-size", defaultBatchSize, "users per request to a running serve (at most its admin.max_users, and admin.max_body_bytes of usernames)")
+	return n
+}
+
+// batchOutcome is what one refresh request of sync came to.
+type batchOutcome struct {
+	synced, failed                   int
+	added, updated, removed, skipped int
+	// lines are the "failed:" and "skipped:" lines of its users, in order.
+	lines []string
+	// err is why the request failed as a whole.
+	err error
+}
+
+// syncThroughDaemon syncs users through the daemon's refresh endpoint,
+// batch users a request, shows progress on out, and prints the failures
+// and the same summary as syncUsers. A request the daemon answers 503 (it
+// lost its XMPP link) is sent again once the daemon is ready, within wait;
+// any other failure of a whole request stops the job.
+func syncThroughDaemon(ctx context.Context, d *daemonClient, users []string, out io.Writer, interval time.Duration, batch int, wait time.Duration) error {
+	size := d.batchSize(batch)
+	bs := batches(users, size, d.status.Limits.MaxBodyBytes)
+	fmt.Fprintf(out, "syncing %d users through the daemon, %d per request, %d at once\n", len(users), size, d.status.Limits.Concurrency)
+	start := time.Now()
+	prog := newProgress(out, len(users), interval)
+	outcomes := make([]*batchOutcome, len(bs))
+	var mu sync.Mutex
+	var stopped error
+	stop := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped == nil {
+			stopped = err
+		}
+	}
+	going := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return stopped == nil && ctx.Err() == nil
+	}
+	var g errgroup.Group
+	g.SetLimit(syncInFlight)
+	for i, b := range bs {
+		if !going() {
+			break
+		}
+		g.Go(func() error { // waits for a free slot
+			if !going() {
+				return nil
+			}
+			o := d.syncBatch(ctx, b, wait, prog)
+			outcomes[i] = o
+			if o.err != nil {
+				stop(o.err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	prog.finish()
+	elapsed := time.Since(start)
+
+	var total batchOutcome
+	sent := 0
+	for i, o := range outcomes {
+		if o == nil {
+			continue
+		}
+		sent += len(bs[i])
+		for _, l := range o.lines {
+			fmt.Fprintln(out, l)
+		}
+		total.synced, total.failed = total.synced+o.synced, total.failed+o.failed
+		total.added, total.updated, total.removed = total.added+o.added, total.updated+o.updated, total.removed+o.removed
+		total.skipped += o.skipped
+	}
+	fmt.Fprintf(out, "synced %d of %d users in %s (%.1f users/s): %d failed", total.synced, len(users),
+		elapsed.Round(time.Millisecond), float64(total.synced+total.failed)/elapsed.Seconds(), total.failed)
+	if notStarted := len(users) - sent; notStarted > 0 {
+		why := "interrupted"
+		if stopped != nil {
+			why = "stopped: " + stopped.Error()
+		}
+		fmt.Fprintf(out, ", %d not started (%s)", notStarted, why)
+	}
+	fmt.Fprintf(out, "\nroster items: %d added, %d updated, %d removed; %d contacts skipped\n", total.added, total.updated, total.removed, total.skipped)
+	if total.failed > 0 || sent < len(users) {
+		return exitError(exitFailure)
+	}
+	return nil
+}
+
+// syncBatch refreshes users in one request and counts them on prog. Once
+// sent, a request is not cancelled with ctx (Ctrl-C): the daemon syncs its
+// users anyway, and the answer says how that went.
+func (d *daemonClient) syncBatch(ctx context.Context, users []string, wait time.Duration, prog progress) *batchOutcome {
+	body, _ := json.Marshal(users)
+	var resp admin.RefreshResponse
+	send := func() error {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.requestTimeout())
+		defer cancel()
+		resp = admin.RefreshResponse{}
+		return d.call(rctx, http.MethodPost, "/roster_admin/refresh", body, &resp)
+	}
+	err := send()
+	var de *daemonError
+	if errors.As(err, &de) && de.Code == http.StatusServiceUnavailable {
+		// Nothing was synced: the daemon lost its link. Once it is back,
+		// send the request again.
+		if err = d.waitReady(ctx, wait); err == nil {
+			err = send()
+		}
+	}
+	o := &batchOutcome{}
+	if err != nil {
+		o.err, o.failed = err, len(users)
+		who := users[0]
+		if len(users) > 1 {
+			who = fmt.Sprintf("%d users (%s ... %s)", len(users), users[0], users[len(users)-1])
+		}
+		o.lines = append(o.lines, fmt.Sprintf("failed: %s: %v", who, err))
+		for range users {
+			prog.done(true)
+		}
+		return o
+	}
+	for _, r := range resp.Results {
+		if r.Status == "ok" {
+			o.synced++
+		} else {
+			o.failed++
+			o.lines = append(o.lines, fmt.Sprintf("failed: %s: %s", r.User, r.Error))
+		}
+		o.added, o.updated, o.removed = o.added+r.Added, o.updated+r.Updated, o.removed+r.Removed
+		for _, s := range r.Skipped {
+			o.skipped++
+			o.lines = append(o.lines, fmt.Sprintf("skipped: %s: contact %q: %s", r.User, s.JID, s.Reason))
+		}
+		prog.done(r.Status != "ok")
+	}
+	// The daemon answers one result per distinct user; users are.
+	if missing := len(users) - len(resp.Results); missing > 0 {
+		o.failed += missing
+		o.lines = append(o.lines, fmt.Sprintf("failed: %d users of a request have no result in the daemon's answer", missing))
+		for range missing {
+			prog.done(true)
+		}
+	}
+	return o
+}
+
+// diffThroughDaemon previews users through the daemon's diff endpoint,
+// batch users a request, one request at a time, prints the previews in
+// the order of users as diffUsers does, and returns the exit status.
+func diffThroughDaemon(ctx context.Context, d *daemonClient, users []string, out, stderr io.Writer, batch int, compare string) int {
+	size := d.batchSize(batch)
+	if link := d.status.Link; link != nil && link.CompareSubscription != compare {
+		fmt.Fprintf(out, "note: the daemon compares subscriptions as its xmpp.compare_subscription says (%s), not %s: pass --local for another setting\n",
+			link.CompareSubscription, compare)
+	}
+	var changed, same, failed, read int
+	var stopped error
+	for _, b := range batches(users, size, d.status.Limits.MaxBodyBytes) {
+		if ctx.Err() != nil {
+			break
+		}
+		body, _ := json.Marshal(b)
+		var resp admin.DiffResponse
+		rctx, cancel := context.WithTimeout(ctx, d.requestTimeout())
+		err := d.call(rctx, http.MethodPost, "/roster_admin/diff", body, &resp)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				stopped = err
+			}
+			break
+		}
+		for _, r := range resp.Results {
+			read++
+			switch p := r.Preview(); {
+			case r.Status != "ok":
+				failed++
+				fmt.Fprintf(out, "%s: error: %s\n", r.User, r.Error)
+			case p.Changes() == 0:
+				same++
+				printPreview(out, r.User, p)
+			default:
+				changed++
+				printPreview(out, r.User, p)
+			}
+		}
+	}
+	notRead := len(users) - read
+	fmt.Fprintf(out, "%d users: %d would change, %d up to date, %d could not be read", len(users), changed, same, failed+notRead)
+	switch {
+	case stopped != nil:
+		fmt.Fprintf(out, " (%d not asked: %v)", notRead, stopped)
+		fmt.Fprintln(stderr, "roster-sidecar:", stopped)
+	case notRead > 0:
+		fmt.Fprintf(out, " (%d interrupted)", notRead)
+	}
+	fmt.Fprintln(out)
+	switch {
+	case failed+notRead > 0:
+		return diffTrouble
+	case changed > 0:
+		return diffChanges
+	}
+	return diffSame
+}
+
+// checkThroughDaemon reports the daemon's link, privileges, readiness and
+// server helper, as runCheck reports its own connection's.
+func checkThroughDaemon(r *checkReport, d *daemonClient, userDomain string) {
+	st, link := d.status, d.status.Link
+	if link == nil {
+		r.fail("xmpp", "the daemon does not report its XMPP link", "upgrade serve to this version")
+		return
+	}
+	problem := func(label string) {
+		if p := link.Problem; p != nil {
+			r.fail(label, p.What, p.Fix)
+			return
+		}
+		what := st.Reason
+		if what == "" {
+			what = link.Error
+		}
+		r.fail(label, what, "")
+	}
+	if !link.Connected {
+		problem("xmpp")
+		return
+	}
+	r.line("xmpp", "ok: serve is connected to %s as %s", link.Address, link.Component)
+	if len(link.Privileges) == 0 {
+		r.line("privileges", "none received")
+	}
+	for i, p := range link.Privileges {
+		label := "privileges"
+		if i > 0 {
+			label = ""
+		}
+		roster := p.Roster
+		if roster == "none" {
+			roster = ""
+		}
+		r.line(label, "%s: %s", p.Domain, component.Grants{Roster: roster, Message: p.Message, Presence: p.Presence})
+	}
+	if !st.Ready {
+		problem("ready")
+		return
+	}
+	r.line("ready", "ok: the component may read and write the rosters of %s", userDomain)
+	switch link.Helper {
+	case admin.HelperFound:
+		helperLine(r, userDomain, true)
+	case admin.HelperMissing:
+		helperLine(r, userDomain, false)
+	case admin.HelperUnknown:
+		r.line("helper", "unknown: serve has not finished looking for it; check again in a moment")
+	}
+}
+
+// describeDaemon is the line that says whether a command works through a
+// daemon: via daemon, or via its own connection, and why.
+func describeDaemon(d *daemonClient, why string) string {
+	if d != nil {
+		return "via daemon: " + why + ", sharing its XMPP connection"
+	}
+	return "via own connection: " + why
+}
