@@ -230,10 +230,9 @@ func TestSyncThroughDaemonGivesUp(t *testing.T) {
 	c.xmpp.RefuseHandshakes("conflict")
 	c.xmpp.DropAll()
 	componenttest.WaitFor(t, "serve not ready", func() bool { return c.readyz(t) == http.StatusServiceUnavailable })
-	code, out, _ := c.run(t, "sync", "john", "mary", "ann", "--wait", "700ms", "--batch-size", "1")
+	code, out, _ := c.run(t, "sync", "john", "mary", "ann", "--wait", "700ms", "--batch-size", "2")
 	expect(t, code, 1, out, "via daemon: ",
-		"failed: john: the daemon is not ready (not connected to the XMPP server) after --wait 700ms\n",
-		"failed: mary: the daemon is not ready (",
+		"failed: 2 users (john ... mary): the daemon is not ready (not connected to the XMPP server) after --wait 700ms\n",
 		"synced 0 of 3 users in ", ": 2 failed, 1 not started (stopped: the daemon is not ready (not connected to the XMPP server) after --wait 700ms)\n")
 	if c.fetches.Load() != 0 {
 		t.Error("the backend was asked while the daemon was not ready")
