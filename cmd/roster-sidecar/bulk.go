@@ -38,8 +38,50 @@ type batchOutcome struct {
 	added, updated, removed, skipped int
 	// lines are the "failed:" and "skipped:" lines of its users, in order.
 	lines []string
-	// err is why the request failed as a whole.
-	err error
+	// err is why the request failed as a whole; notSent, when the daemon
+	// synced none of its users (it refused the request, or was not ready).
+	err     error
+	notSent bool
+}
+
+// notReadyError is the error of a request the daemon answered 503 to
+// until wait ran out or the command was interrupted: nothing was done.
+type notReadyError struct{ err error }
+
+func (e *notReadyError) Error() string { return e.err.Error() }
+func (e *notReadyError) Unwrap() error { return e.err }
+
+// callReady POSTs body to path as call does, decoding into out() (a fresh
+// value for each try), not cancelled by ctx once sent. A 503 (the daemon
+// lost its XMPP link, and did nothing) is sent again once the daemon is
+// ready, within wait; if it is not, the error is a *notReadyError.
+func (d *daemonClient) callReady(ctx context.Context, wait time.Duration, path string, body []byte, out func() any) error {
+	send := func() error {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.requestTimeout())
+		defer cancel()
+		return d.call(rctx, http.MethodPost, path, body, out())
+	}
+	err := send()
+	var de *daemonError
+	if !errors.As(err, &de) || de.Code != http.StatusServiceUnavailable {
+		return err
+	}
+	if werr := d.waitReady(ctx, wait); werr != nil {
+		return &notReadyError{werr}
+	}
+	if err = send(); errors.As(err, &de) && de.Code == http.StatusServiceUnavailable {
+		return &notReadyError{err}
+	}
+	return err
+}
+
+// untouched reports whether the error of a request means that the daemon
+// did nothing for it: it refused it (4xx, checked before anything runs) or
+// was not ready.
+func untouched(err error) bool {
+	var nr *notReadyError
+	var de *daemonError
+	return errors.As(err, &nr) || errors.As(err, &de) && de.Code/100 == 4
 }
 
 // syncThroughDaemon syncs users through the daemon's refresh endpoint,
@@ -68,7 +110,9 @@ func syncThroughDaemon(ctx context.Context, d *daemonClient, users []string, out
 		}
 		o := d.syncBatch(ctx, b, wait, prog)
 		outcomes = append(outcomes, o)
-		sent += len(b)
+		if !o.notSent {
+			sent += len(b)
+		}
 		if o.err != nil {
 			stopped = o.err
 			break
@@ -90,7 +134,7 @@ func syncThroughDaemon(ctx context.Context, d *daemonClient, users []string, out
 		elapsed.Round(time.Millisecond), float64(total.synced+total.failed)/elapsed.Seconds(), total.failed)
 	if notStarted := len(users) - sent; notStarted > 0 {
 		why := "interrupted"
-		if stopped != nil {
+		if stopped != nil && ctx.Err() == nil {
 			why = "stopped: " + stopped.Error()
 		}
 		fmt.Fprintf(out, ", %d not started (%s)", notStarted, why)
@@ -108,24 +152,18 @@ func syncThroughDaemon(ctx context.Context, d *daemonClient, users []string, out
 func (d *daemonClient) syncBatch(ctx context.Context, users []string, wait time.Duration, prog progress) *batchOutcome {
 	body, _ := json.Marshal(users)
 	var resp admin.RefreshResponse
-	send := func() error {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.requestTimeout())
-		defer cancel()
+	err := d.callReady(ctx, wait, "/roster_admin/refresh", body, func() any {
 		resp = admin.RefreshResponse{}
-		return d.call(rctx, http.MethodPost, "/roster_admin/refresh", body, &resp)
-	}
-	err := send()
-	var de *daemonError
-	if errors.As(err, &de) && de.Code == http.StatusServiceUnavailable {
-		// Nothing was synced: the daemon lost its link. Once it is back,
-		// send the request again.
-		if err = d.waitReady(ctx, wait); err == nil {
-			err = send()
-		}
-	}
+		return &resp
+	})
 	o := &batchOutcome{}
 	if err != nil {
-		o.err, o.failed = err, len(users)
+		o.err = err
+		if o.notSent = untouched(err); o.notSent {
+			return o
+		}
+		// The answer is lost: the daemon may have synced them, or not.
+		o.failed = len(users)
 		who := users[0]
 		if len(users) > 1 {
 			who = fmt.Sprintf("%d users (%s ... %s)", len(users), users[0], users[len(users)-1])
@@ -163,8 +201,10 @@ func (d *daemonClient) syncBatch(ctx context.Context, users []string, wait time.
 
 // diffThroughDaemon previews users through the daemon's diff endpoint,
 // batch users a request, one request at a time, prints the previews in
-// the order of users as diffUsers does, and returns the exit status.
-func diffThroughDaemon(ctx context.Context, d *daemonClient, users []string, out, stderr io.Writer, batch int, compare string) int {
+// the order of users as diffUsers does, and returns the exit status. A 503
+// is asked again once the daemon is ready, within wait; any other failure
+// of a request stops the dry run.
+func diffThroughDaemon(ctx context.Context, d *daemonClient, users []string, out, stderr io.Writer, batch int, compare string, wait time.Duration) int {
 	size := d.batchSize(batch)
 	if link := d.status.Link; link != nil && link.CompareSubscription != compare {
 		fmt.Fprintf(out, "note: the daemon compares subscriptions as its xmpp.compare_subscription says (%s), not %s: pass --local for another setting\n",
@@ -178,9 +218,10 @@ func diffThroughDaemon(ctx context.Context, d *daemonClient, users []string, out
 		}
 		body, _ := json.Marshal(b)
 		var resp admin.DiffResponse
-		rctx, cancel := context.WithTimeout(ctx, d.requestTimeout())
-		err := d.call(rctx, http.MethodPost, "/roster_admin/diff", body, &resp)
-		cancel()
+		err := d.callReady(ctx, wait, "/roster_admin/diff", body, func() any {
+			resp = admin.DiffResponse{}
+			return &resp
+		})
 		if err != nil {
 			if ctx.Err() == nil {
 				stopped = err
@@ -271,6 +312,45 @@ func checkThroughDaemon(r *checkReport, d *daemonClient, userDomain string) {
 		helperLine(r, userDomain, false)
 	case admin.HelperUnknown:
 		r.line("helper", "unknown: serve has not finished looking for it; check again in a moment")
+	}
+}
+
+// settleWait bounds the wait for the daemon's server helper lookup.
+const settleWait = 3 * time.Second
+
+// settle gives a daemon that is still connecting for the first time (not
+// connected, no failed attempt yet) up to wait to become ready, and one
+// that is ready up to settleWait to learn whether the server helper
+// answers, as check waits for a connection of its own; then it asks the
+// status again. A daemon that failed to connect, or lacks the privilege,
+// is reported as it is.
+func (d *daemonClient) settle(ctx context.Context, wait time.Duration) {
+	link := d.status.Link
+	if link == nil {
+		return
+	}
+	switch {
+	case !d.status.Ready && !link.Connected && link.Error == "":
+		_ = d.waitReady(ctx, wait)
+	case d.status.Ready && link.Helper == admin.HelperUnknown:
+	default:
+		return
+	}
+	deadline := time.Now().Add(min(wait, settleWait))
+	for {
+		var st admin.ServerStatus
+		if err := d.call(ctx, http.MethodGet, "/roster_admin/status", nil, &st); err != nil {
+			return
+		}
+		d.status = st
+		if st.Link == nil || !st.Ready || st.Link.Helper != admin.HelperUnknown || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(readyPoll / 2):
+		}
 	}
 }
 

@@ -124,6 +124,7 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 	case d != nil:
 		defer d.close()
 		r.line("daemon", "ok: %s answers: xmpp, privileges, ready and helper below are its connection's (check opens none)", why)
+		d.settle(ctx, o.wait)
 	case o.local:
 		r.line("daemon", "not looked for (--local): check connects as the component itself")
 	default:

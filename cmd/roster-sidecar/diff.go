@@ -79,7 +79,7 @@ connection).`,
 			if cfg.EjabberdAPIURL != "" && compare == rostersync.CompareAuto {
 				compare = rostersync.CompareAlways // as serve sets it in API mode
 			}
-			if status := diffThroughDaemon(ctx, d, users, cmd.OutOrStdout(), stderr, *batch, compare); status != diffSame {
+			if status := diffThroughDaemon(ctx, d, users, cmd.OutOrStdout(), stderr, *batch, compare, o.wait); status != diffSame {
 				return exitError(status)
 			}
 			return nil
