@@ -163,6 +163,10 @@ func (d *oaDoc) validate(t *testing.T, schema any, v any, at string) error {
 		if _, ok := v.(string); !ok {
 			return fmt.Errorf("%s: want a string, got %T", at, v)
 		}
+	case "boolean":
+		if _, ok := v.(bool); !ok {
+			return fmt.Errorf("%s: want a boolean, got %T", at, v)
+		}
 	case "integer":
 		f, ok := v.(float64)
 		if !ok || f != math.Trunc(f) {
@@ -193,6 +197,7 @@ type probe struct {
 	header       []string
 	cfg          Config
 	syncer       *fakeSyncer
+	link         bool // the server reports probeLink (SetStatus)
 }
 
 // mountMetrics mounts /metrics as `roster-sidecar serve` does (there with
@@ -282,7 +287,7 @@ func openAPIProbes() []probe {
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/openapi.yaml"} {
 		add(probe{method: "GET", path: path, code: 403, target: path, header: foreignHost})
 	}
-	return ps
+	return append(ps, bulkProbes()...)
 }
 
 // TestOpenAPIRoutesMatchHandler fails when the server has a route that the
@@ -333,6 +338,9 @@ func TestOpenAPIResponses(t *testing.T) {
 			}
 			srv := newServer(t, p.cfg, syncer)
 			mountMetrics(srv)
+			if p.link {
+				srv.SetStatus("v0.0.0 (probe)", probeLink)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			r := doCtx(t, ctx, srv, p.method, p.target, strings.NewReader(p.body), p.header...)

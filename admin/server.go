@@ -6,6 +6,8 @@
 //	POST     /roster_admin/refresh        body: JSON array of usernames
 //	GET|POST /roster_admin/refresh/:user  one user
 //	POST     /roster_admin/push           body: JSON object, rosters by username
+//	POST     /roster_admin/diff           body: JSON array of usernames; changes nothing
+//	GET      /roster_admin/status         readiness, link, privileges and limits
 //	GET      /healthz                     200 while the process runs
 //	GET      /readyz                      200 when Syncer.Ready() == nil, else 503
 //	GET      /openapi.yaml                the OpenAPI 3 description of the API
@@ -124,6 +126,9 @@ type Syncer interface {
 	// Push is Sync with the desired roster given instead of fetched from
 	// the backend (rostersync.Syncer.Push).
 	Push(ctx context.Context, user string, desired rosterhttp.Roster) rostersync.Result
+	// Preview returns what Sync would change for user, writing nothing
+	// (rostersync.Syncer.Preview). It must return soon after ctx ends.
+	Preview(ctx context.Context, user string) (rostersync.Preview, error)
 }
 
 // Observer receives measurements of the API, e.g. to feed Prometheus
@@ -210,6 +215,9 @@ type Server struct {
 	// handling is read-locked while a served request is handled, so that
 	// Run can wait for the requests it cancelled by write-locking it.
 	handling sync.RWMutex
+	// status is what GET /roster_admin/status reports besides readiness
+	// (SetStatus).
+	status statusSource
 }
 
 // New validates cfg, fills in defaults and builds the server. It refuses a
@@ -383,6 +391,8 @@ func (s *Server) newEcho() *echo.Echo {
 	e.GET(adminPrefix+"/refresh/:user", s.handleRefreshUser)
 	e.POST(adminPrefix+"/refresh/:user", s.handleRefreshUser)
 	e.POST(adminPrefix+"/push", s.handlePush)
+	e.POST(adminPrefix+"/diff", s.handleDiff)
+	e.GET(adminPrefix+"/status", s.handleStatus)
 	e.GET("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)
 	e.GET("/openapi.yaml", s.handleOpenAPI)

@@ -38,11 +38,11 @@ func TestHelperIsDetected(t *testing.T) {
 			if got := c.CanBatch(ctx, "alice@example.test"); got != on {
 				t.Fatalf("CanBatch = %v, want %v", got, on)
 			}
-			if found, known := c.Helper("EXAMPLE.test"); !known || found != on {
-				t.Fatalf("Helper = %v, %v", found, known)
+			if info, known := c.Helper("EXAMPLE.test"); !known || info.Helper != on {
+				t.Fatalf("Helper = %v, %v", info, known)
 			}
-			if found, known := c.Helper("other.test"); !known || found {
-				t.Fatalf("Helper(other.test) = %v, %v: only user domains are asked", found, known)
+			if info, known := c.Helper("other.test"); !known || info.Helper {
+				t.Fatalf("Helper(other.test) = %v, %v: only user domains are asked", info, known)
 			}
 			if n := srv.Counts(); n.Gets+n.Sets != 0 {
 				t.Errorf("detection sent roster IQs: %+v", n)
@@ -59,8 +59,8 @@ func TestHelperNotLookedForWithoutDetectHelper(t *testing.T) {
 	if c.CanBatch(context.Background(), "alice@example.test") {
 		t.Fatal("CanBatch without DetectHelper")
 	}
-	if found, known := c.Helper("example.test"); found || !known {
-		t.Fatalf("Helper = %v, %v", found, known)
+	if info, known := c.Helper("example.test"); info.Helper || !known {
+		t.Fatalf("Helper = %v, %v", info, known)
 	}
 }
 

@@ -48,6 +48,13 @@ func (h *helperState) get(domain string) bool {
 	return h.found[strings.ToLower(domain)]
 }
 
+func (h *helperState) info(domain string) ServerInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := strings.ToLower(domain)
+	return ServerInfo{Helper: h.found[d], Silent: h.silent[d]}
+}
+
 func (h *helperState) set(domain string, found, silent bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -143,16 +150,16 @@ func (c *Conn) logHelper(domain string, found bool, reason string) {
 // the current connection; known is false while it is being looked for, when
 // not connected, and when the connection does not look for it
 // (Config.DetectHelper).
-func (c *Conn) Helper(domain string) (found, known bool) {
+func (c *Conn) Helper(domain string) (info ServerInfo, known bool) {
 	sess := c.session()
 	if sess == nil {
-		return false, false
+		return ServerInfo{}, false
 	}
 	select {
 	case <-sess.helper.done:
-		return sess.helper.get(domain), true
+		return sess.helper.info(domain), true
 	default:
-		return false, false
+		return ServerInfo{}, false
 	}
 }
 
@@ -185,10 +192,7 @@ func (c *Conn) WaitServerInfo(ctx context.Context, domain string) (ServerInfo, e
 	}
 	select {
 	case <-sess.helper.done:
-		sess.helper.mu.Lock()
-		defer sess.helper.mu.Unlock()
-		d := strings.ToLower(domain)
-		return ServerInfo{Helper: sess.helper.found[d], Silent: sess.helper.silent[d]}, nil
+		return sess.helper.info(domain), nil
 	case <-ctx.Done():
 		return ServerInfo{}, ctx.Err()
 	}

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"roster-sidecar/admin"
 	"roster-sidecar/leader"
 	"roster-sidecar/metrics"
 	"roster-sidecar/rosterhttp"
@@ -123,4 +124,33 @@ func (e *elected) Push(ctx context.Context, user string, desired rosterhttp.Rost
 		return rostersync.Result{User: user, Err: err}
 	}
 	return p.Syncer.Push(ctx, user, desired)
+}
+
+// Preview implements admin.Syncer.
+func (e *elected) Preview(ctx context.Context, user string) (rostersync.Preview, error) {
+	p, err := e.parts()
+	if err != nil {
+		return rostersync.Preview{User: user}, err
+	}
+	return p.Syncer.Preview(ctx, user)
+}
+
+// LinkStatus is the current term's link status; a standby reports its
+// parts of the last term (or the unstarted ones) as not connected, and why.
+func (e *elected) LinkStatus() admin.LinkStatus {
+	p, err := e.parts()
+	if err == nil {
+		return p.LinkStatus()
+	}
+	e.mu.Lock()
+	idle := e.next
+	e.mu.Unlock()
+	st := admin.LinkStatus{Mode: admin.ModePrivilege, Address: e.cfg.XMPPAddress, Component: e.cfg.XMPPDomain,
+		CompareSubscription: e.cfg.CompareSub, Privileges: []admin.DomainPrivileges{}}
+	if idle != nil {
+		st = idle.LinkStatus()
+	}
+	st.Connected = false
+	st.Problem = &admin.Problem{What: err.Error(), Fix: "this instance is a standby: run the command against the lease holder, or wait for it to take over"}
+	return st
 }

@@ -23,20 +23,21 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 		return err
 	}
 	var syncer admin.Syncer = p.Syncer
-	run := p.Run
+	run, status := p.Run, p.LinkStatus
 	// Leader election (leader.go): only the lease holder runs the parts.
 	if cfg.Leader.Enabled() {
 		el, err := newElected(cfg, log, m, p)
 		if err != nil {
 			return err
 		}
-		syncer, run = el, el.Run
+		syncer, run, status = el, el.Run, el.LinkStatus
 	}
 	api, err := NewAdmin(cfg, syncer, log, m)
 	if err != nil {
 		return err
 	}
 	api.Mount("/metrics", m.Handler())
+	api.SetStatus(version, status)
 	ln, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		return &ConfigError{Key: "admin.listen", Err: err}

@@ -33,7 +33,10 @@ func checkCmd() *cobra.Command {
 		Long: `Checks what serve needs, in order, and says what to fix:
 
   config      every setting is valid (the same validation as serve)
+  daemon      whether serve runs at admin.listen: then the checks from xmpp
+              on are those of its connection, and check opens none
   backend     GET http_roster_url for --user answers 200 with a valid roster
+              (fetched by check itself, with the same settings)
   api         (API mode) ejabberd's get_roster answers for --user: the URL,
               the credentials and the api_permissions rule work
   xmpp        the component connects and the server accepts its secret
@@ -44,9 +47,14 @@ func checkCmd() *cobra.Command {
               mod_roster_sidecar); reported, never a failure
 
 It changes nothing: no roster is written, and none is read on the XMPP server
-except --user's through the API in API mode. The
-server accepts one connection per component: stop serve first, or check says
-"conflict".
+except --user's through the API in API mode.
+
+When serve runs (its admin API answers at admin.listen of the same config,
+with admin.token or admin.hmac_secret), check asks it for its link, its
+privileges and its readiness (GET /roster_admin/status) instead of opening a
+component connection of its own, which the server would refuse ("conflict")
+or, on ejabberd, accept at the cost of both connections' privileges. Without
+a daemon, or with --local, check connects as the component itself.
 
 Exit status: 0 everything works, 1 something must be fixed.`,
 		Example: `  roster-sidecar check --config /etc/roster-sidecar/config.yaml
@@ -108,9 +116,28 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 	}
 	r.line("config", "ok (%s)", source)
 
+	d, why, err := o.findDaemon(ctx, cfg)
+	switch {
+	case err != nil:
+		r.fail("daemon", err.Error(), "")
+		return false
+	case d != nil:
+		defer d.close()
+		r.line("daemon", "ok: %s answers: xmpp, privileges, ready and helper below are its connection's (check opens none)", why)
+		d.settle(ctx, o.wait)
+	case o.local:
+		r.line("daemon", "not looked for (--local): check connects as the component itself")
+	default:
+		r.line("daemon", "none: %s: check connects as the component itself", why)
+	}
+
 	checkBackend(ctx, r, p, user)
 	if p.API != nil {
 		checkAPI(ctx, r, p, user)
+	}
+	if d != nil {
+		checkThroughDaemon(r, d, cfg.UserDomain)
+		return r.ok
 	}
 
 	s := start(ctx, p)
@@ -158,15 +185,23 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 func checkHelper(ctx context.Context, r *checkReport, p *daemon.Parts) {
 	domain := p.Config.UserDomain
 	info, err := p.Conn.WaitServerInfo(ctx, domain)
-	switch {
-	case err != nil:
+	if err != nil {
 		r.line("helper", "unknown: %v", err)
+		return
+	}
+	helperLine(r, domain, info)
+}
+
+// helperLine reports whether the server helper answers for domain, and
+// what a server that answers no disco#info (ejabberd) means for presence.
+func helperLine(r *checkReport, domain string, info component.ServerInfo) {
+	switch {
+	case info.Helper:
+		r.line("helper", "ok: %s answers %s (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request", domain, component.NSHelper)
 	case info.Silent:
 		r.line("helper", "missing on %s, and %s did not answer disco#info, as ejabberd does", domain, domain)
 		r.line("presence", "on ejabberd in XEP-0356 mode contacts NEVER see each other's presence: ejabberd stores every privileged roster write with "+
 			"subscription none (as RFC 6121 tells servers to). API mode fixes it: set ejabberd_api.url (docs/deploy-ejabberd.md)")
-	case info.Helper:
-		r.line("helper", "ok: %s answers %s (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request", domain, component.NSHelper)
 	default:
 		r.line("helper", "missing on %s (optional; the Prosody module deploy/prosody/mod_roster_sidecar.lua, docs/deploy-prosody.md): "+
 			"without it contacts see each other's presence only from their next status change or login, not at once, "+

@@ -27,6 +27,9 @@ type cli struct {
 	xmpp    *componenttest.Server
 	backend *httptest.Server
 	fetches atomic.Int64
+	// adminListen is --admin.listen: where the commands look for a running
+	// serve (by default a free port, where none runs).
+	adminListen string
 
 	mu      sync.Mutex
 	rosters map[string]any // username -> answer; missing: {}
@@ -36,7 +39,7 @@ type cli struct {
 
 func newCLI(t *testing.T) *cli {
 	t.Helper()
-	c := &cli{xmpp: componenttest.NewServer(t), rosters: map[string]any{}, status: map[string]int{}}
+	c := &cli{xmpp: componenttest.NewServer(t), rosters: map[string]any{}, status: map[string]int{}, adminListen: componenttest.FreeAddr(t)}
 	c.backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.fetches.Add(1)
 		user := strings.TrimPrefix(r.URL.Path, "/roster/")
@@ -71,15 +74,17 @@ func (c *cli) setStatus(user string, code int) {
 	c.status[user] = code
 }
 
-// run runs roster-sidecar with args plus the flags that point it at the
-// fake servers, and returns the exit status and output.
+// run runs the command args[0] with the flags that point it at the fake
+// servers, then the rest of args (whose flags win), and returns the exit
+// status and output.
 func (c *cli) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	args = append(args, "--xmpp.address", c.xmpp.Addr(), "--xmpp.domain", componenttest.Domain,
-		"--xmpp.user_domain", componenttest.UserDomain, "--http_roster_url", c.backend.URL+"/roster/%s",
-		"--xmpp.connect_timeout", "1s", "--wait", "3s")
+	full := []string{args[0], "--xmpp.address", c.xmpp.Addr(), "--xmpp.domain", componenttest.Domain,
+		"--xmpp.user_domain", componenttest.UserDomain, "--http_roster_url", c.backend.URL + "/roster/%s",
+		"--xmpp.connect_timeout", "1s", "--wait", "3s", "--admin.listen", c.adminListen}
+	full = append(full, args[1:]...)
 	var out, errOut bytes.Buffer
-	code = run(context.Background(), args, &out, &errOut)
+	code = run(context.Background(), full, &out, &errOut)
 	t.Logf("roster-sidecar %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args[:min(len(args), 4)], " "), code, out.String(), errOut.String())
 	return code, out.String(), errOut.String()
 }
@@ -227,7 +232,8 @@ func TestSyncExplainsUnusableServer(t *testing.T) {
 		addr := componenttest.FreeAddr(t)
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), []string{"sync", "john", "--xmpp.address", addr, "--xmpp.domain", componenttest.Domain,
-			"--xmpp.user_domain", componenttest.UserDomain, "--http_roster_url", c.backend.URL + "/roster/%s", "--xmpp.connect_timeout", "1s"}, &out, &errOut)
+			"--xmpp.user_domain", componenttest.UserDomain, "--http_roster_url", c.backend.URL + "/roster/%s", "--xmpp.connect_timeout", "1s",
+			"--admin.listen", c.adminListen}, &out, &errOut)
 		if code != 1 || !strings.Contains(errOut.String(), "nothing accepts connections at "+addr+" (connection refused)") {
 			t.Errorf("exit %d, stderr %q", code, errOut.String())
 		}

@@ -38,7 +38,11 @@ Prosody, and on ejabberd only until its first read-back. They do not count
 as changes for the exit status. Pass --xmpp.compare_subscription always
 (Prosody) or never (ejabberd) for an exact answer.
 
-The server accepts one connection per component: stop serve first.
+When serve runs (its admin API answers at admin.listen of the same config,
+with admin.token or admin.hmac_secret), the previews are made by it,
+--batch-size users a request (POST /roster_admin/diff), on its connection and
+with its subscription setting and what it has learnt; otherwise, or with
+--local, diff connects as the component itself. The first line says which.
 
 Exit status, as diff(1): 0 no user would change, 1 some would, 2 trouble
 (a user's roster could not be read, bad arguments or config, no usable XMPP
@@ -48,6 +52,7 @@ connection).`,
 	}
 	o := addOneShotFlags(cmd)
 	from := addUsersFlag(cmd)
+	batch := addBatchFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		stderr := cmd.ErrOrStderr()
 		trouble := func(err error) error {
@@ -63,6 +68,22 @@ connection).`,
 			return trouble(err)
 		}
 		ctx := cmd.Context()
+		d, why, err := o.findDaemon(ctx, cfg)
+		if err != nil {
+			return trouble(err)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), describeDaemon(d, why))
+		if d != nil {
+			defer d.close()
+			compare := cfg.CompareSub
+			if cfg.EjabberdAPIURL != "" && compare == rostersync.CompareAuto {
+				compare = rostersync.CompareAlways // as serve sets it in API mode
+			}
+			if status := diffThroughDaemon(ctx, d, users, cmd.OutOrStdout(), stderr, *batch, compare, o.wait); status != diffSame {
+				return exitError(status)
+			}
+			return nil
+		}
 		p, err := o.connect(ctx, cfg, newLogger(cfg, stderr))
 		if err != nil {
 			return trouble(err)

@@ -117,8 +117,9 @@ equal to what your application's backend says.
   diff    show what a sync would change, changing nothing
   check   check the config, the backend and the XMPP server's privileges
 
-sync, diff and check open their own component connection: servers accept one
-connection per component, so run them while serve is stopped.`,
+Servers accept one connection per component: while serve runs, sync, diff and
+check work through its admin API (found at admin.listen of the same config)
+and share its connection; otherwise they open their own (--local forces it).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -20,15 +20,20 @@ import (
 )
 
 // oneShot is what sync, diff and check share: the config flags (with
-// log.level warn by default, as they print their own report) and --wait.
+// log.level warn by default, as they print their own report), --wait and
+// --local.
 type oneShot struct {
 	conf *commandConfig
 	wait time.Duration
+	// local: connect as the component, without looking for a running
+	// serve (findDaemon).
+	local bool
 }
 
 func addOneShotFlags(cmd *cobra.Command) *oneShot {
 	o := &oneShot{conf: addConfigFlags(cmd, "warn")}
-	cmd.Flags().DurationVar(&o.wait, "wait", 15*time.Second, "how long to wait for the XMPP connection and the roster privilege")
+	cmd.Flags().DurationVar(&o.wait, "wait", 15*time.Second, "how long to wait for the XMPP connection and the roster privilege (through a daemon: for it to be ready again)")
+	cmd.Flags().BoolVar(&o.local, "local", false, "connect as the component with a connection of its own, without looking for a running serve at admin.listen (never while serve runs: the server refuses a second connection, or on ejabberd drops the privileges of both)")
 	return o
 }
 

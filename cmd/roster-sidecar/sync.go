@@ -15,30 +15,36 @@ func syncCmd() *cobra.Command {
 	var interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "sync [USER...] [--from-file FILE]",
-		Short: "Sync users' rosters once, without the admin API",
-		Long: `Connects to the XMPP server as the component, waits for the roster privilege,
-syncs every user named (as arguments and/or one per line in --from-file) with
+		Short: "Sync users' rosters once, through a running serve or on its own",
+		Long: `Syncs every user named (as arguments and/or one per line in --from-file) with
 the same Syncer as serve (admin.concurrency users at once, sync.timeout each),
 and exits. Use it for the first population of a whole user base.
+
+When serve runs (its admin API answers at admin.listen of the same config,
+with admin.token or admin.hmac_secret), the users are refreshed through it,
+--batch-size at a time (POST /roster_admin/refresh): the one component
+connection the server accepts stays serve's, and the backend's refreshes go
+on meanwhile. Otherwise, or with --local, sync connects to the XMPP server as
+the component itself and waits for the roster privilege. The first line says
+which.
 
 On a terminal a progress bar shows users done/total, errors, rate and time
 left; otherwise a plain progress line is printed every --progress-interval.
 At the end each failed user is printed with its error, then a summary.
 Usernames are validated before anything is synced. Ctrl-C stops starting new
-users and lets the running ones finish.
-
-The server accepts one connection per component: stop serve first (while it
-runs, ask its admin API instead: POST /roster_admin/refresh).
+users and lets the running ones finish (through serve: the requests sent).
 
 Exit status: 0 every user synced; 1 a user failed, the config is invalid or
 the XMPP server is not usable (the message says what to fix); 2 bad arguments
 such as an invalid username.`,
 		Example: `  roster-sidecar sync --config /etc/roster-sidecar/config.yaml john aaron
   roster-sidecar sync -c config.yaml --from-file users.txt
+  roster-sidecar sync -c config.yaml --from-file users.txt --local   # serve stopped, or not listening
   psql -Atc 'select username from users' | roster-sidecar sync -c config.yaml --from-file -`,
 	}
 	o := addOneShotFlags(cmd)
 	from := addUsersFlag(cmd)
+	batch := addBatchFlag(cmd)
 	cmd.Flags().DurationVar(&interval, "progress-interval", 10*time.Second, "how often a progress line is printed when standard output is not a terminal")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		cfg, err := o.conf.load()
@@ -50,6 +56,15 @@ such as an invalid username.`,
 			return err
 		}
 		ctx := cmd.Context()
+		d, why, err := o.findDaemon(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), describeDaemon(d, why))
+		if d != nil {
+			defer d.close()
+			return syncThroughDaemon(ctx, d, users, cmd.OutOrStdout(), interval, *batch, o.wait)
+		}
 		p, err := o.connect(ctx, cfg, newLogger(cfg, cmd.ErrOrStderr()))
 		if err != nil {
 			return err
