@@ -106,7 +106,6 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 	p.Syncer = rostersync.NewSyncer(scfg, link, store, fetcher, log)
 	if withLogin && cfg.OnLogin {
 		lcfg := rostersync.LoginConfig{
-			UserDomain:  cfg.UserDomain,
 			MinInterval: cfg.LoginMinInterval,
 			Rate:        cfg.LoginRate,
 			QueueSize:   cfg.LoginQueue,
