@@ -23,6 +23,15 @@ const forbiddenLocal = `'"&/:<>@`
 // of the domains served: the username itself is well formed.
 var ErrDomainNotServed = errors.New("domain not served")
 
+// NotServed returns an error with the text msg that wraps
+// ErrDomainNotServed, for a user of a domain not served.
+func NotServed(msg string) error { return &notServedError{msg} }
+
+type notServedError struct{ msg string }
+
+func (e *notServedError) Error() string        { return e.msg }
+func (e *notServedError) Is(target error) bool { return target == ErrDomainNotServed }
+
 // ParseUsername validates a username of a refresh request and returns its
 // PRECIS-normalised (UsernameCaseMapped) localpart. s is either a bare
 // localpart ("john") or a bare JID on userDomain ("john@example.org"); the
@@ -55,11 +64,11 @@ func ParseUser(s string, domains []string) (local, domain string, err error) {
 		}
 	}
 	j, err := parseLocal(s, served)
-	if err != nil {
-		err = fmt.Errorf("invalid username %s: %w", quote(s), err)
-		if !errors.Is(err, ErrDomainNotServed) {
-			return "", "", err
-		}
+	switch {
+	case errors.Is(err, ErrDomainNotServed):
+		err = NotServed(fmt.Sprintf("invalid username %s: %s", quote(s), err))
+	case err != nil:
+		return "", "", fmt.Errorf("invalid username %s: %w", quote(s), err)
 	}
 	return j.Localpart(), j.Domainpart(), err
 }
@@ -102,7 +111,7 @@ func parseLocal(s string, domains []jid.JID) (jid.JID, error) {
 		}
 		i := slices.IndexFunc(domains, d.Equal)
 		if i < 0 {
-			notServed = fmt.Errorf("its domain is not %s: %w", servedNames(domains), ErrDomainNotServed)
+			notServed = NotServed("its domain is not " + servedNames(domains))
 			domain = d
 		} else {
 			domain = domains[i]

@@ -38,8 +38,8 @@ func (s *Syncer) parseUser(name string) (user, error) {
 	}
 	domain = normaliseDomain(domain)
 	if !slices.Contains(s.domains, domain) {
-		return user{}, fmt.Errorf("user %s: domain %s is not one of the user domains served here (%s): %w",
-			name, domain, strings.Join(s.domains, ", "), rosterhttp.ErrDomainNotServed)
+		return user{}, rosterhttp.NotServed(fmt.Sprintf("user %s: domain %s is not one of the user domains served here (%s)",
+			name, domain, strings.Join(s.domains, ", ")))
 	}
 	return user{local: local, domain: domain}, nil
 }
