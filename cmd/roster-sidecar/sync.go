@@ -24,7 +24,9 @@ and exits. Use it for the first population of a whole user base.
 On a terminal a progress bar shows users done/total, errors, rate and time
 left; otherwise a plain progress line is printed every --progress-interval.
 At the end each failed user is printed with its error, then a summary.
-Usernames are validated before anything is synced. Ctrl-C stops starting new
+A username is a localpart of the default user domain, or user@domain on any
+of xmpp.user_domains. Usernames are validated before anything is synced
+(a domain not served is invalid). Ctrl-C stops starting new
 users and lets the running ones finish.
 
 The server accepts one connection per component: stop serve first (while it
@@ -45,7 +47,7 @@ such as an invalid username.`,
 		if err != nil {
 			return err
 		}
-		users, err := from.read(args, cmd.InOrStdin(), cfg.UserDomain)
+		users, err := from.read(args, cmd.InOrStdin(), cfg.Domains())
 		if err != nil {
 			return err
 		}
