@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -184,4 +185,47 @@ func TestFetchChangedKeyedByDomain(t *testing.T) {
 	if err != nil || !r.NotModified {
 		t.Errorf("FetchChanged(john@example.test) = %+v, %v; want 304", r, err)
 	}
+}
+
+// FuzzParseUser: what ParseUser accepts reads back the same from its bare
+// JID; a bare localpart is the default domain's user exactly as
+// ParseUsername reads it; a name on a domain not served comes with a
+// well-formed user on another domain.
+func FuzzParseUser(f *testing.F) {
+	domains := []string{"example.test", "other.test"}
+	for _, seed := range []string{
+		"john", "JOHN@Other.Test", "john@other.test.", "john@third.test", "a@b@other.test", "@other.test",
+		"john@other.test/r", "..@other.test", "josé@other.test", "a b@third.test", "john@", "john@exa mple",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		local, domain, err := ParseUser(s, domains)
+		if !strings.Contains(s, "@") {
+			name, err1 := ParseUsername(s, domains[0])
+			if (err == nil) != (err1 == nil) || err == nil && (local != name || domain != domains[0]) {
+				t.Fatalf("ParseUser(%q) = %q, %q, %v; ParseUsername = %q, %v", s, local, domain, err, name, err1)
+			}
+		}
+		switch {
+		case errors.Is(err, ErrDomainNotServed):
+			if local == "" || domain == "" || slices.Contains(domains, domain) {
+				t.Fatalf("ParseUser(%q) = %q, %q with a domain not served", s, local, domain)
+			}
+			if _, _, err := ParseUser(local+"@"+domains[1], domains); err != nil {
+				t.Fatalf("the localpart %q of %q is not valid on a served domain: %v", local, s, err)
+			}
+		case err != nil:
+			if local != "" || domain != "" {
+				t.Fatalf("ParseUser(%q) = %q, %q with error %v", s, local, domain, err)
+			}
+		default:
+			if !slices.Contains(domains, domain) {
+				t.Fatalf("ParseUser(%q) = %q, %q: not a served domain", s, local, domain)
+			}
+			if l, d, err := ParseUser(local+"@"+domain, domains); err != nil || l != local || d != domain {
+				t.Fatalf("ParseUser(%q) = %q, %q, %v; want %q, %q", local+"@"+domain, l, d, err, local, domain)
+			}
+		}
+	})
 }
