@@ -138,12 +138,17 @@ func (s *Server) handleDiff(c echo.Context) error {
 // previewAll previews users, at most Concurrency at once, and returns
 // their diffs in order. Users still waiting for a slot when ctx ends fail
 // with "request cancelled"; a panic fails its user alone.
-func (s *Server) previewAll(ctx context.Context, users []string) []UserDiff {
+func (s *Server) previewAll(ctx context.Context, users []username) []UserDiff {
 	results := make([]UserDiff, len(users))
 	var notRead atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(s.cfg.Concurrency)
-	for i, user := range users {
+	for i, u := range users {
+		user := u.name
+		if u.err != nil { // a domain not served: fails alone
+			results[i] = UserDiff{User: user, Status: statusError, Error: s.notServedError(u).Error()}
+			continue
+		}
 		g.Go(func() error {
 			if ctx.Err() != nil {
 				notRead.Add(1)

@@ -198,6 +198,8 @@ type probe struct {
 	cfg          Config
 	syncer       *fakeSyncer
 	link         bool // the server reports probeLink (SetStatus)
+	// domains, when set, makes the Syncer a DomainReporter.
+	domains []rostersync.DomainReady
 }
 
 // mountMetrics mounts /metrics as `roster-sidecar serve` does (there with
@@ -244,6 +246,9 @@ func openAPIProbes() []probe {
 	add := func(p probe) { ps = append(ps, p) }
 	add(probe{method: "POST", path: bulk, code: 200, target: bulk, body: `["john","aaron","john@example.test"]`, syncer: mixed()})
 	add(probe{method: "POST", path: bulk, code: 200, target: bulk, body: `[]`})
+	// Several domains: users of other domains by bare JID, one not served.
+	add(probe{method: "POST", path: bulk, code: 200, target: bulk, body: `["john","john@other.test","x@third.test"]`,
+		cfg: Config{UserDomains: []string{"other.test"}}, syncer: mixed()})
 	add(probe{method: "POST", path: bulk, code: 400, target: bulk, body: `{"john":true}`})
 	add(probe{method: "POST", path: bulk, code: 401, target: bulk, body: `["john"]`, cfg: Config{Token: token}})
 	add(probe{method: "POST", path: bulk, code: 403, target: bulk, body: `["john"]`, header: crossSite})
@@ -280,6 +285,10 @@ func openAPIProbes() []probe {
 	}
 	add(probe{method: "GET", path: "/healthz", code: 200, target: "/healthz", syncer: notReady()})
 	add(probe{method: "GET", path: "/readyz", code: 200, target: "/readyz"})
+	someReady := []rostersync.DomainReady{{Domain: "example.test", Default: true}, {Domain: "other.test", Err: errors.New("roster privilege not granted for other.test")}}
+	noneReady := []rostersync.DomainReady{{Domain: "example.test", Default: true, Err: errors.New("not connected")}, {Domain: "other.test", Err: errors.New("not connected")}}
+	add(probe{method: "GET", path: "/readyz", code: 200, target: "/readyz", domains: someReady, cfg: Config{UserDomains: []string{"other.test"}}})
+	add(probe{method: "GET", path: "/readyz", code: 503, target: "/readyz", syncer: notReady(), domains: noneReady, cfg: Config{UserDomains: []string{"other.test"}}})
 	add(probe{method: "GET", path: "/readyz", code: 500, target: "/readyz", syncer: panicking()})
 	add(probe{method: "GET", path: "/readyz", code: 503, target: "/readyz", syncer: notReady()})
 	add(probe{method: "GET", path: "/metrics", code: 200, target: "/metrics", cfg: Config{Token: token}})
@@ -332,9 +341,12 @@ func TestOpenAPIResponses(t *testing.T) {
 		t.Run(key, func(t *testing.T) {
 			want, ok := documented[key]
 			require.True(t, ok, "the handler answers %s but openapi.yaml does not document it", key)
-			syncer := p.syncer
-			if syncer == nil {
+			var syncer Syncer = p.syncer
+			if p.syncer == nil {
 				syncer = &fakeSyncer{}
+			}
+			if p.domains != nil {
+				syncer = domainSyncer{syncer.(*fakeSyncer), p.domains}
 			}
 			srv := newServer(t, p.cfg, syncer)
 			mountMetrics(srv)
@@ -387,6 +399,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	schemas := doc.resolve(t, doc.resolve(t, doc.root["components"])["schemas"])
 	for name, v := range map[string]any{
 		"Status":           StatusResponse{},
+		"Ready":            ReadyResponse{},
+		"DomainStatus":     DomainStatus{},
 		"Error":            ErrorResponse{},
 		"RefreshResponse":  RefreshResponse{},
 		"NotReadyResponse": RefreshResponse{},

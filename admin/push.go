@@ -32,10 +32,10 @@ type pushEntry struct {
 // twice); an empty object answers 200 at once. When the Syncer is not ready
 // the answer is 503 with "errors" counting the users. Otherwise each user's
 // roster is parsed with RosterLimits (a roster that is not a JSON object,
-// is over MaxRosterBytes or lists too many contacts fails that user alone)
-// and applied through Syncer.Push, with no fetch from the backend, as the
-// bulk refresh syncs: the answer is 200 with per-user results, in the
-// order of the object's keys.
+// is over MaxRosterBytes or lists too many contacts fails that user alone,
+// as does a user of a domain not served) and applied through Syncer.Push,
+// with no fetch from the backend, as the bulk refresh syncs: the answer is
+// 200 with per-user results, in the order of the object's keys.
 func (s *Server) handlePush(c echo.Context) error {
 	start := time.Now()
 	body, herr := s.readBody(c.Request())
@@ -61,17 +61,21 @@ func (s *Server) handlePush(c echo.Context) error {
 		})
 	}
 	results := make([]UserResult, len(users))
+	names := s.notServed(users, results)
 	rosters := make([]rosterhttp.Roster, len(users))
 	for i, e := range entries {
+		if results[i].Status != "" {
+			continue
+		}
 		if rosters[i], err = s.parsePushed(users[i], e.roster); err != nil {
-			s.log.Warn("admin: roster push failed", "user", users[i], "error", err)
-			results[i] = failed(users[i], err)
+			s.log.Warn("admin: roster push failed", "user", names[i], "error", err)
+			results[i] = failed(names[i], err)
 		}
 	}
 	ctx, cancel := s.refreshContext(c.Request().Context())
 	defer cancel()
-	s.runEach(ctx, kindPush, users, results, func(ctx context.Context, i int) rostersync.Result {
-		return s.syncer.Push(ctx, users[i], rosters[i])
+	s.runEach(ctx, kindPush, names, results, func(ctx context.Context, i int) rostersync.Result {
+		return s.syncer.Push(ctx, names[i], rosters[i])
 	})
 	resp := summarise(results)
 	s.logRefresh(kindPush, start, resp.Results)
@@ -120,24 +124,24 @@ func decodePush(body []byte, maxUsers int) ([]pushEntry, error) {
 	return entries, nil
 }
 
-// pushUsers validates the usernames of a push and returns their normalised
-// localparts, in order. A user given twice, even spelt differently, is an
-// error: which of the two rosters would be meant is unknown.
-func (s *Server) pushUsers(entries []pushEntry) ([]string, error) {
-	users := make([]string, len(entries))
+// pushUsers validates the usernames of a push and returns the users, in
+// order. A user given twice, even spelt differently, is an error: which of
+// the two rosters would be meant is unknown.
+func (s *Server) pushUsers(entries []pushEntry) ([]username, error) {
+	users := make([]username, len(entries))
 	seen := make(map[string]string, len(entries))
 	for i, e := range entries {
-		u, err := rosterhttp.ParseUsername(e.name, s.cfg.UserDomain)
+		u, err := s.parseUsername(e.name)
 		if err != nil {
 			return nil, err
 		}
-		if first, dup := seen[u]; dup {
+		if first, dup := seen[u.name]; dup {
 			if first == e.name {
-				return nil, fmt.Errorf("user %q is given twice: push one roster per user", u)
+				return nil, fmt.Errorf("user %q is given twice: push one roster per user", u.name)
 			}
-			return nil, fmt.Errorf("user %q is given twice (as %q and %q): push one roster per user", u, first, e.name)
+			return nil, fmt.Errorf("user %q is given twice (as %q and %q): push one roster per user", u.name, first, e.name)
 		}
-		seen[u] = e.name
+		seen[u.name] = e.name
 		users[i] = u
 	}
 	return users, nil
@@ -146,10 +150,10 @@ func (s *Server) pushUsers(entries []pushEntry) ([]string, error) {
 // parsePushed validates one user's pushed roster as a backend answer for
 // that user (rosterhttp.Limits.Parse with RosterLimits), over MaxRosterBytes
 // as sent it fails.
-func (s *Server) parsePushed(user string, raw json.RawMessage) (rosterhttp.Roster, error) {
-	owner, err := jid.New(user, s.cfg.UserDomain, "")
+func (s *Server) parsePushed(u username, raw json.RawMessage) (rosterhttp.Roster, error) {
+	owner, err := jid.New(u.local, u.domain, "")
 	if err != nil {
-		return rosterhttp.Roster{}, fmt.Errorf("user %q: %w", user, err)
+		return rosterhttp.Roster{}, fmt.Errorf("user %q: %w", u.name, err)
 	}
 	if n := int64(len(raw)); n > s.cfg.MaxRosterBytes {
 		return rosterhttp.Roster{}, fmt.Errorf("pushed roster of %s is %d bytes, more than the limit of %d", owner, n, s.cfg.MaxRosterBytes)

@@ -43,7 +43,6 @@ func TestPushBadRequest(t *testing.T) {
 		{"trailing garbage", `{"john": {}} x`, "data after the JSON object"},
 		{"two objects", `{"john": {}}{"aaron": {}}`, "data after the JSON object"},
 		{"invalid username", `{"john": {}, "a@b@c": {}}`, `invalid username "a@b@c"`},
-		{"other domain", `{"john@other.test": {}}`, `invalid username "john@other.test"`},
 		{"empty username", `{"": {}}`, `invalid username ""`},
 		{"invalid UTF-8 username", "{\"j\xffn\": {}}", "invalid username"},
 		{"key repeated", `{"john": {}, "aaron": {}, "john": {"marie@example.test": {}}}`, `user "john" is given twice: push one roster per user`},

@@ -63,7 +63,8 @@ type RefreshResponse struct {
 
 // UserResult is the outcome of refreshing one user's roster.
 type UserResult struct {
-	// User is the normalised localpart.
+	// User is the normalised localpart for a user of the default domain,
+	// else the normalised bare JID (localpart@domain).
 	User string `json:"user"`
 	// Status is "ok" or "error".
 	Status string `json:"status"`
@@ -83,7 +84,7 @@ type UserResponse struct {
 	Status string `json:"status"`
 	// Message is "roster update complete".
 	Message string `json:"message"`
-	// User is the normalised localpart.
+	// User names the user as UserResult.User does.
 	User string `json:"user"`
 	// Added, Updated and Removed count the roster items changed.
 	Added   int `json:"added"`
@@ -100,7 +101,9 @@ type UserResponse struct {
 // When the Syncer is not ready the answer is 503 with "errors" counting the
 // distinct users. Otherwise every distinct user is synced, at most
 // Concurrency at once for this request, within RequestTimeout, and the
-// answer is 200 with per-user results, even when users failed.
+// answer is 200 with per-user results, even when users failed; a user of a
+// domain not served fails alone, and so does, in its sync, a user of a
+// domain served but not ready.
 func (s *Server) handleRefresh(c echo.Context) error {
 	start := time.Now()
 	names, herr := s.readUsernames(c.Request())
@@ -128,9 +131,24 @@ func (s *Server) handleRefresh(c echo.Context) error {
 	return c.JSON(http.StatusOK, resp)
 }
 
+// notServed sets the failed results of the users whose domain is not
+// served, and returns the names of all.
+func (s *Server) notServed(users []username, results []UserResult) []string {
+	names := make([]string, len(users))
+	for i, u := range users {
+		names[i] = u.name
+		if u.err != nil {
+			s.log.Warn("admin: user of a domain not served", "user", u.name)
+			results[i] = failed(u.name, s.notServedError(u))
+		}
+	}
+	return names
+}
+
 // handleRefreshUser serves GET and POST /roster_admin/refresh/:user. The
 // username is the percent-decoded path segment. Answers: 200 UserResponse on
-// success; 400 for an invalid username; 503 when the Syncer is not ready;
+// success; 400 for an invalid username, or one of a domain not served; 503
+// when the Syncer is not ready;
 // 502 when the sync failed (backend or XMPP error), 504 when it was cut short
 // by RequestTimeout (or the client going away), each with the reason as
 // message.
@@ -140,7 +158,10 @@ func (s *Server) handleRefreshUser(c echo.Context) error {
 	if err != nil {
 		return s.reject(badRequest(err))
 	}
-	user, err := rosterhttp.ParseUsername(name, s.cfg.UserDomain)
+	u, err := s.parseUsername(name)
+	if err == nil {
+		err = u.err
+	}
 	if err != nil {
 		return s.reject(badRequest(err))
 	}
@@ -150,7 +171,7 @@ func (s *Server) handleRefreshUser(c echo.Context) error {
 	}
 	ctx, cancel := s.refreshContext(c.Request().Context())
 	defer cancel()
-	res := s.syncAll(ctx, []string{user})[0]
+	res := s.syncAll(ctx, []username{u})[0]
 	s.logRefresh(kindRefresh, start, []UserResult{res})
 	if res.Status != statusOK {
 		code := http.StatusBadGateway
@@ -305,20 +326,20 @@ func jsonKind(v []byte) string {
 	}
 }
 
-// normalise validates all names and returns the distinct normalised
-// localparts in the order of first appearance.
-func (s *Server) normalise(names []string) ([]string, error) {
+// normalise validates all names and returns the distinct users in the
+// order of first appearance.
+func (s *Server) normalise(names []string) ([]username, error) {
 	seen := make(map[string]struct{}, len(names))
-	users := make([]string, 0, len(names))
+	users := make([]username, 0, len(names))
 	for _, n := range names {
-		u, err := rosterhttp.ParseUsername(n, s.cfg.UserDomain)
+		u, err := s.parseUsername(n)
 		if err != nil {
 			return nil, err
 		}
-		if _, dup := seen[u]; dup {
+		if _, dup := seen[u.name]; dup {
 			continue
 		}
-		seen[u] = struct{}{}
+		seen[u.name] = struct{}{}
 		users = append(users, u)
 	}
 	return users, nil
@@ -333,12 +354,14 @@ func (s *Server) refreshContext(parent context.Context) (context.Context, contex
 }
 
 // syncAll syncs users, at most Concurrency at once, and returns their
-// results in order. Users still waiting for a slot when ctx ends fail with
-// "request cancelled". It returns when every started Sync has returned.
-func (s *Server) syncAll(ctx context.Context, users []string) []UserResult {
+// results in order (users of a domain not served fail without a sync).
+// Users still waiting for a slot when ctx ends fail with "request
+// cancelled". It returns when every started Sync has returned.
+func (s *Server) syncAll(ctx context.Context, users []username) []UserResult {
 	results := make([]UserResult, len(users))
-	s.runEach(ctx, kindRefresh, users, results, func(ctx context.Context, i int) rostersync.Result {
-		return s.syncer.Sync(ctx, users[i])
+	names := s.notServed(users, results)
+	s.runEach(ctx, kindRefresh, names, results, func(ctx context.Context, i int) rostersync.Result {
+		return s.syncer.Sync(ctx, names[i])
 	})
 	return results
 }

@@ -9,8 +9,12 @@
 //	POST     /roster_admin/diff           body: JSON array of usernames; changes nothing
 //	GET      /roster_admin/status         readiness, link, privileges and limits
 //	GET      /healthz                     200 while the process runs
-//	GET      /readyz                      200 when Syncer.Ready() == nil, else 503
+//	GET      /readyz                      200 when Syncer.Ready() == nil, else 503; lists the domains
 //	GET      /openapi.yaml                the OpenAPI 3 description of the API
+//
+// Usernames are localparts of the default domain (Config.UserDomain) or
+// bare JIDs on any domain served (Config.UserDomains); results name the
+// default domain's users by localpart and the others by bare JID.
 //
 // More routes (such as /metrics) can be added with [Server.Mount]. Every
 // answer but the OpenAPI document is JSON; every error, including unknown
@@ -155,9 +159,15 @@ type Config struct {
 	// be signed with it (or, with Token too, carry the token). At least
 	// MinHMACSecretBytes long.
 	HMACSecret string
-	// UserDomain is the XMPP domain of the users (required); a username may
-	// be given as "user" or "user@UserDomain".
+	// UserDomain is the default XMPP domain of the users (required); a
+	// username may be given as "user" or "user@UserDomain", and results
+	// name its users by localpart.
 	UserDomain string
+	// UserDomains are the other domains served (UserDomain may be listed
+	// too): their users are given, and named in results, as bare JIDs
+	// ("user@other.example"). A user of a domain not served fails alone in
+	// a bulk refresh or a push.
+	UserDomains []string
 	// MaxBodyBytes limits the request body of a refresh or push (and of a
 	// signed request, read to check its signature); default
 	// DefaultMaxBodyBytes. Larger bodies are answered with 413.
@@ -193,10 +203,18 @@ type Config struct {
 	Observer Observer
 }
 
+// DomainReporter is a Syncer that says which of the domains it serves are
+// ready (rostersync.Syncer): /readyz lists them.
+type DomainReporter interface {
+	ReadyDomains() []rostersync.DomainReady
+}
+
 // Server is the admin HTTP API. Create it with New.
 type Server struct {
-	cfg       Config
-	syncer    Syncer
+	cfg    Config
+	syncer Syncer
+	// domains are the domains served, normalised, the default first.
+	domains   []string
 	log       *slog.Logger
 	echo      *echo.Echo
 	tokenHash [sha256.Size]byte
@@ -234,7 +252,8 @@ func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	if _, err := rosterhttp.ParseUsername("probe", cfg.UserDomain); err != nil {
+	domains, err := servedDomains(cfg)
+	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	loopback, err := isLoopback(cfg.Listen)
@@ -254,6 +273,7 @@ func New(cfg Config, s Syncer, log *slog.Logger) (*Server, error) {
 	srv := &Server{
 		cfg:         cfg,
 		syncer:      s,
+		domains:     domains,
 		log:         log,
 		tokenHash:   sha256.Sum256([]byte(cfg.Token)),
 		crossOrigin: http.NewCrossOriginProtection(),
@@ -634,11 +654,23 @@ func (s *Server) handleHealthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, StatusResponse{Status: statusOK})
 }
 
-// handleReadyz answers 200 when the Syncer is ready, else 503 with the
-// reason.
+// handleReadyz answers 200 when the Syncer is ready (its default domain),
+// else 503 with the reason; with a DomainReporter, both list every domain
+// served and whether it is ready.
 func (s *Server) handleReadyz(c echo.Context) error {
-	if err := s.syncer.Ready(); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Status: statusError, Message: err.Error()})
+	resp := ReadyResponse{Status: statusOK}
+	if dr, ok := s.syncer.(DomainReporter); ok {
+		for _, d := range dr.ReadyDomains() {
+			ds := DomainStatus{Domain: d.Domain, Default: d.Default, Ready: d.Err == nil}
+			if d.Err != nil {
+				ds.Error = d.Err.Error()
+			}
+			resp.Domains = append(resp.Domains, ds)
+		}
 	}
-	return c.JSON(http.StatusOK, StatusResponse{Status: statusOK})
+	if err := s.syncer.Ready(); err != nil {
+		resp.Status, resp.Message = statusError, err.Error()
+		return c.JSON(http.StatusServiceUnavailable, resp)
+	}
+	return c.JSON(http.StatusOK, resp)
 }

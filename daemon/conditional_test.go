@@ -46,7 +46,7 @@ func TestConditionalRefreshMetrics(t *testing.T) {
 		`roster_sidecar_server_roster_reads_total{read="full"}`:                    1,
 		`roster_sidecar_server_roster_reads_total{read="skipped"}`:                 1,
 		`roster_sidecar_server_roster_reads_total{read="unchanged"}`:               0,
-		`roster_sidecar_user_syncs_total{result="ok"}`:                             2,
+		`roster_sidecar_user_syncs_total{domain="example.test",result="ok"}`:       2,
 	} {
 		if got, ok := m[series]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)

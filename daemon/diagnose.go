@@ -61,31 +61,36 @@ func connectProblem(cfg Config, err error) *LinkProblem {
 	}
 }
 
-// privilegeProblem explains a connection without roster get and set for the
-// user domain; grants are what the server sent, by domain.
-func privilegeProblem(cfg Config, grants map[string]component.Grants) *LinkProblem {
-	domain := strings.ToLower(cfg.UserDomain)
+// privilegeProblem explains a connection without roster get and set for
+// userDomain, one of the user domains served; grants are what the server
+// sent, by domain.
+func privilegeProblem(cfg Config, userDomain string, grants map[string]component.Grants) *LinkProblem {
+	domain := strings.ToLower(userDomain)
 	g, seen := grants[domain]
 	setBoth := fmt.Sprintf(`set roster = "both" for %s in privileged_entities of VirtualHost %q (Prosody), or mod_privilege roster: both (ejabberd)`,
-		cfg.XMPPDomain, cfg.UserDomain)
+		cfg.XMPPDomain, userDomain)
+	key, other := "xmpp.user_domain", "set xmpp.user_domain to the users' domain"
+	if !strings.EqualFold(userDomain, cfg.UserDomain) {
+		key, other = "the user domain", "remove it from xmpp.user_domains"
+	}
 	switch {
 	case !seen && len(grants) > 0:
 		return &LinkProblem{
 			Connected: true,
-			What:      fmt.Sprintf("connected, but the server granted privileges only for %s, not for xmpp.user_domain %s", grantedDomains(grants), cfg.UserDomain),
-			Fix:       "set xmpp.user_domain to the users' domain, or grant the component roster access on " + cfg.UserDomain + ": " + setBoth,
+			What:      fmt.Sprintf("connected, but the server granted privileges only for %s, not for %s %s", grantedDomains(grants), key, userDomain),
+			Fix:       other + ", or grant the component roster access on " + userDomain + ": " + setBoth,
 		}
 	case !seen:
 		return &LinkProblem{
 			Connected: true,
-			What:      fmt.Sprintf("connected, but the server sent no privilege message for %s: mod_privilege is not enabled for the component", cfg.UserDomain),
+			What:      fmt.Sprintf("connected, but the server sent no privilege message for %s: mod_privilege is not enabled for the component", userDomain),
 			Fix: fmt.Sprintf(`Prosody: add "privilege" to modules_enabled in both VirtualHost %q and Component %q, with privileged_entities = { [%q] = { roster = "both" } } on the VirtualHost; `+
-				"ejabberd: enable mod_privilege with roster: both for the component", cfg.UserDomain, cfg.XMPPDomain, cfg.XMPPDomain),
+				"ejabberd: enable mod_privilege with roster: both for the component", userDomain, cfg.XMPPDomain, cfg.XMPPDomain),
 		}
 	case g.Roster == "" || g.Roster == "none":
-		return &LinkProblem{Connected: true, What: "the server granted no roster access (" + g.String() + ")", Fix: setBoth}
+		return &LinkProblem{Connected: true, What: "the server granted no roster access on " + userDomain + " (" + g.String() + ")", Fix: setBoth}
 	default:
-		return &LinkProblem{Connected: true, What: fmt.Sprintf("the server granted roster=%s only (need get and set)", g.Roster), Fix: setBoth}
+		return &LinkProblem{Connected: true, What: fmt.Sprintf("the server granted roster=%s only on %s (need get and set)", g.Roster, userDomain), Fix: setBoth}
 	}
 }
 

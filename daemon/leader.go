@@ -154,3 +154,13 @@ func (e *elected) LinkStatus() admin.LinkStatus {
 	st.Problem = &admin.Problem{What: err.Error(), Fix: "this instance is a standby: run the command against the lease holder, or wait for it to take over"}
 	return st
 }
+
+// ReadyDomains implements admin.DomainReporter: the current term's
+// domains; none on a standby (Ready says why).
+func (e *elected) ReadyDomains() []rostersync.DomainReady {
+	p, err := e.parts()
+	if err != nil {
+		return nil
+	}
+	return p.Syncer.ReadyDomains()
+}

@@ -17,7 +17,7 @@ import (
 )
 
 // scrape returns the samples of /metrics by series, e.g.
-// `roster_sidecar_user_syncs_total{result="ok"}` -> 2.
+// `roster_sidecar_user_syncs_total{domain="example.test",result="ok"}` -> 2.
 func scrape(t *testing.T, d *testDaemon) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(d.url("/metrics"))
@@ -81,8 +81,8 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		`roster_sidecar_refresh_requests_total{code="400",route="/roster_admin/refresh"}`:       1,
 		`roster_sidecar_refresh_requests_total{code="200",route="/roster_admin/refresh/:user"}`: 1,
 		`roster_sidecar_refresh_request_duration_seconds_count{route="/roster_admin/refresh"}`:  2,
-		`roster_sidecar_user_syncs_total{result="ok"}`:                                          3,
-		`roster_sidecar_user_syncs_total{result="error"}`:                                       1,
+		`roster_sidecar_user_syncs_total{domain="example.test",result="ok"}`:                    3,
+		`roster_sidecar_user_syncs_total{domain="example.test",result="error"}`:                 1,
 		`roster_sidecar_user_sync_duration_seconds_count`:                                       4,
 		`roster_sidecar_roster_items_changed_total{op="added"}`:                                 6,
 		`roster_sidecar_roster_items_changed_total{op="updated"}`:                               0,

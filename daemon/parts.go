@@ -51,6 +51,8 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 	bcfg.MaxNameBytes, bcfg.MaxGroupBytes, bcfg.MaxGroups = cfg.BackendMaxName, cfg.BackendMaxGroup, cfg.BackendMaxGroups
 	bcfg.MaxItems, bcfg.MaxItemBytes = cfg.BackendMaxItems, cfg.BackendMaxItem
 	bcfg.ConditionalCache = cfg.BackendConditional
+	bcfg.DomainURLs = cfg.BackendDomainURLs
+	domains := cfg.Domains()
 	ccfg := component.Config{
 		Address:        cfg.XMPPAddress,
 		Domain:         cfg.XMPPDomain,
@@ -58,8 +60,9 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 		ConnectTimeout: cfg.ConnectTimeout,
 		IQTimeout:      cfg.IQTimeout,
 		PingInterval:   cfg.PingInterval,
-		PingTo:         cfg.UserDomain + "/roster-sidecar",
-		UserDomains:    []string{cfg.UserDomain},
+		// The default domain is pinged.
+		PingTo:      cfg.UserDomain + "/roster-sidecar",
+		UserDomains: domains,
 		// The server helper writes rosters: of no use in API mode.
 		DetectHelper: cfg.EjabberdAPIURL == "",
 		MinBackoff:   cfg.ReconnectMin,
@@ -67,6 +70,7 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 	}
 	scfg := rostersync.SyncerConfig{
 		UserDomain:          cfg.UserDomain,
+		UserDomains:         domains,
 		Window:              cfg.Window,
 		SyncTimeout:         cfg.SyncTimeout,
 		Concurrency:         cfg.AdminConcurrency,
@@ -79,6 +83,7 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 	scfg.RememberUsers, scfg.ReconcileInterval = cfg.BackendConditional, cfg.ReconcileInterval
 	if m != nil {
 		bcfg.Observer, ccfg.Observer, scfg.Observer = m, m, m
+		m.ServeDomains(domains...)
 	}
 	fetcher, err := rosterhttp.New(bcfg)
 	if err != nil {
@@ -106,7 +111,6 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 	p.Syncer = rostersync.NewSyncer(scfg, link, store, fetcher, log)
 	if withLogin && cfg.OnLogin {
 		lcfg := rostersync.LoginConfig{
-			UserDomain:  cfg.UserDomain,
 			MinInterval: cfg.LoginMinInterval,
 			Rate:        cfg.LoginRate,
 			QueueSize:   cfg.LoginQueue,
@@ -133,6 +137,24 @@ type connectedLink struct{ conn *component.Conn }
 
 func (l connectedLink) Ready(string) error       { return l.conn.Connected() }
 func (l connectedLink) Changed() <-chan struct{} { return l.conn.Changed() }
+
+// allDomainsReady reports whether every user domain's rosters can be
+// synced now.
+func (p *Parts) allDomainsReady() bool {
+	for _, d := range p.Syncer.ReadyDomains() {
+		if d.Err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// DomainProblem says what to fix for a user domain whose rosters cannot
+// be synced on the current connection (Syncer.ReadyDomains says which),
+// from the privileges the server sent.
+func (p *Parts) DomainProblem(domain string) *LinkProblem {
+	return privilegeProblem(p.Config, domain, p.Conn.Privileges())
+}
 
 // ConfigError is a setting that cannot work.
 type ConfigError struct {
@@ -174,10 +196,13 @@ func (p *Parts) Run(ctx context.Context) error {
 }
 
 // WaitReady waits until the component may read and write the rosters of
-// the user domain (in API mode: until it is connected). It gives up at the
-// first failed connection attempt, when connected without the roster
-// privilege for Config.PrivilegeWait, or after wait, with a *LinkProblem
-// that says what to fix. Run must be running.
+// the default user domain (in API mode: until it is connected), and for
+// Config.PrivilegeWait after connecting at most for those of the other
+// domains (whose users fail while they are not ready: Syncer.ReadyDomains
+// says which). It gives up at the first failed connection attempt, when
+// connected without the roster privilege for the default domain for
+// Config.PrivilegeWait, or after wait, with a *LinkProblem that says what
+// to fix. Run must be running.
 func (p *Parts) WaitReady(ctx context.Context, wait time.Duration) error {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -185,10 +210,10 @@ func (p *Parts) WaitReady(ctx context.Context, wait time.Duration) error {
 	for {
 		changed := p.Conn.Changed()
 		err := p.Syncer.Ready()
-		if err == nil {
+		if err == nil && p.allDomainsReady() {
 			return nil
 		}
-		connected := !errors.Is(err, component.ErrDisconnected)
+		connected := err == nil || !errors.Is(err, component.ErrDisconnected)
 		if connected && grace == nil {
 			t := time.NewTimer(p.Config.PrivilegeWait)
 			defer t.Stop()
@@ -204,10 +229,16 @@ func (p *Parts) WaitReady(ctx context.Context, wait time.Duration) error {
 			return ctx.Err()
 		case <-changed:
 		case <-grace:
-			return privilegeProblem(p.Config, p.Conn.Privileges())
+			if p.Syncer.Ready() == nil {
+				return nil
+			}
+			return privilegeProblem(p.Config, p.Config.UserDomain, p.Conn.Privileges())
 		case <-deadline.C:
+			if p.Syncer.Ready() == nil {
+				return nil
+			}
 			if connected {
-				return privilegeProblem(p.Config, p.Conn.Privileges())
+				return privilegeProblem(p.Config, p.Config.UserDomain, p.Conn.Privileges())
 			}
 			return &LinkProblem{
 				What: fmt.Sprintf("no connection to the XMPP server at %s within %s", p.Config.XMPPAddress, wait),

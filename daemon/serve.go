@@ -53,7 +53,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 	defer stopAPI()
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- api.Run(apiCtx, ln) }()
-	log.Info("roster-sidecar started", "version", version, "admin", ln.Addr().String(), "xmpp", cfg.XMPPAddress, "component", cfg.XMPPDomain, "user_domain", cfg.UserDomain)
+	log.Info("roster-sidecar started", "version", version, "admin", ln.Addr().String(), "xmpp", cfg.XMPPAddress, "component", cfg.XMPPDomain, "user_domains", cfg.Domains())
 
 	var runErr error
 	select {
@@ -83,6 +83,7 @@ func NewAdmin(cfg Config, syncer admin.Syncer, log *slog.Logger, obs admin.Obser
 		Token:          cfg.AdminToken,
 		HMACSecret:     cfg.AdminHMACSecret,
 		UserDomain:     cfg.UserDomain,
+		UserDomains:    cfg.Domains(),
 		MaxBodyBytes:   cfg.AdminMaxBody,
 		MaxUsers:       cfg.AdminMaxUsers,
 		Concurrency:    cfg.AdminConcurrency,

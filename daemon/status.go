@@ -54,7 +54,7 @@ func (p *Parts) LinkStatus() admin.LinkStatus {
 		var problem *LinkProblem
 		switch {
 		case st.Connected:
-			problem = privilegeProblem(cfg, grants)
+			problem = privilegeProblem(cfg, cfg.UserDomain, grants)
 		case lastErr != nil:
 			problem = connectProblem(cfg, lastErr)
 		default:

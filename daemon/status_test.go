@@ -59,7 +59,7 @@ func TestStatusReportsTheLink(t *testing.T) {
 		return !st.Ready && st.Link.Connected && len(st.Link.Privileges) == 1
 	})
 	if st.Reason == "" || st.Link.Privileges[0].Roster != "get" || st.Link.Problem == nil ||
-		st.Link.Problem.What != "the server granted roster=get only (need get and set)" || !strings.Contains(st.Link.Problem.Fix, `set roster = "both"`) {
+		st.Link.Problem.What != "the server granted roster=get only on example.test (need get and set)" || !strings.Contains(st.Link.Problem.Fix, `set roster = "both"`) {
 		t.Errorf("not ready: %+v, link %+v, problem %+v", st, st.Link, st.Link.Problem)
 	}
 	http.DefaultClient.CloseIdleConnections()

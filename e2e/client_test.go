@@ -71,16 +71,21 @@ func (p PresenceEvent) String() string {
 	return fmt.Sprintf("%s from %s", typ, p.From)
 }
 
-// Login connects as user (a localpart on srv's domain) with userPassword,
-// sends initial presence, fetches the roster and starts collecting roster
-// pushes. The connection is closed at the end of the test.
+// Login connects as user (a localpart on srv's domain, or a bare JID on
+// another of srv.Domains) with userPassword, sends initial presence, fetches
+// the roster and starts collecting roster pushes. The connection is closed
+// at the end of the test.
 func Login(t testing.TB, srv *harness.Server, user string) *Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
 
-	j, err := jid.New(user, srv.Domain, "")
+	local, domain, ok := strings.Cut(user, "@")
+	if !ok {
+		domain = srv.Domain
+	}
+	j, err := jid.New(local, domain, "")
 	if err != nil {
 		t.Fatalf("JID for %q: %v", user, err)
 	}

@@ -74,8 +74,8 @@ func New() *Metrics {
 		refreshDuration: prometheus.NewHistogramVec(histogram("refresh_request_duration_seconds",
 			"Time to answer a refresh request, by route.", refreshBuckets), []string{"route"}),
 		userSyncs: prometheus.NewCounterVec(counter("user_syncs_total",
-			"Syncs of one user's roster, by result (ok or error). Requests that join a running or queued sync share it and are counted once."),
-			[]string{"result"}),
+			"Syncs of one user's roster, by user domain and result (ok or error). Requests that join a running or queued sync share it and are counted once."),
+			[]string{"domain", "result"}),
 		syncDuration: prometheus.NewHistogram(histogram("user_sync_duration_seconds",
 			"Time of one user's sync: backend fetch, roster read and writes.", syncBuckets)),
 		itemsChanged: prometheus.NewCounterVec(counter("roster_items_changed_total",
@@ -117,10 +117,8 @@ func New() *Metrics {
 	for _, o := range rostersync.LoginOutcomes {
 		m.logins.WithLabelValues(o)
 	}
-	// Series that exist from the start, so that rates work from zero.
-	for _, r := range []string{"ok", "error"} {
-		m.userSyncs.WithLabelValues(r)
-	}
+	// Series that exist from the start, so that rates work from zero
+	// (those of each domain: ServeDomains).
 	for _, op := range []string{"added", "updated", "removed"} {
 		m.itemsChanged.WithLabelValues(op)
 	}
@@ -160,6 +158,23 @@ func (m *Metrics) ObserveRequest(_, route string, code int, d time.Duration) {
 	m.refreshDuration.WithLabelValues(route).Observe(d.Seconds())
 }
 
+// ServeDomains makes the per-domain series of the user domains served
+// exist from the start: the syncs at zero, and the privilege gauge at 0
+// until the server grants it (so that a domain never granted shows).
+func (m *Metrics) ServeDomains(domains ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range domains {
+		for _, r := range []string{"ok", "error"} {
+			m.userSyncs.WithLabelValues(d, r)
+		}
+		if _, ok := m.domains[d]; !ok {
+			m.domains[d] = struct{}{}
+			m.privilege.WithLabelValues(d).Set(0)
+		}
+	}
+}
+
 // SyncStarted implements rostersync.SyncObserver.
 func (m *Metrics) SyncStarted() { m.syncsInFlight.Inc() }
 
@@ -170,7 +185,7 @@ func (m *Metrics) SyncEnded(res rostersync.Result, d time.Duration) {
 	if res.Err != nil {
 		result = "error"
 	}
-	m.userSyncs.WithLabelValues(result).Inc()
+	m.userSyncs.WithLabelValues(res.Domain, result).Inc()
 	m.syncDuration.Observe(d.Seconds())
 	m.itemsChanged.WithLabelValues("added").Add(float64(res.Added))
 	m.itemsChanged.WithLabelValues("updated").Add(float64(res.Updated))

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,9 +35,15 @@ const drainBytes = 64 << 10
 // Config configures a Client.
 type Config struct {
 	// URLTemplate is the roster URL; its first "%s" is replaced by the
-	// user's localpart escaped with url.PathEscape. It must be an absolute
-	// http or https URL with the "%s" in its path or query.
+	// user's localpart escaped with url.PathEscape, and every
+	// DomainPlaceholder by the user's domain, escaped alike. It must be an
+	// absolute http or https URL with the "%s" (and any DomainPlaceholder)
+	// in its path or query.
 	URLTemplate string
+	// DomainURLs are the roster URL templates of some user domains, in
+	// place of URLTemplate, by normalised domain; each is a template as
+	// URLTemplate is.
+	DomainURLs map[string]string
 	// Headers are extra request headers, such as Authorization. They are
 	// sent after Accept, so they may replace it, and are dropped when a
 	// redirect leads to another host. Host cannot be set here.
@@ -86,16 +93,17 @@ type Observer interface {
 // Client fetches rosters from the backend. It is safe for concurrent use and
 // keeps connections alive between fetches.
 type Client struct {
-	// prefix and suffix are URLTemplate before and after its first "%s".
-	prefix, suffix string
-	header         http.Header
-	timeout        time.Duration
-	maxBody        int64
-	maxRedirects   int
-	hc             *http.Client
-	observer       Observer
-	limits         Limits
-	// secrets are what error texts hide of the URL (urlSecrets).
+	// template is URLTemplate's; domainTemplates are DomainURLs'.
+	template        urlTemplate
+	domainTemplates map[string]urlTemplate
+	header          http.Header
+	timeout         time.Duration
+	maxBody         int64
+	maxRedirects    int
+	hc              *http.Client
+	observer        Observer
+	limits          Limits
+	// secrets are what error texts hide of the URLs (urlSecrets).
 	secrets []string
 	// validators holds each user's last validators for FetchChanged; nil
 	// when Config.ConditionalCache is zero.
@@ -112,15 +120,27 @@ func New(cfg Config) (*Client, error) {
 		observer:     cfg.Observer,
 		validators:   newValidatorCache(cfg.ConditionalCache),
 	}
-	var ok bool
-	c.prefix, c.suffix, ok = strings.Cut(cfg.URLTemplate, "%s")
-	if !ok {
-		return nil, errors.New(`roster URL template has no "%s" for the username`)
+	var err error
+	if c.template, err = parseTemplate(cfg.URLTemplate); err != nil {
+		return nil, fmt.Errorf("roster URL template %w", err)
 	}
-	if err := c.checkTemplate(); err != nil {
-		return nil, err
+	c.secrets = urlSecrets(c.template)
+	for domain, raw := range cfg.DomainURLs {
+		t, err := parseTemplate(raw)
+		if err != nil {
+			return nil, fmt.Errorf("roster URL template of %s %w", domain, err)
+		}
+		if c.domainTemplates == nil {
+			c.domainTemplates = map[string]urlTemplate{}
+		}
+		c.domainTemplates[strings.ToLower(domain)] = t
+		for _, s := range urlSecrets(t) {
+			if !slices.Contains(c.secrets, s) {
+				c.secrets = append(c.secrets, s)
+			}
+		}
 	}
-	c.secrets = urlSecrets(c.prefix, c.suffix)
+	slices.SortFunc(c.secrets, func(a, b string) int { return len(b) - len(a) })
 	switch {
 	case c.timeout < 0:
 		return nil, fmt.Errorf("roster fetch timeout %s is negative", c.timeout)
@@ -136,7 +156,6 @@ func New(cfg Config) (*Client, error) {
 	if c.maxRedirects < 0 {
 		return nil, fmt.Errorf("roster redirect limit %d is negative", c.maxRedirects)
 	}
-	var err error
 	c.limits, err = Limits{
 		MaxNameBytes: cfg.MaxNameBytes, MaxGroupBytes: cfg.MaxGroupBytes, MaxGroups: cfg.MaxGroups,
 		MaxItems: cfg.MaxItems, MaxItemBytes: cfg.MaxItemBytes,
@@ -178,22 +197,53 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// checkTemplate checks that the template makes absolute http(s) URLs with
-// the username in the path or query. Its errors do not show the template,
-// which may hold a secret.
-func (c *Client) checkTemplate() error {
-	const sample = "rosterhttp-sample-user"
-	u, err := url.Parse(c.url(sample))
+// DomainPlaceholder is replaced by the user's domain in a roster URL
+// template. Braces may not appear unescaped in a URL (RFC 3986), so no URL
+// that worked before has it.
+const DomainPlaceholder = "{domain}"
+
+// urlTemplate is a roster URL template split around its first "%s".
+type urlTemplate struct {
+	prefix, suffix string
+}
+
+// Samples that parseTemplate and urlSecrets put in templates.
+const (
+	sampleUser   = "rosterhttp-sample-user"
+	sampleDomain = "rosterhttp-sample-domain.example"
+)
+
+// parseTemplate splits raw and checks that it makes absolute http(s) URLs
+// with the username, and the domain if it has DomainPlaceholder, in the
+// path or query. Its errors do not show the template, which may hold a
+// secret; they read after "roster URL template".
+func parseTemplate(raw string) (urlTemplate, error) {
+	var t urlTemplate
+	var ok bool
+	if t.prefix, t.suffix, ok = strings.Cut(raw, "%s"); !ok {
+		return t, errors.New(`has no "%s" for the username`)
+	}
+	u, err := url.Parse(t.url(sampleUser, sampleDomain))
 	if err != nil {
-		return fmt.Errorf("roster URL template does not make a valid URL: %w", urlProblem(err))
+		return t, fmt.Errorf("does not make a valid URL: %w", urlProblem(err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("roster URL template does not make an absolute http or https URL")
+		return t, errors.New("does not make an absolute http or https URL")
 	}
-	if !strings.Contains(u.EscapedPath(), sample) && !strings.Contains(u.RawQuery, sample) {
-		return errors.New(`roster URL template must have its first "%s" in the path or query`)
+	if !strings.Contains(u.EscapedPath(), sampleUser) && !strings.Contains(u.RawQuery, sampleUser) {
+		return t, errors.New(`must have its first "%s" in the path or query`)
 	}
-	return nil
+	if strings.Contains(raw, DomainPlaceholder) && (strings.Contains(u.Host, sampleDomain) ||
+		u.User != nil && strings.Contains(u.User.String(), sampleDomain) || strings.Contains(u.Fragment, sampleDomain)) {
+		return t, errors.New("must have " + DomainPlaceholder + " in the path or query only")
+	}
+	return t, nil
+}
+
+// url returns the roster URL of the user local@domain.
+func (t urlTemplate) url(local, domain string) string {
+	d := url.PathEscape(domain)
+	return strings.ReplaceAll(t.prefix, DomainPlaceholder, d) + url.PathEscape(local) + strings.ReplaceAll(t.suffix, DomainPlaceholder, d)
 }
 
 // checkHeader rejects a header that net/http would refuse to send or that
@@ -254,9 +304,13 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// url returns the roster URL of the user with the given localpart.
-func (c *Client) url(localpart string) string {
-	return c.prefix + url.PathEscape(localpart) + c.suffix
+// url returns the roster URL of the user local@domain: DomainURLs' template
+// of the domain, else URLTemplate's.
+func (c *Client) url(local, domain string) string {
+	if t, ok := c.domainTemplates[domain]; ok {
+		return t.url(local, domain)
+	}
+	return c.template.url(local, domain)
 }
 
 // Fetch fetches and parses the roster of owner from the backend (see
@@ -306,13 +360,14 @@ func (c *Client) fetch(parent context.Context, owner jid.JID, remember, ifChange
 	}
 	// Whatever asked for the sync (a refresh call, a login, the command
 	// line), the username is checked here, before any request.
-	local, err := parseLocal(owner.Localpart(), owner.Domain())
+	user, err := parseLocal(owner.Localpart(), []jid.JID{owner.Domain()})
 	if err != nil {
 		return Roster{}, fmt.Errorf("invalid username %s: %w", quote(owner.Localpart()), err)
 	}
+	local, domain := user.Localpart(), user.Domainpart()
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(local), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(local, domain), nil)
 	if err != nil {
 		return Roster{}, c.failure(parent, ctx, "build request", err)
 	}
@@ -323,7 +378,7 @@ func (c *Client) fetch(parent context.Context, owner jid.JID, remember, ifChange
 	var key cacheKey
 	conditional := false
 	if remember {
-		key = keyOf(local)
+		key = keyOf(local, domain)
 		if v, ok := c.validators.Get(key); ok && ifChanged {
 			v.set(req.Header)
 			conditional = true

@@ -43,12 +43,12 @@ type validators struct {
 }
 
 // cacheKey identifies a user's roster URL in the cache: a hash of the
-// localpart, so that an entry has a fixed size whatever the username's
-// length (up to 1,023 bytes).
+// user's bare JID, so that an entry has a fixed size whatever the
+// username's length (up to 1,023 bytes).
 type cacheKey [16]byte
 
-func keyOf(local string) cacheKey {
-	sum := sha256.Sum256([]byte(local))
+func keyOf(local, domain string) cacheKey {
+	sum := sha256.Sum256([]byte(local + "@" + domain))
 	return cacheKey(sum[:16])
 }
 

@@ -312,7 +312,7 @@ func TestConditionalCacheMemory(t *testing.T) {
 		h := http.Header{}
 		h.Set("ETag", fmt.Sprintf(`"%062x"`, i))
 		h.Set("Last-Modified", "Sat, 01 Mar 2025 12:00:00 GMT")
-		cache.Put(keyOf(fmt.Sprintf("user-%d", i)), validatorsOf(h))
+		cache.Put(keyOf(fmt.Sprintf("user-%d", i), "example.test"), validatorsOf(h))
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

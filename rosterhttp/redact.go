@@ -42,17 +42,16 @@ func RedactURL(raw string) string {
 const minSecret = 4
 
 // urlSecrets returns what error texts must not show of a URL made from the
-// template (prefix, suffix around the username): the user information and
-// the value of each query parameter, raw and unescaped, longest first.
-func urlSecrets(prefix, suffix string) []string {
-	const sample = "rosterhttp-sample-user"
-	u, err := url.Parse(prefix + sample + suffix)
+// template: the user information and the value of each query parameter,
+// raw and unescaped, longest first.
+func urlSecrets(t urlTemplate) []string {
+	u, err := url.Parse(t.url(sampleUser, sampleDomain))
 	if err != nil {
 		return nil
 	}
 	var secrets []string
 	add := func(s string) {
-		if len(s) >= minSecret && !strings.Contains(s, sample) && !slices.Contains(secrets, s) {
+		if len(s) >= minSecret && !strings.Contains(s, sampleUser) && !strings.Contains(s, sampleDomain) && !slices.Contains(secrets, s) {
 			secrets = append(secrets, s)
 		}
 	}

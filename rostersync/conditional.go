@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -73,8 +72,8 @@ type syncState struct {
 // the version. Without versions (Prosody), 48 less.
 const stateBytes = 180
 
-// stateKey is the key of a user in Syncer.states: a hash of the
-// localpart, so that an entry has a fixed size.
+// stateKey is the key of a user in Syncer.states: a hash of the bare JID,
+// so that an entry has a fixed size.
 type stateKey [16]byte
 
 func keyOfUser(user string) stateKey {
@@ -123,27 +122,24 @@ type syncInput struct {
 // server (a versioned read returns the roster), the backend is asked again
 // without validators. Otherwise the fetch is plain and the whole roster is
 // read, with a request for its version where the answer had validators.
-func (s *Syncer) readSync(ctx context.Context, res *Result) (in syncInput, err error) {
+func (s *Syncer) readSync(ctx context.Context, u user, res *Result) (in syncInput, err error) {
 	cf, ok := s.fetch.(ConditionalFetcher)
 	if _, isPush := pushedRoster(ctx); isPush && s.states != nil {
 		// A push changes the server roster without a backend answer: a
 		// later 304 must not let a sync skip this user's read.
-		s.states.Delete(keyOfUser(res.User))
+		s.states.Delete(keyOfUser(u.key()))
 	}
 	if _, isPush := pushedRoster(ctx); !ok || isPush || s.states == nil {
-		in.owner, in.desired, in.current, err = s.read(ctx, res.User)
+		in.owner, in.desired, in.current, err = s.read(ctx, u)
 		if err == nil {
 			res.Read = ReadFull
 		}
 		return in, err
 	}
-	if err := s.link.Ready(s.cfg.UserDomain); err != nil {
+	if in.owner, err = s.owner(u); err != nil {
 		return in, err
 	}
-	if in.owner, err = jid.New(res.User, s.cfg.UserDomain, ""); err != nil {
-		return in, fmt.Errorf("user %q: %w", res.User, err)
-	}
-	in.conditional, in.key, in.epoch = true, keyOfUser(res.User), s.epoch.Load()
+	in.conditional, in.key, in.epoch = true, keyOfUser(u.key()), s.epoch.Load()
 	owner := in.owner.String()
 	vs, versioned := s.store.(VersionedStore)
 	st, remembered := s.states.Get(in.key)
@@ -235,12 +231,20 @@ func (s *Syncer) forgetAll() {
 	s.states.Clear()
 }
 
-// watchLink forgets the remembered states whenever the link is not ready,
-// until ctx ends.
+// watchLink forgets the remembered states whenever a domain that was ready
+// is no longer (the link was lost, or the domain's privilege), until ctx
+// ends. A domain never ready has no remembered states to forget.
 func (s *Syncer) watchLink(ctx context.Context) {
+	ready := make([]bool, len(s.domains))
 	for {
 		changed := s.link.Changed()
-		if s.link.Ready(s.cfg.UserDomain) != nil {
+		lost := false
+		for i, d := range s.domains {
+			was := ready[i]
+			ready[i] = s.link.Ready(d) == nil
+			lost = lost || was && !ready[i]
+		}
+		if lost {
 			s.forgetAll()
 		}
 		select {

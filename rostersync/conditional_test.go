@@ -115,10 +115,10 @@ func expectSync(t *testing.T, s *Syncer, f *condFetcher, user string, notModifie
 
 // age makes the user's last full read look d older.
 func age(s *Syncer, user string, d time.Duration) {
-	st, ok := s.states.Get(keyOfUser(user))
+	st, ok := s.states.Get(keyOfUser(user + "@example.test"))
 	if ok {
 		st.readAt = st.readAt.Add(-d)
-		s.states.Put(keyOfUser(user), st)
+		s.states.Put(keyOfUser(user+"@example.test"), st)
 	}
 }
 

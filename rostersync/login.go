@@ -3,7 +3,7 @@ package rostersync
 import (
 	"context"
 	"log/slog"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,10 +42,10 @@ type LoginObserver interface {
 }
 
 // LoginConfig configures a LoginRefresher.
+//
+// The refresher takes the presences of users of every domain its Syncer
+// serves; presences from other domains are ignored.
 type LoginConfig struct {
-	// UserDomain is the domain of the users whose rosters are managed;
-	// presences from other domains are ignored.
-	UserDomain string
 	// MinInterval: a user whose last successful sync started less than
 	// this ago is not refreshed at login. The Syncer must remember syncs
 	// at least this long (SyncerConfig.RememberSyncs).
@@ -104,8 +104,9 @@ type LoginRefresher struct {
 	wake   chan struct{}
 
 	mu sync.Mutex
-	// sessions maps an online user's localpart to its sessions (resources)
-	// and when each was last heard of.
+	// sessions maps an online user's bare JID to its sessions (resources)
+	// and when each was last heard of. Users are named by bare JID
+	// throughout: the Syncer takes them so.
 	sessions map[string]map[string]time.Time
 	// queue holds the users waiting, oldest first; it may also hold stale
 	// entries (users who went offline before their turn, or duplicates):
@@ -120,8 +121,8 @@ type LoginRefresher struct {
 	dropsLogged int
 }
 
-// NewLoginRefresher returns a refresher for the users of cfg.UserDomain;
-// give it the presences (Presence, Reset) and run it (Run).
+// NewLoginRefresher returns a refresher for the users of the domains syncer
+// serves; give it the presences (Presence, Reset) and run it (Run).
 func NewLoginRefresher(cfg LoginConfig, syncer *Syncer, log *slog.Logger) *LoginRefresher {
 	cfg.QueueSize = max(1, cfg.QueueSize)
 	cfg.Concurrency = max(1, cfg.Concurrency)
@@ -134,10 +135,10 @@ func NewLoginRefresher(cfg LoginConfig, syncer *Syncer, log *slog.Logger) *Login
 // Presence takes an available (available true) or unavailable presence
 // from the session from, a JID with a localpart. It never blocks.
 func (l *LoginRefresher) Presence(from jid.JID, available bool) {
-	if !strings.EqualFold(from.Domainpart(), l.cfg.UserDomain) || from.Localpart() == "" {
+	if from.Localpart() == "" || !slices.Contains(l.syncer.domains, normaliseDomain(from.Domainpart())) {
 		return
 	}
-	user, resource := from.Localpart(), from.Resourcepart()
+	user, resource := from.Localpart()+"@"+normaliseDomain(from.Domainpart()), from.Resourcepart()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer l.reportOnline()

@@ -81,7 +81,6 @@ type loginRig struct {
 
 func newLoginRig(t *testing.T, srv *componenttest.Server, fetch *loginFetcher, cfg LoginConfig) *loginRig {
 	t.Helper()
-	cfg.UserDomain = componenttest.UserDomain
 	counts := &loginCounts{}
 	cfg.Observer = counts
 	c := component.NewConn(testConfig(srv.Addr()), discard)
@@ -279,7 +278,7 @@ func TestLoginSessionsResetOnReconnect(t *testing.T) {
 func TestRunStopsAtOnceWhenIdle(t *testing.T) {
 	c := component.NewConn(testConfig("127.0.0.1:1"), discard)
 	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 1, SyncTimeout: time.Second}, c, c, &loginFetcher{}, discard)
-	l := NewLoginRefresher(LoginConfig{UserDomain: "example.test"}, s, discard)
+	l := NewLoginRefresher(LoginConfig{}, s, discard)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	done := make(chan struct{})
@@ -316,7 +315,7 @@ func TestSyncedWithinRemembersSuccessesOnly(t *testing.T) {
 	for i := range minPruneSize {
 		s.recordSync(fmt.Sprint("old", i), time.Now().Add(-time.Second))
 	}
-	s.recordSync("fresh", time.Now())
+	s.recordSync("fresh@example.test", time.Now())
 	s.mu.Lock()
 	n := len(s.synced)
 	s.mu.Unlock()

@@ -25,7 +25,7 @@ type Change struct {
 // Preview is what a sync of one user would change, found without writing
 // anything.
 type Preview struct {
-	// User is the normalised localpart.
+	// User names the user as Result.User does.
 	User string
 	// Add, Update and Remove are the writes a sync would make, as Diff
 	// plans them.
@@ -51,8 +51,12 @@ func (p Preview) Changes() int { return len(p.Add) + len(p.Update) + len(p.Remov
 func (s *Syncer) Preview(ctx context.Context, user string) (Preview, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
 	defer cancel()
-	p := Preview{User: user}
-	_, desired, current, err := s.read(ctx, user)
+	u, err := s.parseUser(user)
+	if err != nil {
+		return Preview{User: user}, err
+	}
+	p := Preview{User: s.name(u)}
+	_, desired, current, err := s.read(ctx, u)
 	p.Skipped = desired.Skipped
 	if err != nil {
 		return p, err

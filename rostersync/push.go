@@ -21,7 +21,11 @@ import (
 // again (the pushed roster is dropped: the backend's answer is at least as
 // new). Every request waiting for the queued sync gets its result.
 func (s *Syncer) Push(ctx context.Context, user string, desired rosterhttp.Roster) Result {
-	return s.wait(ctx, user, s.enqueue(user, false, &desired))
+	u, err := s.parseUser(user)
+	if err != nil {
+		return Result{User: user, Err: err}
+	}
+	return s.wait(ctx, u, s.enqueue(u, false, &desired))
 }
 
 // pushedKey is the context key of the roster a sync applies instead of

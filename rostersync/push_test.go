@@ -84,7 +84,7 @@ func queued(t *testing.T, s *Syncer, user string, cond func(*syncCall) bool) {
 	componenttest.WaitFor(t, "the queued sync", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		q := s.users[user]
+		q := s.users[user+"@example.test"]
 		return q != nil && q.next != nil && cond(q.next)
 	})
 }

@@ -5,6 +5,8 @@
 // requests that arrive meanwhile share one further sync (Syncer); logins
 // seen in forwarded presence are turned into rate-limited refreshes
 // (LoginRefresher); Preview shows what a sync would change without writing.
+// One Syncer serves the users of several domains, each user keyed by bare
+// JID (domains.go).
 //
 // It knows neither XMPP nor HTTP: the XEP-0356 link (package component) and
 // ejabberd's HTTP API (package ejabberdapi) are Stores, the backend client
@@ -49,8 +51,12 @@ type Link interface {
 // Result is the outcome of bringing one user's roster in line with the
 // backend.
 type Result struct {
-	// User is the normalised localpart of the user.
+	// User names the user: its normalised localpart on the default domain,
+	// its bare JID (localpart@domain) on another.
 	User string
+	// Domain is the user's domain, normalised; empty when the domain is
+	// not served.
+	Domain string
 	// Added, Updated and Removed count the roster items changed on the
 	// server.
 	Added, Updated, Removed int

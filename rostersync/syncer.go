@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,8 +53,13 @@ type SyncObserver interface {
 
 // SyncerConfig configures a Syncer.
 type SyncerConfig struct {
-	// UserDomain is the domain of the users whose rosters are managed.
+	// UserDomain is the default domain of the users whose rosters are
+	// managed: a user named by its localpart alone is one of its users.
 	UserDomain string
+	// UserDomains are the other domains whose users' rosters are managed
+	// (UserDomain may be listed too); their users are named by bare JID,
+	// localpart@domain (see Syncer).
+	UserDomains []string
 	// Window is the number of roster writes in flight per user.
 	Window int
 	// SyncTimeout bounds one user's whole sync (fetch, read, writes).
@@ -100,6 +106,15 @@ type SyncerConfig struct {
 // never overlap: a request that arrives while that user's sync runs waits
 // for exactly one more sync after it, shared by every request that arrived
 // meanwhile, so the last backend state always wins.
+//
+// Users are named by their normalised localpart when they are of the
+// default domain (SyncerConfig.UserDomain), and by their bare JID,
+// localpart@domain, on any domain served ("john" and "john@" + the default
+// domain are one user). The Syncer keys everything it keeps of a user by
+// bare JID, and names the user in Results as the default domain's
+// localpart or the bare JID of another domain. A user of a domain not
+// served fails at once, with an error that wraps
+// rosterhttp.ErrDomainNotServed.
 type Syncer struct {
 	cfg   SyncerConfig
 	link  Link
@@ -107,15 +122,20 @@ type Syncer struct {
 	fetch Fetcher
 	log   *slog.Logger
 
+	// domains are the domains served, normalised, the default first.
+	domains []string
+
 	ctx     context.Context // ends when Run stops
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	running chan struct{} // one token per sync running
 
-	mu    sync.Mutex
+	mu sync.Mutex
+	// users holds the sync queues by bare JID.
 	users map[string]*userQueue
 	// synced holds when each user's last successful sync started, for
-	// RememberSyncs; entries older than that are pruned as it grows.
+	// RememberSyncs, by bare JID; entries older than that are pruned as it
+	// grows.
 	synced    map[string]time.Time
 	pruneSize int
 	// subscriptionKept records whether the server was seen to store the
@@ -151,7 +171,13 @@ type syncCall struct {
 // store and desired rosters from fetch. It syncs until Run returns.
 func NewSyncer(cfg SyncerConfig, link Link, store Store, fetch Fetcher, log *slog.Logger) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel,
+	domains := []string{normaliseDomain(cfg.UserDomain)}
+	for _, d := range cfg.UserDomains {
+		if d := normaliseDomain(d); !slices.Contains(domains, d) {
+			domains = append(domains, d)
+		}
+	}
+	return &Syncer{cfg: cfg, link: link, store: store, fetch: fetch, log: log, ctx: ctx, cancel: cancel, domains: domains,
 		running: make(chan struct{}, max(1, cfg.Concurrency)), users: map[string]*userQueue{},
 		synced: map[string]time.Time{}, pruneSize: minPruneSize,
 		learning: make(chan struct{}, 1), states: newStates(cfg.RememberUsers)}
@@ -176,39 +202,50 @@ func (s *Syncer) Run(ctx context.Context) error {
 	return nil
 }
 
-// Ready returns nil when rosters of the user domain can be synced.
-func (s *Syncer) Ready() error { return s.link.Ready(s.cfg.UserDomain) }
-
 // Changed returns a channel closed at the next change of readiness.
 func (s *Syncer) Changed() <-chan struct{} { return s.link.Changed() }
 
-// Sync brings the roster of user (a normalised localpart) in line with the
-// backend and reports what changed. When ctx ends first, the sync goes on
-// to completion in the background and Sync returns ctx's error.
+// Sync brings the roster of user (a normalised localpart of the default
+// domain, or a bare JID) in line with the backend and reports what
+// changed. When ctx ends first, the sync goes on to completion in the
+// background and Sync returns ctx's error.
 func (s *Syncer) Sync(ctx context.Context, user string) Result {
-	return s.wait(ctx, user, s.enqueue(user, false, nil))
+	u, err := s.parseUser(user)
+	if err != nil {
+		return Result{User: user, Err: err}
+	}
+	return s.wait(ctx, u, s.enqueue(u, false, nil))
 }
 
 // SyncJoin is Sync for a refresh that any sync of user will do, e.g. at
 // login: it joins the user's queued sync, or else the running one, and
 // starts a sync only when none is queued or running.
 func (s *Syncer) SyncJoin(ctx context.Context, user string) Result {
-	return s.wait(ctx, user, s.enqueue(user, true, nil))
+	u, err := s.parseUser(user)
+	if err != nil {
+		return Result{User: user, Err: err}
+	}
+	return s.wait(ctx, u, s.enqueue(u, true, nil))
 }
 
 // SyncedWithin reports whether a sync of user that started less than d ago
 // succeeded (as far as RememberSyncs looks back).
 func (s *Syncer) SyncedWithin(user string, d time.Duration) bool {
+	u, err := s.parseUser(user)
+	if err != nil {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	at, ok := s.synced[user]
+	at, ok := s.synced[u.key()]
 	return ok && time.Since(at) < d
 }
 
 // minPruneSize is the size of the synced map below which it is not pruned.
 const minPruneSize = 1024
 
-// recordSync notes that a sync of user that started at start succeeded.
+// recordSync notes that a sync of user (a bare JID) that started at start
+// succeeded.
 func (s *Syncer) recordSync(user string, start time.Time) {
 	if s.cfg.RememberSyncs <= 0 {
 		return
@@ -232,12 +269,13 @@ func (s *Syncer) recordSync(user string, start time.Time) {
 	s.pruneSize = max(minPruneSize, 2*len(s.synced))
 }
 
-func (s *Syncer) wait(ctx context.Context, user string, call *syncCall) Result {
+func (s *Syncer) wait(ctx context.Context, u user, call *syncCall) Result {
 	select {
 	case <-call.done:
 		return call.res
 	case <-ctx.Done():
-		return Result{User: user, Err: fmt.Errorf("sync of %s: %w", user, ctx.Err())}
+		name := s.name(u)
+		return Result{User: name, Domain: u.domain, Err: fmt.Errorf("sync of %s: %w", name, ctx.Err())}
 	}
 }
 
@@ -246,20 +284,21 @@ func (s *Syncer) wait(ctx context.Context, user string, call *syncCall) Result {
 // running sync is joined when none is queued. pushed is the roster a push
 // asks for, nil for a fetch; a request that is not a join decides what the
 // queued sync applies, as the latest one to arrive.
-func (s *Syncer) enqueue(user string, join bool, pushed *rosterhttp.Roster) *syncCall {
+func (s *Syncer) enqueue(u user, join bool, pushed *rosterhttp.Roster) *syncCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	q := s.users[user]
+	q := s.users[u.key()]
 	if q == nil && len(s.users) >= s.maxPending() {
-		busy := &syncCall{done: make(chan struct{}), res: Result{User: user, Err: fmt.Errorf("sync of %s: %w", user, ErrBusy)}}
+		name := s.name(u)
+		busy := &syncCall{done: make(chan struct{}), res: Result{User: name, Domain: u.domain, Err: fmt.Errorf("sync of %s: %w", name, ErrBusy)}}
 		close(busy.done)
 		return busy
 	}
 	if q == nil {
 		q = &userQueue{running: &syncCall{done: make(chan struct{}), pushed: pushed}}
-		s.users[user] = q
+		s.users[u.key()] = q
 		s.wg.Add(1)
-		go s.drain(user, q.running)
+		go s.drain(u, q.running)
 		return q.running
 	}
 	if join && q.next == nil {
@@ -282,28 +321,28 @@ func (s *Syncer) maxPending() int {
 }
 
 // drain runs the user's syncs one after another until none is queued.
-func (s *Syncer) drain(user string, call *syncCall) {
+func (s *Syncer) drain(u user, call *syncCall) {
 	defer s.wg.Done()
 	for call != nil {
-		call.res = s.syncOnce(user, call.pushed)
+		call.res = s.syncOnce(u, call.pushed)
 		close(call.done)
 		s.mu.Lock()
-		q := s.users[user]
+		q := s.users[u.key()]
 		call, q.running, q.next = q.next, q.next, nil
 		if call == nil {
-			delete(s.users, user)
+			delete(s.users, u.key())
 		}
 		s.mu.Unlock()
 	}
 }
 
-func (s *Syncer) syncOnce(user string, pushed *rosterhttp.Roster) Result {
-	res := Result{User: user}
+func (s *Syncer) syncOnce(u user, pushed *rosterhttp.Roster) Result {
+	res := Result{User: s.name(u), Domain: u.domain}
 	select {
 	case s.running <- struct{}{}:
 		defer func() { <-s.running }()
 	case <-s.ctx.Done():
-		res.Err = fmt.Errorf("sync of %s: %w", user, ErrStopped)
+		res.Err = fmt.Errorf("sync of %s: %w", res.User, ErrStopped)
 		return res
 	}
 	ctx, cancel := context.WithTimeout(withPushed(s.ctx, pushed), s.cfg.SyncTimeout)
@@ -312,15 +351,15 @@ func (s *Syncer) syncOnce(user string, pushed *rosterhttp.Roster) Result {
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.SyncStarted()
 	}
-	res.Err = s.sync(ctx, &res)
+	res.Err = s.sync(ctx, u, &res)
 	d := time.Since(start)
 	if res.Err == nil {
-		s.recordSync(user, start)
+		s.recordSync(u.key(), start)
 	}
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.SyncEnded(res, d)
 	}
-	s.log.Debug("user sync", "user", user, "added", res.Added, "updated", res.Updated, "removed", res.Removed,
+	s.log.Debug("user sync", "user", u.key(), "added", res.Added, "updated", res.Updated, "removed", res.Removed,
 		"skipped", len(res.Skipped), "not_modified", res.NotModified, "read", res.Read, "error", res.Err,
 		"duration", d.Round(time.Microsecond))
 	return res
@@ -328,8 +367,8 @@ func (s *Syncer) syncOnce(user string, pushed *rosterhttp.Roster) Result {
 
 // sync brings the user's roster in line (see readSync for what a 304 of
 // the backend saves).
-func (s *Syncer) sync(ctx context.Context, res *Result) (err error) {
-	in, err := s.readSync(ctx, res)
+func (s *Syncer) sync(ctx context.Context, u user, res *Result) (err error) {
+	in, err := s.readSync(ctx, u, res)
 	defer func() {
 		res.Err = err
 		s.settle(in, res)
@@ -357,13 +396,9 @@ func (s *Syncer) sync(ctx context.Context, res *Result) (err error) {
 // read fetches the user's desired roster from the backend and the current
 // one from the server. desired is set when the fetch succeeded, even if the
 // read failed.
-func (s *Syncer) read(ctx context.Context, user string) (owner jid.JID, desired rosterhttp.Roster, current []roster.Item, err error) {
-	if err := s.link.Ready(s.cfg.UserDomain); err != nil {
+func (s *Syncer) read(ctx context.Context, u user) (owner jid.JID, desired rosterhttp.Roster, current []roster.Item, err error) {
+	if owner, err = s.owner(u); err != nil {
 		return owner, desired, nil, err
-	}
-	owner, err = jid.New(user, s.cfg.UserDomain, "")
-	if err != nil {
-		return owner, desired, nil, fmt.Errorf("user %q: %w", user, err)
 	}
 	if desired, err = s.fetchDesired(ctx, owner); err != nil {
 		return owner, desired, nil, err
@@ -507,11 +542,11 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, probe rost
 			s.mu.Unlock()
 			switch {
 			case first && kept:
-				s.log.Info("learnt how the server stores roster subscriptions", "domain", strings.ToLower(s.cfg.UserDomain), "subscription_honoured", kept)
+				s.log.Info("learnt how the server stores roster subscriptions", "domain", owner[strings.LastIndexByte(owner, '@')+1:], "subscription_honoured", kept)
 			case first:
 				s.log.Warn("the XMPP server stores every roster write with subscription none (ejabberd in XEP-0356 mode): "+
 					"contacts will never see each other's presence; API mode (ejabberd_api.url) writes subscriptions and sends presence",
-					"domain", strings.ToLower(s.cfg.UserDomain), "subscription_honoured", kept)
+					"domain", owner[strings.LastIndexByte(owner, '@')+1:], "subscription_honoured", kept)
 			}
 			return kept, true
 		}

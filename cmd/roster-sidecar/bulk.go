@@ -307,11 +307,11 @@ func checkThroughDaemon(r *checkReport, d *daemonClient, userDomain string) {
 	r.line("ready", "ok: the component may read and write the rosters of %s", userDomain)
 	switch link.Helper {
 	case admin.HelperFound:
-		helperLine(r, userDomain, component.ServerInfo{Helper: true})
+		helperLine(r, "helper", userDomain, component.ServerInfo{Helper: true})
 	case admin.HelperMissing:
-		helperLine(r, userDomain, component.ServerInfo{})
+		helperLine(r, "helper", userDomain, component.ServerInfo{})
 	case admin.HelperSilent:
-		helperLine(r, userDomain, component.ServerInfo{Silent: true})
+		helperLine(r, "helper", userDomain, component.ServerInfo{Silent: true})
 	case admin.HelperUnknown:
 		r.line("helper", "unknown: serve has not finished looking for it; check again in a moment")
 	}

@@ -329,7 +329,7 @@ func TestCheckThroughDaemon(t *testing.T) {
 			"daemon:     ok: roster-sidecar serve at ",
 			"xmpp:       ok: serve is connected to ",
 			"privileges: example.test: roster=get message=outgoing\n",
-			"ready:      FAIL: the server granted roster=get only (need get and set)\n",
+			"ready:      FAIL: the server granted roster=get only on example.test (need get and set)\n",
 			`            fix: set roster = "both" for roster.example.test in privileged_entities of VirtualHost "example.test" (Prosody), or mod_privilege roster: both (ejabberd)`+"\n",
 		)
 		if n := c.xmpp.Counts().Accepted; n != 2 {

@@ -41,10 +41,14 @@ func checkCmd() *cobra.Command {
               the credentials and the api_permissions rule work
   xmpp        the component connects and the server accepts its secret
   privileges  what the server granted, per domain
-  ready       roster get and set are granted for xmpp.user_domain
-  helper      (XEP-0356 mode) whether the server's optional helper answers:
-              presence at once and one request per user's changes (Prosody's
-              mod_roster_sidecar); reported, never a failure
+  ready       roster get and set are granted for each user domain
+              (xmpp.user_domain, xmpp.user_domains)
+  helper      (XEP-0356 mode) whether the server's optional helper answers,
+              per user domain: presence at once and one request per user's
+              changes (Prosody's mod_roster_sidecar); reported, never a failure
+
+With several user domains, backend fetches --user's roster on each (on the
+one --user names, if it names one).
 
 It changes nothing: no roster is written, and none is read on the XMPP server
 except --user's through the API in API mode.
@@ -173,48 +177,71 @@ func runCheck(ctx context.Context, o *oneShot, user string, out, stderr io.Write
 		r.fail("ready", problem.What, problem.Fix)
 		return false
 	}
-	r.line("ready", "ok: the component may read and write the rosters of %s", cfg.UserDomain)
+	several := len(cfg.Domains()) > 1
+	for i, d := range p.Syncer.ReadyDomains() {
+		label := "ready"
+		if i > 0 {
+			label = ""
+		}
+		switch {
+		case d.Err != nil:
+			pr := p.DomainProblem(d.Domain)
+			r.fail(label, pr.What, pr.Fix)
+		case several && d.Default:
+			r.line(label, "ok: the component may read and write the rosters of %s (the default domain)", d.Domain)
+		default:
+			r.line(label, "ok: the component may read and write the rosters of %s", d.Domain)
+		}
+	}
 	if p.API == nil {
-		checkHelper(ctx, r, p)
+		for i, d := range cfg.Domains() {
+			checkHelper(ctx, r, p, d, i == 0)
+		}
 	}
 	return r.ok
 }
 
-// checkHelper reports whether the server helper answers for the user domain
-// (XEP-0356 mode). It is optional: a missing helper is no failure.
-func checkHelper(ctx context.Context, r *checkReport, p *daemon.Parts) {
-	domain := p.Config.UserDomain
+// checkHelper reports whether the server helper answers for a user domain
+// (XEP-0356 mode), under the label "helper" when first. It is optional: a
+// missing helper is no failure.
+func checkHelper(ctx context.Context, r *checkReport, p *daemon.Parts, domain string, first bool) {
+	label := "helper"
+	if !first {
+		label = ""
+	}
 	info, err := p.Conn.WaitServerInfo(ctx, domain)
 	if err != nil {
-		r.line("helper", "unknown: %v", err)
+		r.line(label, "unknown on %s: %v", domain, err)
 		return
 	}
-	helperLine(r, domain, info)
+	helperLine(r, label, domain, info)
 }
 
-// helperLine reports whether the server helper answers for domain, and
-// what a server that answers no disco#info (ejabberd) means for presence.
-func helperLine(r *checkReport, domain string, info component.ServerInfo) {
+// helperLine reports under label whether the server helper answers for
+// domain, and what a server that answers no disco#info (ejabberd) means
+// for presence.
+func helperLine(r *checkReport, label, domain string, info component.ServerInfo) {
 	switch {
 	case info.Helper:
-		r.line("helper", "ok: %s answers %s (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request", domain, component.NSHelper)
+		r.line(label, "ok: %s answers %s (mod_roster_sidecar): contacts see each other's presence at once, and each user's roster changes are one request", domain, component.NSHelper)
 	case info.Silent:
-		r.line("helper", "missing on %s, and %s did not answer disco#info, as ejabberd does", domain, domain)
+		r.line(label, "missing on %s, and %s did not answer disco#info, as ejabberd does", domain, domain)
 		r.line("presence", "on ejabberd in XEP-0356 mode contacts NEVER see each other's presence: ejabberd stores every privileged roster write with "+
 			"subscription none (as RFC 6121 tells servers to). API mode fixes it: set ejabberd_api.url (docs/deploy-ejabberd.md)")
 	default:
-		r.line("helper", "missing on %s (optional; the Prosody module deploy/prosody/mod_roster_sidecar.lua, docs/deploy-prosody.md): "+
+		r.line(label, "missing on %s (optional; the Prosody module deploy/prosody/mod_roster_sidecar.lua, docs/deploy-prosody.md): "+
 			"without it contacts see each other's presence only from their next status change or login, not at once, "+
 			"and each roster item is a write of its own (slow for large rosters on Prosody)", domain)
 	}
 }
 
-// probeJID is the JID of --user, or a failure reported under label.
+// probeJID is the JID of --user (on the default domain unless it names
+// one), or a failure reported under label.
 func probeJID(r *checkReport, label string, p *daemon.Parts, user string) (jid.JID, bool) {
-	local, err := rosterhttp.ParseUsername(user, p.Config.UserDomain)
+	local, domain, err := rosterhttp.ParseUser(user, p.Config.Domains())
 	if err == nil {
 		var owner jid.JID
-		if owner, err = jid.New(local, p.Config.UserDomain, ""); err == nil {
+		if owner, err = jid.New(local, domain, ""); err == nil {
 			return owner, true
 		}
 	}
@@ -242,23 +269,41 @@ func checkAPI(ctx context.Context, r *checkReport, p *daemon.Parts, user string)
 	r.line("api", "ok: get_roster of %s answered through %s (%d items)", owner, p.Config.EjabberdAPIURL, len(items))
 }
 
-// checkBackend fetches the roster of user and reports the outcome.
+// checkBackend fetches the roster of user and reports the outcome: on the
+// domain user names, else on every user domain.
 func checkBackend(ctx context.Context, r *checkReport, p *daemon.Parts, user string) {
 	owner, ok := probeJID(r, "backend", p, user)
 	if !ok {
 		return
 	}
-	local := owner.Localpart()
-	start := time.Now()
-	roster, err := p.Fetcher.Fetch(ctx, owner)
-	if err != nil {
-		r.fail("backend", err.Error(), backendFix(err))
-		return
+	owners := []jid.JID{owner}
+	if !strings.Contains(user, "@") {
+		for _, d := range p.Config.Domains()[1:] {
+			if o, err := jid.New(owner.Localpart(), d, ""); err == nil {
+				owners = append(owners, o)
+			}
+		}
 	}
-	r.line("backend", "ok: roster of %s: %d contacts, %d skipped, in %s", local, len(roster.Items), len(roster.Skipped),
-		time.Since(start).Round(time.Millisecond))
-	for _, s := range roster.Skipped {
-		r.line("", "skipped %q: %s", s.JID, s.Reason)
+	for i, owner := range owners {
+		label := "backend"
+		if i > 0 {
+			label = ""
+		}
+		name := owner.Localpart()
+		if owner.Domainpart() != p.Config.Domains()[0] {
+			name = owner.String()
+		}
+		start := time.Now()
+		roster, err := p.Fetcher.Fetch(ctx, owner)
+		if err != nil {
+			r.fail(label, err.Error(), backendFix(err))
+			continue
+		}
+		r.line(label, "ok: roster of %s: %d contacts, %d skipped, in %s", name, len(roster.Items), len(roster.Skipped),
+			time.Since(start).Round(time.Millisecond))
+		for _, s := range roster.Skipped {
+			r.line("", "skipped %q: %s", s.JID, s.Reason)
+		}
 	}
 }
 
@@ -274,7 +319,7 @@ func backendFix(err error) string {
 	case errors.As(err, &status) && (status.Code == http.StatusUnauthorized || status.Code == http.StatusForbidden):
 		return "the backend refused the request: give it the credentials it expects in backend.headers (e.g. Authorization: Bearer ...)"
 	case status != nil && status.Code == http.StatusNotFound:
-		return "check http_roster_url (its first %s is replaced by the username), or pass --user with a user the backend knows"
+		return "check http_roster_url (its first %s is replaced by the username, {domain} by its domain) and backend.domain_urls, or pass --user with a user the backend knows"
 	case status != nil && status.Code >= 500:
 		return "the backend failed: see its logs"
 	case status != nil:

@@ -347,7 +347,7 @@ func TestCheck(t *testing.T) {
 		code, out, _ := c.run(t, "check")
 		expect(t, code, 1, out,
 			"privileges: example.test: roster=get message=outgoing\n",
-			"ready:      FAIL: the server granted roster=get only (need get and set)\n",
+			"ready:      FAIL: the server granted roster=get only on example.test (need get and set)\n",
 			`            fix: set roster = "both" for roster.example.test in privileged_entities of VirtualHost "example.test" (Prosody), or mod_privilege roster: both (ejabberd)`+"\n",
 		)
 	})
@@ -443,5 +443,68 @@ func TestEveryCommandHasHelpWithExamples(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"sync", "--no-such-flag"}, &out, &out); code != 2 {
 		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+}
+
+// severalDomains configures the CLI for example.test (the default),
+// other.test and nopriv.test, each with its own backend URL, and has the
+// fake server grant the first two.
+func severalDomains(t *testing.T, c *cli) {
+	t.Helper()
+	t.Setenv("ROSTER_SIDECAR_XMPP_USER_DOMAINS", "example.test, other.test,nopriv.test")
+	t.Setenv("ROSTER_SIDECAR_BACKEND_DOMAIN_URLS", `{"other.test": "`+c.backend.URL+`/roster/other/%s", "nopriv.test": "`+c.backend.URL+`/roster/nopriv/%s"}`)
+	c.xmpp.SetPrivilege(componenttest.PrivilegeBoth + strings.Replace(componenttest.PrivilegeBoth, "from='example.test'", "from='other.test'", 1))
+}
+
+func TestSyncSeveralDomains(t *testing.T) {
+	c := newCLI(t)
+	severalDomains(t, c)
+	c.setRoster("john", backendRoster("c1@example.test", "One"))
+	c.setRoster("other/john", backendRoster("c2@other.test", "Two"))
+	code, out, _ := c.run(t, "sync", "john", "John@Other.Test", "john@example.test", "x@nopriv.test")
+	expect(t, code, 1, out, "syncing 3 users, 8 at once\n",
+		"failed: x@nopriv.test: roster privilege not granted: the server sent no privilege for nopriv.test",
+		"synced 2 of 3 users in ")
+	if got := c.xmpp.Roster("john@example.test"); !slices.Equal(got, []string{"c1@example.test|One|both|G"}) {
+		t.Errorf("roster of john@example.test = %v", got)
+	}
+	if got := c.xmpp.Roster("john@other.test"); !slices.Equal(got, []string{"c2@other.test|Two|both|G"}) {
+		t.Errorf("roster of john@other.test = %v", got)
+	}
+	// A domain not served is an invalid name: nothing is done.
+	code, _, errOut := c.run(t, "sync", "john", "x@third.test")
+	if code != 2 || !strings.Contains(errOut, `invalid username "x@third.test": its domain is not one of the domains served here (example.test, other.test, nopriv.test)`) {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	code, out, _ = c.run(t, "diff", "john@other.test")
+	expect(t, code, 0, out, "john@other.test: up to date\n")
+}
+
+func TestCheckSeveralDomains(t *testing.T) {
+	c := newCLI(t)
+	severalDomains(t, c)
+	code, out, _ := c.run(t, "check")
+	expect(t, code, 1, out,
+		"backend:    ok: roster of roster-sidecar-check: 0 contacts, 0 skipped, in ",
+		"            ok: roster of roster-sidecar-check@other.test: 0 contacts, 0 skipped, in ",
+		"            ok: roster of roster-sidecar-check@nopriv.test: 0 contacts, 0 skipped, in ",
+		"privileges: example.test: roster=both message=outgoing presence=managed_entity\n"+
+			"            other.test: roster=both message=outgoing presence=managed_entity\n",
+		"ready:      ok: the component may read and write the rosters of example.test (the default domain)\n"+
+			"            ok: the component may read and write the rosters of other.test\n"+
+			"            FAIL: connected, but the server granted privileges only for example.test, other.test, not for the user domain nopriv.test\n"+
+			"            fix: remove it from xmpp.user_domains, or grant the component roster access on nopriv.test: ",
+		"helper:     missing on example.test (optional;",
+		"            missing on other.test (optional;",
+	)
+	if n := c.fetches.Load(); n != 3 {
+		t.Errorf("%d backend fetches, want one per domain", n)
+	}
+	// --user names its domain: that one only.
+	c.fetches.Store(0)
+	code, out, _ = c.run(t, "check", "--user", "john@other.test")
+	expect(t, code, 1, out, "backend:    ok: roster of john@other.test: 0 contacts")
+	if n := c.fetches.Load(); n != 1 {
+		t.Errorf("%d backend fetches, want 1", n)
 	}
 }

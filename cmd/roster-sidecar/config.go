@@ -8,8 +8,10 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
@@ -42,7 +44,8 @@ var settings = []setting{
 	{"xmpp.domain", "", "the component's JID, e.g. roster.example.com (required)", false},
 	{"xmpp.secret", "", "component shared secret (or xmpp.secret_file)", true},
 	{"xmpp.secret_file", "", "file holding the component shared secret", false},
-	{"xmpp.user_domain", "", "domain of the users whose rosters are managed (required)", false},
+	{"xmpp.user_domain", "", "the (default) domain of the users whose rosters are managed: a username without a domain is one of its users (it or xmpp.user_domains is required)", false},
+	{"xmpp.user_domains", []string{}, "every domain of the users whose rosters are managed, when several (a list; comma-separated in the environment or a flag); the default domain is xmpp.user_domain if set, else the first", false},
 	{"xmpp.connect_timeout", 10 * time.Second, "TCP connect timeout", false},
 	{"xmpp.privilege_wait", 2 * time.Second, "how long a connected component waits for the server's privilege message before check, sync and diff give up", false},
 	{"xmpp.iq_timeout", 15 * time.Second, "how long to wait for each IQ reply", false},
@@ -51,7 +54,7 @@ var settings = []setting{
 	{"xmpp.reconnect_max", 30 * time.Second, "largest delay between reconnects", false},
 	{"xmpp.window", 16, "roster SETs in flight per user", false},
 	{"xmpp.compare_subscription", "auto", "auto, always or never: whether a subscription difference alone rewrites an item (auto learns whether the server keeps subscriptions; ejabberd does not)", false},
-	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the username (it or http_roster_url_file is required; a token in it is better given in the file or the environment than as a flag)", false},
+	{"http_roster_url", "", "backend roster URL; the first %s is replaced by the user's localpart and every {domain} by its domain (it or http_roster_url_file is required; a token in it is better given in the file or the environment than as a flag)", false},
 	{"http_roster_url_file", "", "file holding the backend roster URL, e.g. when its query carries a token", false},
 	{"backend.timeout", 10 * time.Second, "timeout of one backend roster fetch", false},
 	{"backend.max_body_bytes", int64(1 << 20), "largest backend answer accepted", false},
@@ -64,6 +67,7 @@ var settings = []setting{
 	{"backend.conditional_cache", rosterhttp.DefaultConditionalCache, "users whose backend validators (ETag, Last-Modified) and last sync are remembered for conditional fetches, at most (about 360 bytes each; the least recently synced forgotten first); 0 disables conditional fetches", false},
 	{"backend.ca_file", "", "PEM file of extra CAs trusted for an https backend", false},
 	{"backend.headers", map[string]string{}, "extra request headers for the backend (YAML map or JSON object in the env var)", true},
+	{"backend.domain_urls", map[string]string{}, "backend roster URLs of some user domains, in place of http_roster_url, by domain (YAML map or JSON object in the env var; each a template as http_roster_url)", true},
 	{"admin.listen", "127.0.0.1:5380", "admin API listen address (non-loopback needs admin.token or admin.hmac_secret)", false},
 	{"admin.token", "", "bearer token required on /roster_admin/* (or admin.token_file; with admin.hmac_secret too, the token or a signature)", true},
 	{"admin.token_file", "", "file holding the admin bearer token", false},
@@ -122,6 +126,8 @@ func newViper(fs *pflag.FlagSet) *viper.Viper {
 			fs.Bool(s.key, d, s.help)
 		case float64:
 			fs.Float64(s.key, d, s.help)
+		case []string:
+			fs.StringSlice(s.key, d, s.help)
 		}
 		_ = v.BindPFlag(s.key, fs.Lookup(s.key))
 	}
@@ -162,7 +168,6 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	c := daemon.Config{
 		XMPPAddress:      need("xmpp.address"),
 		XMPPDomain:       need("xmpp.domain"),
-		UserDomain:       need("xmpp.user_domain"),
 		ConnectTimeout:   positive("xmpp.connect_timeout"),
 		PrivilegeWait:    positive("xmpp.privilege_wait"),
 		IQTimeout:        positive("xmpp.iq_timeout"),
@@ -195,6 +200,7 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		EjabberdAPIUser:  strings.TrimSpace(v.GetString("ejabberd_api.user")),
 		EjabberdAPITime:  positive("ejabberd_api.timeout"),
 	}
+	c.UserDomain, c.UserDomains, errs = userDomains(v, errs)
 	if b, err := cast.ToBoolE(v.Get("sync.on_login")); err != nil {
 		errs = append(errs, fmt.Errorf("sync.on_login must be true or false, got %q", v.GetString("sync.on_login")))
 	} else {
@@ -234,6 +240,7 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 		errs = append(errs, err)
 	}
 	c.RosterURL = strings.TrimSpace(c.RosterURL)
+	c.BackendDomainURLs, errs = domainURLs(v, c, errs)
 	if c.AdminToken, err = secret(v, "admin.token", false); err != nil {
 		errs = append(errs, err)
 	}
@@ -264,11 +271,9 @@ func loadConfig(v *viper.Viper, file string) (daemon.Config, error) {
 	if c.ReconnectMax < c.ReconnectMin {
 		errs = append(errs, errors.New("xmpp.reconnect_max must not be smaller than xmpp.reconnect_min"))
 	}
-	for _, key := range []string{"xmpp.domain", "xmpp.user_domain"} {
-		if d := v.GetString(key); d != "" {
-			if j, err := jid.Parse(d); err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
-				errs = append(errs, fmt.Errorf("%s must be a domain name such as example.com, got %q", key, d))
-			}
+	if d := v.GetString("xmpp.domain"); d != "" {
+		if _, err := parseDomain(d); err != nil {
+			errs = append(errs, fmt.Errorf("xmpp.domain must be a domain name such as example.com, got %q", d))
 		}
 	}
 	switch c.CompareSub {
@@ -313,6 +318,147 @@ func leaderConfig(v *viper.Viper, errs []error) (leader.Config, []error) {
 		errs = append(errs, fmt.Errorf("leader.retry_period must be a positive duration below leader.renew_deadline / 1.2 (%s), got %q", c.RenewDeadline, v.GetString("leader.retry_period")))
 	}
 	return c, errs
+}
+
+// parseDomain returns the domain d normalised (lower case, no trailing
+// dot), or an error when it is not a domain name.
+func parseDomain(d string) (string, error) {
+	j, err := jid.Parse(strings.TrimSpace(d))
+	if err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
+		return "", errors.New("not a domain name")
+	}
+	return j.Domainpart(), nil
+}
+
+// stringList reads a list setting: a YAML list, or one string of items
+// separated by commas or white space (the environment, a flag).
+func stringList(v any) ([]string, error) {
+	split := func(s string) []string {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	}
+	switch x := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return split(x), nil
+	case []string:
+		var out []string
+		for _, s := range x {
+			out = append(out, split(s)...)
+		}
+		return out, nil
+	case []any:
+		var out []string
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%v is not a string", e)
+			}
+			out = append(out, split(s)...)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("a %T is not a list", v)
+}
+
+// userDomains reads xmpp.user_domain and xmpp.user_domains: the default
+// domain and every domain served, normalised, the default first. With a
+// list, the default is xmpp.user_domain when it is one of them, else the
+// first. Errors are added to errs.
+func userDomains(v *viper.Viper, errs []error) (string, []string, []error) {
+	one := strings.TrimSpace(v.GetString("xmpp.user_domain"))
+	list, err := stringList(v.Get("xmpp.user_domains"))
+	if err != nil {
+		return "", nil, append(errs, fmt.Errorf("xmpp.user_domains must be a list of domain names, got %q: %v", v.GetString("xmpp.user_domains"), err))
+	}
+	if one == "" && len(list) == 0 {
+		return "", nil, append(errs, fmt.Errorf("xmpp.user_domain (or xmpp.user_domains, for several) is required (config file, --xmpp.user_domain or %s)", envName("xmpp.user_domain")))
+	}
+	var domains []string
+	for _, d := range list {
+		n, err := parseDomain(d)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("xmpp.user_domains must list domain names such as example.com, got %q", d))
+		case slices.Contains(domains, n):
+			errs = append(errs, fmt.Errorf("xmpp.user_domains lists %s twice", n))
+		default:
+			domains = append(domains, n)
+		}
+	}
+	if one == "" {
+		if len(domains) == 0 {
+			return "", nil, errs
+		}
+		return domains[0], domains, errs
+	}
+	def, err := parseDomain(one)
+	switch {
+	case err != nil:
+		return "", nil, append(errs, fmt.Errorf("xmpp.user_domain must be a domain name such as example.com, got %q", one))
+	case len(list) == 0:
+		return def, []string{def}, errs
+	case !slices.Contains(domains, def):
+		return "", nil, append(errs, fmt.Errorf("xmpp.user_domain %s is not one of xmpp.user_domains (%s): list it there too, or leave it unset (the first of the list is then the default)",
+			def, strings.Join(domains, ", ")))
+	}
+	// The default first.
+	return def, append([]string{def}, slices.DeleteFunc(domains, func(d string) bool { return d == def })...), errs
+}
+
+// domainURLs reads backend.domain_urls, whose keys must be user domains,
+// and checks that no two user domains would fetch the same URLs: with
+// several domains, every domain whose URL template has no {domain} needs
+// a template of its own. Errors are added to errs; they never show a URL,
+// which may hold a secret.
+func domainURLs(v *viper.Viper, c daemon.Config, errs []error) (map[string]string, []error) {
+	var raw map[string]string
+	var err error
+	if v.Get("backend.domain_urls") != nil { // an empty YAML key is nil
+		raw, err = cast.ToStringMapStringE(v.Get("backend.domain_urls"))
+	}
+	if err != nil {
+		return nil, append(errs, errors.New("backend.domain_urls must be a map of user domain to roster URL (a YAML map, or a JSON object in the environment)"))
+	}
+	urls := map[string]string{}
+	for d, u := range raw {
+		n, err := parseDomain(d)
+		switch {
+		case err != nil || !slices.Contains(c.UserDomains, n):
+			errs = append(errs, fmt.Errorf("backend.domain_urls names %q, which is not one of the user domains (%s)", d, strings.Join(c.UserDomains, ", ")))
+		case strings.TrimSpace(u) == "":
+			errs = append(errs, fmt.Errorf("backend.domain_urls: the URL of %s is empty", n))
+		default:
+			urls[n] = strings.TrimSpace(u)
+		}
+	}
+	// Which domains would fetch the same URLs.
+	byTemplate := map[string][]string{}
+	for _, d := range c.UserDomains {
+		t, own := urls[d]
+		if !own {
+			t = c.RosterURL
+		}
+		if t != "" && !strings.Contains(t, rosterhttp.DomainPlaceholder) {
+			byTemplate[t] = append(byTemplate[t], d)
+		}
+	}
+	for _, d := range c.UserDomains { // in order, for a stable message
+		for t, ds := range byTemplate {
+			if len(ds) > 1 && ds[0] == d {
+				what := "http_roster_url"
+				if t != c.RosterURL {
+					what = "backend.domain_urls"
+				}
+				errs = append(errs, fmt.Errorf("the user domains %s would fetch the same backend URLs (%s has no %s), and the users of one would get the rosters of the other's: "+
+					"put %s in http_roster_url, or give each but one its own URL in backend.domain_urls", strings.Join(ds, " and "), what, rosterhttp.DomainPlaceholder, rosterhttp.DomainPlaceholder))
+			}
+		}
+	}
+	if len(urls) == 0 {
+		return nil, errs
+	}
+	return urls, errs
 }
 
 // secret reads key, or the file named by key_file; not both.

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -494,5 +496,94 @@ func TestConfigHMACSecret(t *testing.T) {
 				t.Fatalf("secret %q, error %v; want %q", c.AdminHMACSecret, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestConfigUserDomains(t *testing.T) {
+	const secret = "url-s3cret-key"
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	yaml := `xmpp:
+  user_domains: [Other.Test, example.test, third.test.]
+backend:
+  domain_urls:
+    other.test: https://other.example/roster/%s?key=` + secret + `
+`
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		env         map[string]string
+		file        string
+		def         string
+		domains     []string
+		domainURLs  map[string]string
+		wantInError string
+	}{
+		{name: "one domain", env: map[string]string{}, def: "example.test", domains: []string{"example.test"}},
+		{name: "list from the environment, the first is the default",
+			env: map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAIN": "", "ROSTER_SIDECAR_XMPP_USER_DOMAINS": "b.test, a.test,c.test",
+				"ROSTER_SIDECAR_HTTP_ROSTER_URL": "http://127.0.0.1:8080/roster/{domain}/%s"},
+			def: "b.test", domains: []string{"b.test", "a.test", "c.test"}},
+		{name: "user_domain names the default",
+			env: map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAINS": "other.test example.test",
+				"ROSTER_SIDECAR_BACKEND_DOMAIN_URLS": `{"Other.Test": "http://other/%s"}`},
+			def: "example.test", domains: []string{"example.test", "other.test"}, domainURLs: map[string]string{"other.test": "http://other/%s"}},
+		{name: "file", env: map[string]string{}, file: file, def: "example.test", domains: []string{"example.test", "other.test", "third.test"},
+			wantInError: "the user domains example.test and third.test would fetch the same backend URLs (http_roster_url has no {domain})"},
+		{name: "file with {domain}", env: map[string]string{"ROSTER_SIDECAR_HTTP_ROSTER_URL": "http://127.0.0.1:8080/roster/%s?domain={domain}"}, file: file,
+			def: "example.test", domains: []string{"example.test", "other.test", "third.test"},
+			domainURLs: map[string]string{"other.test": "https://other.example/roster/%s?key=" + secret}},
+		{name: "no domain", env: map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAIN": ""},
+			wantInError: "xmpp.user_domain (or xmpp.user_domains, for several) is required"},
+		{name: "user_domain not listed", env: map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAINS": "a.test,b.test"},
+			wantInError: "xmpp.user_domain example.test is not one of xmpp.user_domains (a.test, b.test)"},
+		{name: "bad list entry", env: map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAIN": "", "ROSTER_SIDECAR_XMPP_USER_DOMAINS": "a.test,x@b.test"},
+			wantInError: `xmpp.user_domains must list domain names such as example.com, got "x@b.test"`},
+		{name: "twice", env: map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAINS": "example.test,EXAMPLE.test"},
+			wantInError: "xmpp.user_domains lists example.test twice"},
+		{name: "domain URL of another domain", env: map[string]string{"ROSTER_SIDECAR_BACKEND_DOMAIN_URLS": `{"other.test": "http://other/%s"}`},
+			wantInError: `backend.domain_urls names "other.test", which is not one of the user domains (example.test)`},
+		{name: "domain URL not a map", env: map[string]string{"ROSTER_SIDECAR_BACKEND_DOMAIN_URLS": `["x"]`},
+			wantInError: "backend.domain_urls must be a map"},
+		{name: "two overrides alike", env: map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAINS": "example.test,a.test,b.test",
+			"ROSTER_SIDECAR_HTTP_ROSTER_URL":     "http://127.0.0.1:8080/roster/{domain}/%s",
+			"ROSTER_SIDECAR_BACKEND_DOMAIN_URLS": `{"a.test": "http://x/%s?k=` + secret + `", "b.test": "http://x/%s?k=` + secret + `"}`},
+			wantInError: "the user domains a.test and b.test would fetch the same backend URLs (backend.domain_urls has no {domain})"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := maps.Clone(required)
+			maps.Copy(env, tt.env)
+			c, err := load(t, env, tt.file)
+			if tt.wantInError != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantInError) {
+					t.Fatalf("error = %v, want it to contain %q", err, tt.wantInError)
+				}
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("error shows a URL's secret: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.UserDomain != tt.def || !slices.Equal(c.UserDomains, tt.domains) || !maps.Equal(c.BackendDomainURLs, tt.domainURLs) {
+				t.Errorf("user domain %q, domains %q, domain URLs %v; want %q, %q, %v", c.UserDomain, c.UserDomains, c.BackendDomainURLs, tt.def, tt.domains, tt.domainURLs)
+			}
+		})
+	}
+}
+
+func TestConfigUserDomainsFlag(t *testing.T) {
+	c, err := load(t, map[string]string{"ROSTER_SIDECAR_XMPP_USER_DOMAIN": "", "ROSTER_SIDECAR_XMPP_SECRET": "s3cret",
+		"ROSTER_SIDECAR_XMPP_DOMAIN": "roster.example.test", "ROSTER_SIDECAR_HTTP_ROSTER_URL": "http://h/{domain}/%s"}, "",
+		"--xmpp.user_domains", "a.test,b.test", "--xmpp.user_domains", "c.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UserDomain != "a.test" || !slices.Equal(c.UserDomains, []string{"a.test", "b.test", "c.test"}) {
+		t.Errorf("%q %q", c.UserDomain, c.UserDomains)
 	}
 }

@@ -27,7 +27,8 @@ func diffCmd() *cobra.Command {
 		Long: `A dry run: for each user, fetches the roster from the backend and the current
 roster from the XMPP server, and prints what a sync would add (+), change (~,
 with the fields that differ) and remove (-), and the backend contacts it would
-skip (!). It only reads: it never sends a roster SET.
+skip (!). It only reads: it never sends a roster SET. Users are named as for
+sync: a localpart of the default user domain, or user@domain.
 
 Subscriptions: with xmpp.compare_subscription always or never the answer is
 exact. With auto (the default) a sync learns from a read-back of its own first
@@ -63,7 +64,7 @@ connection).`,
 		if err != nil {
 			return trouble(err)
 		}
-		users, err := from.read(args, cmd.InOrStdin(), cfg.UserDomain)
+		users, err := from.read(args, cmd.InOrStdin(), cfg.Domains())
 		if err != nil {
 			return trouble(err)
 		}

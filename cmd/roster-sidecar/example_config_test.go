@@ -173,7 +173,9 @@ func TestExampleConfigLoads(t *testing.T) {
 			t.Fatal(err)
 		}
 		urlFile := filepath.Join(dir, "roster-url")
-		if err := os.WriteFile(urlFile, []byte("https://app.example.com/api/roster/%s?token=t\n"), 0o600); err != nil {
+		// The example's user_domains lists two domains: the URL carries
+		// {domain}.
+		if err := os.WriteFile(urlFile, []byte("https://app.example.com/api/roster/%s?token=t&domain={domain}\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		// The environment beats the file: the sample paths are replaced by
@@ -190,7 +192,8 @@ func TestExampleConfigLoads(t *testing.T) {
 		}
 		if c.XMPPSecret != "s3cret" || c.AdminToken != "s3cret" || c.EjabberdAPIPass != "s3cret" ||
 			c.AdminHMACSecret != "0123456789abcdef0123456789abcdef" ||
-			c.RosterURL != "https://app.example.com/api/roster/%s?token=t" {
+			c.RosterURL != "https://app.example.com/api/roster/%s?token=t&domain={domain}" ||
+			!slices.Equal(c.UserDomains, []string{"example.com", "example.net"}) {
 			t.Fatalf("secrets not read from the files: %+v", c)
 		}
 	})

@@ -86,9 +86,11 @@ func addUsersFlag(cmd *cobra.Command) *usersFlag {
 const maxListedInvalid = 20
 
 // read returns the distinct normalised usernames of args and then of the
-// file, in order. Every name is validated first; the error lists the
-// invalid ones, with their line numbers in the file.
-func (u *usersFlag) read(args []string, stdin io.Reader, domain string) ([]string, error) {
+// file, in order: localparts of the default domain (the first of domains),
+// bare JIDs on the others. Every name is validated first; the error lists
+// the invalid ones, with their line numbers in the file (a user of a
+// domain not served is invalid).
+func (u *usersFlag) read(args []string, stdin io.Reader, domains []string) ([]string, error) {
 	type name struct{ where, text string }
 	var names []name
 	for _, a := range args {
@@ -122,10 +124,13 @@ func (u *usersFlag) read(args []string, stdin io.Reader, domain string) ([]strin
 	var users, invalid []string
 	seen := map[string]bool{}
 	for _, n := range names {
-		user, err := rosterhttp.ParseUsername(n.text, domain)
+		user, domain, err := rosterhttp.ParseUser(n.text, domains)
 		if err != nil {
 			invalid = append(invalid, fmt.Sprintf("%s: %v", n.where, err))
 			continue
+		}
+		if domain != domains[0] {
+			user += "@" + domain
 		}
 		if !seen[user] {
 			seen[user] = true

@@ -31,8 +31,10 @@ which.
 On a terminal a progress bar shows users done/total, errors, rate and time
 left; otherwise a plain progress line is printed every --progress-interval.
 At the end each failed user is printed with its error, then a summary.
-Usernames are validated before anything is synced. Ctrl-C stops starting new
-users and lets the running ones finish (through serve: the requests sent).
+A username is a localpart of the default user domain, or user@domain on any
+of xmpp.user_domains. Usernames are validated before anything is synced
+(a domain not served is invalid). Ctrl-C stops starting new users and lets
+the running ones finish (through serve: the requests sent).
 
 Exit status: 0 every user synced; 1 a user failed, the config is invalid or
 the XMPP server is not usable (the message says what to fix); 2 bad arguments
@@ -51,7 +53,7 @@ such as an invalid username.`,
 		if err != nil {
 			return err
 		}
-		users, err := from.read(args, cmd.InOrStdin(), cfg.UserDomain)
+		users, err := from.read(args, cmd.InOrStdin(), cfg.Domains())
 		if err != nil {
 			return err
 		}

@@ -18,6 +18,9 @@
 -- 0.12 does not know: the "local Lua" line below gives 0.12 the same name.
 --
 --   PROSODY_USER_DOMAIN         the users' domain           (example.test)
+--   PROSODY_USER_DOMAINS        several users' domains, separated by spaces or commas,
+--                               each a VirtualHost as below (PROSODY_USER_DOMAIN alone);
+--                               list them all in roster-sidecar's xmpp.user_domains
 --   PROSODY_COMPONENT_DOMAIN    roster-sidecar's JID         (roster.example.test)
 --   PROSODY_COMPONENT_SECRET    XEP-0114 shared secret       (unset: the component
 --                               cannot authenticate; set it, ideally from a file
@@ -44,6 +47,7 @@
 local Lua = Lua or _G
 
 local user_domain = ENV_PROSODY_USER_DOMAIN or "example.test"
+local user_domains = ENV_PROSODY_USER_DOMAINS or user_domain
 local component_domain = ENV_PROSODY_COMPONENT_DOMAIN or "roster.example.test"
 
 ---------- Server-wide settings ----------
@@ -98,9 +102,12 @@ component_interfaces = { ENV_PROSODY_COMPONENT_INTERFACE or "127.0.0.1" }
 -- TLS certificates for client connections ("certs" = /etc/prosody/certs).
 certificates = "certs"
 
----------- The users' domain ----------
+---------- The users' domains ----------
 
-VirtualHost (user_domain)
+-- One VirtualHost per users' domain, all alike (a loop, so that each domain
+-- gets exactly these settings; write the blocks out if your domains differ).
+for domain in user_domains:gmatch("[^%s,]+") do
+VirtualHost (domain)
 	-- mod_privilege (from prosody-modules) implements XEP-0356 for this
 	-- domain. privileged_entities says which component may do what on behalf
 	-- of this domain's users:
@@ -111,8 +118,8 @@ VirtualHost (user_domain)
 	--                               notifications)
 	--   presence = "managed_entity" receive users' presence, so the sidecar knows
 	--                               who is online
-	-- Privileges are per domain: repeat this in every VirtualHost the sidecar
-	-- serves.
+	-- Privileges are per domain: every VirtualHost the sidecar serves needs
+	-- them (here every domain of the loop gets them).
 	--
 	-- roster_sidecar (mod_roster_sidecar.lua, this directory) is roster-sidecar's
 	-- optional helper: when the sidecar's writes give two online users a
@@ -130,6 +137,7 @@ VirtualHost (user_domain)
 			presence = "managed_entity";
 		};
 	}
+end
 
 ---------- roster-sidecar ----------
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -62,6 +63,7 @@ func startEjabberd(t TB, o ServerOptions) *Server {
 		// macros of ejabberd.yml; values are YAML: quote strings that
 		// could read as something else.
 		"EJABBERD_MACRO_XMPP_DOMAIN="+UserDomain,
+		"EJABBERD_MACRO_XMPP_DOMAINS="+yamlList(o.domains()),
 		"EJABBERD_MACRO_COMPONENT_DOMAIN="+componentDomain,
 		"EJABBERD_MACRO_COMPONENT_SECRET="+strconv.Quote(componentSecret),
 		`EJABBERD_MACRO_COMPONENT_IP="127.0.0.1"`,
@@ -92,6 +94,7 @@ func startEjabberd(t TB, o ServerOptions) *Server {
 		Name:            "ejabberd",
 		Kind:            "ejabberd",
 		Domain:          UserDomain,
+		Domains:         o.domains(),
 		C2SAddr:         "127.0.0.1:" + strconv.Itoa(c2s),
 		ComponentAddr:   "127.0.0.1:" + strconv.Itoa(comp),
 		ComponentDomain: componentDomain,
@@ -103,13 +106,13 @@ func startEjabberd(t TB, o ServerOptions) *Server {
 	apiURL := "http://127.0.0.1:" + strconv.Itoa(api) + "/api/"
 	s.APIURL = apiURL
 	client := &http.Client{Timeout: 10 * time.Second}
-	s.createUsers = func(ctx context.Context, password string, names []string) error {
+	s.createUsers = func(ctx context.Context, domain, password string, names []string) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.SetLimit(8)
 		for _, name := range names {
 			g.Go(func() error {
 				return ejabberdAPI(ctx, client, apiURL+"register", map[string]string{
-					"user": name, "host": UserDomain, "password": password,
+					"user": name, "host": domain, "password": password,
 				})
 			})
 		}
@@ -142,6 +145,15 @@ func startEjabberd(t TB, o ServerOptions) *Server {
 	})
 	t.Logf("ejabberd ready in %v: c2s %s, component %s", time.Since(start).Round(time.Millisecond), s.C2SAddr, s.ComponentAddr)
 	return s
+}
+
+// yamlList is a YAML flow sequence of strings, e.g. ["a.test", "b.test"].
+func yamlList(items []string) string {
+	quoted := make([]string, len(items))
+	for i, s := range items {
+		quoted[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(quoted, ", ") + "]"
 }
 
 // ejabberdAPI calls one mod_http_api command and expects 200.

@@ -83,6 +83,7 @@ func startProsody(t TB, o ServerOptions, v prosodyVersion) *Server {
 		"PROSODY_FIREWALL_SCRIPT="+RepoFile(t, "deploy", "prosody", "roster-sidecar.pfw"),
 		"PROSODY_PLUGIN_PATH="+filepath.Dir(RepoFile(t, "deploy", "prosody", "mod_roster_sidecar.lua")),
 		"PROSODY_USER_DOMAIN="+UserDomain,
+		"PROSODY_USER_DOMAINS="+strings.Join(o.domains(), " "),
 		"PROSODY_COMPONENT_DOMAIN="+componentDomain,
 		"PROSODY_COMPONENT_SECRET="+componentSecret,
 		"PROSODY_COMPONENT_INTERFACE=127.0.0.1",
@@ -108,6 +109,7 @@ func startProsody(t TB, o ServerOptions, v prosodyVersion) *Server {
 		Kind:                "prosody",
 		LuaPrefix:           v.luaPrefix,
 		Domain:              UserDomain,
+		Domains:             o.domains(),
 		C2SAddr:             "127.0.0.1:" + strconv.Itoa(c2s),
 		ComponentAddr:       "127.0.0.1:" + strconv.Itoa(comp),
 		ComponentDomain:     componentDomain,
@@ -123,9 +125,9 @@ func startProsody(t TB, o ServerOptions, v prosodyVersion) *Server {
 		c.Env = env
 		return c
 	}
-	s.createUsers = func(ctx context.Context, password string, names []string) error {
+	s.createUsers = func(ctx context.Context, domain, password string, names []string) error {
 		if len(names) >= ProsodyBulkMin && bulkSafe(password, names) {
-			return prosodyBulkCreate(ctx, s, password, names)
+			return prosodyBulkCreate(ctx, s, domain, password, names)
 		}
 		// prosodyctl writes the account to storage directly (~50 ms a
 		// call); a few at a time keep both cores busy.
@@ -135,7 +137,7 @@ func startProsody(t TB, o ServerOptions, v prosodyVersion) *Server {
 			g.Go(func() error {
 				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				out, err := s.Prosodyctl(ctx, "register", name, UserDomain, password).CombinedOutput()
+				out, err := s.Prosodyctl(ctx, "register", name, domain, password).CombinedOutput()
 				if err != nil {
 					return fmt.Errorf("prosodyctl register %s: %v: %s", name, err, strings.TrimSpace(string(out)))
 				}
@@ -178,7 +180,7 @@ const ProsodyBulkMin = 20
 // (mod_admin_shell): one `prosodyctl shell` call per 500 names runs a Lua
 // loop over usermanager.create_user in the server, ~2 ms a user (the
 // password hash) instead of ~70 ms a prosodyctl process.
-func prosodyBulkCreate(ctx context.Context, s *Server, password string, names []string) error {
+func prosodyBulkCreate(ctx context.Context, s *Server, domain, password string, names []string) error {
 	const batch = 500
 	for len(names) > 0 {
 		n := min(batch, len(names))
@@ -190,7 +192,7 @@ func prosodyBulkCreate(ctx context.Context, s *Server, password string, names []
 			}
 			lua.WriteString(strconv.Quote(name))
 		}
-		fmt.Fprintf(&lua, `}) do local ok, err = um.create_user(u, %q, %q); if not ok then error(u .. ": " .. tostring(err)) end; n = n + 1 end; return n`, password, UserDomain)
+		fmt.Fprintf(&lua, `}) do local ok, err = um.create_user(u, %q, %q); if not ok then error(u .. ": " .. tostring(err)) end; n = n + 1 end; return n`, password, domain)
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		out, err := s.Prosodyctl(cctx, "shell", lua.String()).CombinedOutput()
 		cancel()

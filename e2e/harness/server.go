@@ -25,8 +25,11 @@ type Server struct {
 	// Kind is the server software: "prosody" (13, or 0.12 for the runner
 	// prosody012) or "ejabberd".
 	Kind string
-	// Domain is the users' domain.
+	// Domain is the users' domain (UserDomain).
 	Domain string
+	// Domains are every users' domain the server hosts and grants the
+	// sidecar the privileges on: Domain, then ServerOptions.Domains.
+	Domains []string
 	// C2SAddr is the host:port of the client listener (plain TCP).
 	C2SAddr string
 	// ComponentAddr is the host:port of the XEP-0114 listener.
@@ -56,7 +59,8 @@ type Server struct {
 	// prosodyctl is Prosody's prosodyctl for this server; nil for ejabberd.
 	prosodyctl func(ctx context.Context, args ...string) *exec.Cmd
 
-	createUsers func(ctx context.Context, password string, names []string) error
+	// createUsers registers the users names@domain.
+	createUsers func(ctx context.Context, domain, password string, names []string) error
 	// shell runs Lua inside the server (Prosody only).
 	shell func(ctx context.Context, lua string) (string, error)
 	// waitReady waits until a freshly started process serves.
@@ -96,16 +100,27 @@ func (s *Server) CreateUsers(t TB, names ...string) {
 func (s *Server) CreateUsersWithPassword(t TB, password string, names ...string) {
 	t.Helper()
 	start := time.Now()
-	if err := s.createUsers(context.Background(), password, names); err != nil {
+	if err := s.createUsers(context.Background(), UserDomain, password, names); err != nil {
 		t.Fatalf("%s: creating users %q: %v", s.Name, names, err)
 	}
 	t.Logf("%s: created %d users in %v", s.Name, len(names), time.Since(start).Round(time.Millisecond))
 }
 
+// CreateUsersOn registers the given localparts on domain, one of
+// s.Domains, with password UserPassword and fails the test on error.
+func (s *Server) CreateUsersOn(t TB, domain string, names ...string) {
+	t.Helper()
+	start := time.Now()
+	if err := s.createUsers(context.Background(), domain, UserPassword, names); err != nil {
+		t.Fatalf("%s: creating users %q on %s: %v", s.Name, names, domain, err)
+	}
+	t.Logf("%s: created %d users on %s in %v", s.Name, len(names), domain, time.Since(start).Round(time.Millisecond))
+}
+
 // TryCreateUser registers name with UserPassword and returns the server's
 // refusal instead of failing the test: for names a server may not take.
 func (s *Server) TryCreateUser(name string) error {
-	return s.createUsers(context.Background(), UserPassword, []string{name})
+	return s.createUsers(context.Background(), UserDomain, UserPassword, []string{name})
 }
 
 // ProsodyShell runs the Lua chunk lua inside a running Prosody through its
@@ -160,6 +175,16 @@ type ServerOptions struct {
 	ErlOptions string
 	// Env holds extra KEY=value variables of the server process.
 	Env []string
+	// Domains are more users' domains the server hosts beside UserDomain,
+	// through the deploy files themselves (Prosody: PROSODY_USER_DOMAINS,
+	// one VirtualHost each; ejabberd: the XMPP_DOMAINS macro, one host
+	// each): each grants the sidecar the same privileges as UserDomain.
+	Domains []string
+}
+
+// domains is every users' domain of o, UserDomain first.
+func (o ServerOptions) domains() []string {
+	return append([]string{UserDomain}, o.Domains...)
 }
 
 // Runner starts one kind of server.
