@@ -377,6 +377,11 @@ func loopbackHost(hostport string) bool {
 	} else if port == "" || strings.Trim(port, "0123456789") != "" {
 		return false
 	}
+	// Brackets hold an IPv6 address and nothing else ("[127.0.0.1]" is no
+	// host a URL parser takes), and a Host header has no zone.
+	if strings.HasPrefix(hostport, "[") != strings.Contains(host, ":") || strings.Contains(host, "%") {
+		return false
+	}
 	return loopbackName(host)
 }
 
