@@ -89,6 +89,31 @@ func SidecarEnv(srv *Server, backend *Backend) []string {
 // waits until /readyz says it is connected with the roster privilege.
 func StartSidecar(t TB, srv *Server, backend *Backend, opts SidecarOptions) *Sidecar {
 	t.Helper()
+	s := startSidecarProcess(t, "roster-sidecar ("+srv.Name+")", srv, backend, opts)
+	header := http.Header{}
+	if opts.Token != "" {
+		header.Set("Authorization", "Bearer "+opts.Token)
+	}
+	err := WaitFor(context.Background(), s.Process, 30*time.Second, "roster-sidecar /readyz",
+		HTTPCheck(s.Admin.BaseURL+"/readyz", header, http.StatusOK))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Alive fails the test if the sidecar has exited.
+func (s *Sidecar) Alive(t TB) {
+	t.Helper()
+	if ok, err := s.Exited(); ok {
+		t.Fatalf("roster-sidecar exited: %v", err)
+	}
+}
+
+// startSidecarProcess runs `roster-sidecar serve` against srv and backend
+// with opts on a free admin port, without waiting for it.
+func startSidecarProcess(t TB, name string, srv *Server, backend *Backend, opts SidecarOptions) *Sidecar {
+	t.Helper()
 	if opts.Binary == "" {
 		t.Fatal("no roster-sidecar binary given (SidecarOptions.Binary)")
 	}
@@ -108,26 +133,9 @@ func StartSidecar(t TB, srv *Server, backend *Backend, opts SidecarOptions) *Sid
 	cmd.Env = env
 	cmd.WaitDelay = 5 * time.Second
 	s := &Sidecar{
-		Process: startProcess(t, "roster-sidecar ("+srv.Name+")", cmd),
+		Process: startProcess(t, name, cmd),
 		Admin:   newAdmin("http://"+adminAddr, opts.Token),
 		Opts:    opts,
 	}
-	header := http.Header{}
-	if opts.Token != "" {
-		header.Set("Authorization", "Bearer "+opts.Token)
-	}
-	err := WaitFor(context.Background(), s.Process, 30*time.Second, "roster-sidecar /readyz",
-		HTTPCheck(s.Admin.BaseURL+"/readyz", header, http.StatusOK))
-	if err != nil {
-		t.Fatal(err)
-	}
 	return s
-}
-
-// Alive fails the test if the sidecar has exited.
-func (s *Sidecar) Alive(t TB) {
-	t.Helper()
-	if ok, err := s.Exited(); ok {
-		t.Fatalf("roster-sidecar exited: %v", err)
-	}
 }
