@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -86,22 +85,12 @@ func (s *Server) handlePush(c echo.Context) error {
 // (surrounding white space allowed) of at most maxUsers keys, into its
 // entries in the order of the keys.
 func decodePush(body []byte, maxUsers int) ([]pushEntry, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, errors.New("request body is empty: expected a JSON object of rosters keyed by username")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("request body is not valid JSON: %w", err)
-	}
-	if err := dec.Decode(new(json.RawMessage)); err != io.EOF {
-		return nil, errors.New("request body has data after the JSON object: expected exactly one JSON object of rosters keyed by username")
-	}
-	if raw[0] != '{' {
-		return nil, fmt.Errorf("request body must be a JSON object of rosters keyed by username, got %s", jsonKind(raw))
+	raw, err := decodeOne(body, '{', "object", "object of rosters keyed by username")
+	if err != nil {
+		return nil, err
 	}
 	// raw is one valid JSON object: walk its keys in order.
-	dec = json.NewDecoder(bytes.NewReader(raw))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	if _, err := dec.Token(); err != nil {
 		return nil, fmt.Errorf("request body is not valid JSON: %w", err)
 	}

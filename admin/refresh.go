@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -273,11 +272,12 @@ func (s *Server) readBody(r *http.Request) ([]byte, *echo.HTTPError) {
 	return body, nil
 }
 
-// decodeUsernames decodes body, which must hold exactly one JSON array of at
-// most maxUsers strings (surrounding white space allowed).
-func decodeUsernames(body []byte, maxUsers int) ([]string, error) {
+// decodeOne returns the one JSON value body holds (surrounding white space
+// allowed), which must be of kind open ('[' or '{', named kind); what is a
+// JSON <kind> of <what> the error texts say.
+func decodeOne(body []byte, open byte, kind, what string) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, errors.New("request body is empty: expected a JSON array of usernames")
+		return nil, fmt.Errorf("request body is empty: expected a JSON %s", what)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var raw json.RawMessage
@@ -285,10 +285,20 @@ func decodeUsernames(body []byte, maxUsers int) ([]string, error) {
 		return nil, fmt.Errorf("request body is not valid JSON: %w", err)
 	}
 	if err := dec.Decode(new(json.RawMessage)); err != io.EOF {
-		return nil, errors.New("request body has data after the JSON array: expected exactly one JSON array of usernames")
+		return nil, fmt.Errorf("request body has data after the JSON %s: expected exactly one JSON %s", kind, what)
 	}
-	if raw[0] != '[' {
-		return nil, fmt.Errorf("request body must be a JSON array of usernames, got %s", jsonKind(raw))
+	if raw[0] != open {
+		return nil, fmt.Errorf("request body must be a JSON %s, got %s", what, jsonKind(raw))
+	}
+	return raw, nil
+}
+
+// decodeUsernames decodes body, which must hold exactly one JSON array of at
+// most maxUsers strings (surrounding white space allowed).
+func decodeUsernames(body []byte, maxUsers int) ([]string, error) {
+	raw, err := decodeOne(body, '[', "array", "array of usernames")
+	if err != nil {
+		return nil, err
 	}
 	var elems []json.RawMessage
 	if err := json.Unmarshal(raw, &elems); err != nil {
