@@ -43,7 +43,9 @@ fuzz:
 
 ## e2e: the end-to-end suite; needs Prosody 13, Prosody 0.12 and ejabberd 24.12 (make servers).
 e2e:
-	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)'; \
+	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then \
+	  echo "== why (from e2e.out, the full log):"; awk -f e2e/failures.awk e2e.out | tail -n 300; fi; exit $$rc
 
 ## check-deploy: validate deploy/: the container build (static binary), the systemd unit
 ## (systemd-analyze verify + security), the Kubernetes manifests (k8s.io/api types).
