@@ -66,7 +66,7 @@ browser-test:
 ## without their "bench." prefix), e.g. make bench BENCH_ARGS='-users=5000 -contacts=50 -rounds=5'.
 BENCH_ARGS ?= -users=1000 -contacts=20 -servers=prosody,ejabberd
 bench:
-	$(GO) run ./bench $(BENCH_ARGS) -out=docs/BENCHMARKS.md 2>&1 | tee bench.out | grep -vE '^ {8}' ; exit $${PIPESTATUS[0]}
+	$(GO) run ./bench $(BENCH_ARGS) -out=docs/BENCHMARKS.md -chart=docs/bench-scaling.svg 2>&1 | tee bench.out | grep -vE '^ {8}' ; exit $${PIPESTATUS[0]}
 
 ## servers: install Prosody 13 + mod_privilege and ejabberd 24.12 from Debian packages, and unpack
 ## bookworm's Prosody 0.12 + prosody-modules into /opt/roster-sidecar-e2e (root).

@@ -120,6 +120,11 @@ type serverReport struct {
 	SidecarRounds       []sidecarRound
 	NoOp                phase
 	NoOpPerUser         string // "" when exactly one fetch per user, else what differed
+	NoOpCond            phase  // the no-op again, the backend answering 304
+	NoOpCond304         int    // fetches of NoOpCond answered 304
+	Shared              []sharedRound
+	Scale               []scalePoint
+	Large               largeRoster
 	Latency             latency
 	Mem                 memRun
 	API                 []apiTrial
@@ -148,6 +153,17 @@ func runBench(t *T, r harness.Runner, layout cpuLayout) *serverReport {
 	if *benchInside > 0 && r.Name == "ejabberd" {
 		rep.InsideUsers = *benchInside
 		rep.Inside = insideEjabberd(t, ctx, r, backend, *benchInside, k, cmp.Or(rep.Limit.Window, 32), benchSidecarOptions(*benchConc, *benchWindow), layout)
+	}
+
+	window := cmp.Or(rep.Limit.Window, 16)
+	if *benchSharedRounds > 0 && len(layout.Server) > 0 {
+		rep.Shared = sharedCPURounds(t, ctx, r, backend, n, k, window, *benchSharedRounds, layout)
+	}
+	if *benchScale != "" {
+		rep.Scale = scalingCurve(t, ctx, r, backend, window)
+	}
+	if *benchLarge > 0 && r.Name == "prosody" {
+		rep.Large = largeRosterRuns(t, ctx, r, backend)
 	}
 
 	if *benchCycles > 0 {
@@ -431,6 +447,25 @@ func mainPhases(t *T, ctx context.Context, r harness.Runner, rep *serverReport, 
 		t.Errorf("no-op refresh of %d users: %d roster GETs, %d SETs, backend: %s", n, rep.NoOp.Sent.RosterGet, rep.NoOp.Sent.RosterSet, rep.NoOpPerUser)
 	}
 	t.Logf("%s: no-op: %.0f users/s; %d GET, %d SET, %d fetches", r.Name, rep.NoOp.usersPerSec(), rep.NoOp.Sent.RosterGet, rep.NoOp.Sent.RosterSet, rep.NoOp.Fetches)
+
+	// The no-op again with a backend that sends validators and answers a
+	// conditional request 304: one refresh to learn them, then measured.
+	popSet.serveConditional(backend)
+	learn := sidecarRun(t, ctx, ref, proxy, backend, srv, sc, popSet.users, *benchBatch, *benchParallel)
+	expectTotals(t, "no-op learning validators", learn, 0, 0, 0)
+	before = len(backend.Requests(""))
+	rep.NoOpCond = sidecarRun(t, ctx, ref, proxy, backend, srv, sc, popSet.users, *benchBatch, *benchParallel)
+	expectTotals(t, "conditional no-op", rep.NoOpCond, 0, 0, 0)
+	for _, req := range backend.Requests("")[before:] {
+		if req.Status == http.StatusNotModified {
+			rep.NoOpCond304++
+		}
+	}
+	if rep.NoOpCond.Sent.RosterSet != 0 || rep.NoOpCond304 != n {
+		t.Errorf("conditional no-op refresh of %d users: %d answered 304, %d SETs", n, rep.NoOpCond304, rep.NoOpCond.Sent.RosterSet)
+	}
+	t.Logf("%s: conditional no-op: %.0f users/s; %d GET, %d SET, %d fetches (%d answered 304)", r.Name, rep.NoOpCond.usersPerSec(),
+		rep.NoOpCond.Sent.RosterGet, rep.NoOpCond.Sent.RosterSet, rep.NoOpCond.Fetches, rep.NoOpCond304)
 
 	// latency
 	rep.Latency = measureLatency(t, ctx, ref, backend, popSet, *benchLatency)

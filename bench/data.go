@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -111,6 +113,18 @@ func (s *benchSet) items() int {
 func (s *benchSet) serve(b *harness.Backend) {
 	for i, u := range s.users {
 		b.Set(u, harness.Reply{Body: harness.EncodeRoster(s.rosters[i])})
+	}
+}
+
+// serveConditional is serve with validators: each answer carries an ETag
+// (a hash of its body) and Last-Modified, and a request that has them is
+// answered 304 Not Modified.
+func (s *benchSet) serveConditional(b *harness.Backend) {
+	now := time.Now().Truncate(time.Second)
+	for i, u := range s.users {
+		body := harness.EncodeRoster(s.rosters[i])
+		sum := sha256.Sum256([]byte(body))
+		b.Set(u, harness.Reply{Body: body, ETag: `"` + hex.EncodeToString(sum[:12]) + `"`, LastModified: now})
 	}
 }
 

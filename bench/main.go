@@ -124,6 +124,11 @@ func benchMain(t *T) {
 		micro = out
 		fmt.Print("\n" + micro)
 	}
+	if *benchChart != "" {
+		if err := writeScalingChart(*benchChart, reports); err != nil {
+			t.Fatal(err)
+		}
+	}
 	doc := benchDocument(mach, reports, micro)
 	if *benchOut != "" {
 		if err := writeReport(*benchOut, doc); err != nil {

@@ -113,6 +113,8 @@ func (r *serverReport) markdown() string {
 			a.Concurrency, num(a.Sidecar.itemsPerSec()), a.Concurrency, num(a.API.itemsPerSec()), a.Sidecar.itemsPerSec()/a.API.itemsPerSec())
 	}
 	b.WriteString("\n")
+	r.sharedTable(&b)
+	r.scalingTable(&b)
 	insideTable(&b, r.Inside, r.InsideUsers, r.Contacts)
 	r.cpuTable(&b)
 	return b.String()
@@ -160,6 +162,12 @@ func (r *serverReport) mainTable(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "| no-op refresh of all users | **%s users/s**, %s | %s | %s | 1 fetch + 1 GET per user, 0 SET: %s (counted: %d fetches, %d roster GETs, %d SETs) |\n",
 		num(r.NoOp.usersPerSec()), dur(r.NoOp.Wall), getLimit, getRatio, verdict, r.NoOp.Fetches, r.NoOp.Sent.RosterGet, r.NoOp.Sent.RosterSet)
+	if r.NoOpCond.Users > 0 {
+		fmt.Fprintf(b, "| … the same no-op with conditional fetch: the backend answers `304`%s | **%s users/s**, %s | — | %.1f× the plain no-op | counted: %d fetches (%d answered 304), %d roster GETs, %d SETs |\n",
+			map[bool]string{true: ", the roster read is versioned (answered empty when unchanged)", false: ", the roster read is skipped within `sync.reconcile_interval`"}[r.Name == "ejabberd"],
+			num(r.NoOpCond.usersPerSec()), dur(r.NoOpCond.Wall), r.NoOpCond.usersPerSec()/r.NoOp.usersPerSec(),
+			r.NoOpCond.Fetches, r.NoOpCond304, r.NoOpCond.Sent.RosterGet, r.NoOpCond.Sent.RosterSet)
+	}
 	if r.Latency.N > 0 {
 		fmt.Fprintf(b, "| latency: one user, %d contacts changed (%d requests) | p50 **%s**, p90 %s, p99 **%s**, max %s | — | — | |\n",
 			r.Latency.Changed, r.Latency.N, ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max))
@@ -224,6 +232,24 @@ func (r *serverReport) cpuTable(b *strings.Builder) {
 		brow(fmt.Sprintf("blaster populate, window %d, with a busy loop taking %.2f cores", r.LimitBurn.Window, r.BurnCores), r.LimitBurn, false)
 	}
 	row("sidecar no-op", r.NoOp)
+	row("sidecar no-op, backend answering 304", r.NoOpCond)
+	for i, s := range r.Shared {
+		brow(fmt.Sprintf("shared CPUs, round %d: blaster populate, window %d", i+1, s.Blaster.Window), s.Blaster, false)
+		row(fmt.Sprintf("shared CPUs, round %d: sidecar populate", i+1), s.Sidecar)
+	}
+	for _, pt := range r.Scale {
+		name := fmt.Sprintf("scaling, %s contacts × %s users", num(float64(pt.Contacts)), num(float64(pt.Users)))
+		brow(name+": blaster populate", pt.Blaster.Populate, false)
+		brow(name+": blaster update", pt.Blaster.Update, false)
+		row(name+": sidecar populate", pt.PerItem.Populate)
+		row(name+": sidecar update", pt.PerItem.Update)
+		row(name+": sidecar populate, helper", pt.Helper.Populate)
+		row(name+": sidecar update, helper", pt.Helper.Update)
+	}
+	if lr := r.Large; lr.Contacts > 0 {
+		row(fmt.Sprintf("one user, %s contacts, item by item", num(float64(lr.Contacts))), lr.PerItem)
+		row(fmt.Sprintf("one user, %s contacts, helper", num(float64(lr.Contacts))), lr.Helper)
+	}
 	if r.Mem.Users > 0 {
 		row(fmt.Sprintf("sidecar, %s users in one request", num(float64(r.Mem.Users))), r.Mem.First)
 		for i, p := range r.Mem.Repeats {
