@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -66,6 +67,8 @@ type leaderSource struct {
 	role      func() Role
 	obs       ForwardObserver
 	transport *http.Transport
+	// errorLog receives the proxy's own complaints (an answer cut short).
+	errorLog *log.Logger
 }
 
 // errForwardedToStandby is the reason of the 503 answer to a forwarded
@@ -73,19 +76,19 @@ type leaderSource struct {
 var errForwardedToStandby = errors.New("standby: this request was forwarded by another instance that took this one for the leader, " +
 	"but this one does not hold the lease either (a hand-over is under way); retry")
 
-// ForwardError is the reason of the 503 answer when a standby could not
+// forwardError is the reason of the 503 answer when a standby could not
 // reach the leader.
-type ForwardError struct {
-	// Leader is the identity of the leader, and URL its admin URL.
-	Leader, URL string
-	Err         error
+type forwardError struct {
+	// leader is the identity of the leader, and url its admin URL.
+	leader, url string
+	err         error
 }
 
-func (e *ForwardError) Error() string {
-	return fmt.Sprintf("standby: forwarding to the leader %s at %s failed: %v; retry", e.Leader, e.URL, e.Err)
+func (e *forwardError) Error() string {
+	return fmt.Sprintf("standby: forwarding to the leader %s at %s failed: %v; retry", e.leader, e.url, e.err)
 }
 
-func (e *ForwardError) Unwrap() error { return e.Err }
+func (e *forwardError) Unwrap() error { return e.err }
 
 // SetLeader puts the API under leader election: role (called once per
 // request; it must not block) says whether this instance leads and where
@@ -101,7 +104,7 @@ func (s *Server) SetLeader(role func() Role, obs ForwardObserver) {
 	t.Proxy = nil
 	t.DialContext = (&net.Dialer{Timeout: forwardDialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.MaxIdleConnsPerHost = s.cfg.Concurrency
-	s.leader = leaderSource{role: role, obs: obs, transport: t}
+	s.leader = leaderSource{role: role, obs: obs, transport: t, errorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 }
 
 // forwardContextKey holds, in the echo.Context of a call a standby did not
@@ -140,7 +143,7 @@ func (s *Server) forwardToLeader(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		target, err := url.Parse(role.LeaderURL)
 		if err != nil {
-			c.Set(forwardContextKey, &ForwardError{Leader: role.Leader, URL: role.LeaderURL, Err: err})
+			c.Set(forwardContextKey, &forwardError{leader: role.Leader, url: role.LeaderURL, err: err})
 			return next(c)
 		}
 		// The body is read here, within MaxBodyBytes, so that it can be
@@ -166,7 +169,7 @@ func (s *Server) forwardToLeader(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // forward sends the request of c to the leader's admin API at target and
-// relays the answer. It returns a *ForwardError, having written nothing,
+// relays the answer. It returns a *forwardError, having written nothing,
 // when the leader could not be reached.
 func (s *Server) forward(c echo.Context, target *url.URL, leader string) error {
 	start := time.Now()
@@ -178,7 +181,7 @@ func (s *Server) forward(c echo.Context, target *url.URL, leader string) error {
 			pr.Out.Header.Set(HeaderForwarded, "1")
 		},
 		Transport: s.leader.transport,
-		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:  s.leader.errorLog,
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
 			failed = err
 		},
@@ -189,7 +192,7 @@ func (s *Server) forward(c echo.Context, target *url.URL, leader string) error {
 		s.log.Warn("admin: forwarding to the leader failed", "method", c.Request().Method, "route", route,
 			"leader", leader, "url", target.String(), "error", failed)
 		s.observeForward(route, 0)
-		return &ForwardError{Leader: leader, URL: target.String(), Err: failed}
+		return &forwardError{leader: leader, url: target.String(), err: failed}
 	}
 	code := c.Response().Status
 	s.log.Debug("admin: forwarded to the leader", "method", c.Request().Method, "route", route, "leader", leader,

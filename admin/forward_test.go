@@ -46,15 +46,21 @@ func (r *forwardRecorder) get() []string {
 // testNow for signatures); the standby's Syncer is on standby.
 func newPair(t *testing.T, cfg Config) *pair {
 	t.Helper()
+	return newPairWith(t, cfg, cfg)
+}
+
+// newPairWith is newPair with a configuration for each server.
+func newPairWith(t *testing.T, leaderCfg, standbyCfg Config) *pair {
+	t.Helper()
 	p := &pair{
 		leaderSync: &fakeSyncer{},
 		standbySy:  &fakeSyncer{readyErr: errors.New("standby: pod-a holds the lease chat/roster-sidecar")},
 		obs:        &forwardRecorder{},
 	}
-	p.leader = newSigningServer(t, cfg, p.leaderSync)
+	p.leader = newSigningServer(t, leaderCfg, p.leaderSync)
 	p.leader.SetLeader(func() Role { return Role{Leading: true, Leader: "pod-a"} }, nil)
 	p.leaderTS = httptest.NewServer(p.leader.Handler())
-	p.standby = newSigningServer(t, cfg, p.standbySy)
+	p.standby = newSigningServer(t, standbyCfg, p.standbySy)
 	p.role = Role{Leader: "pod-a", LeaderURL: p.leaderTS.URL}
 	p.standby.SetLeader(func() Role {
 		p.mu.Lock()
@@ -142,6 +148,17 @@ func TestForwardRelaysTheLeadersAnswer(t *testing.T) {
 	r = send(t, p.standbyTS, http.MethodGet, "/roster_admin/status", "", auth...)
 	require.Equal(t, http.StatusOK, r.code, r.body)
 	require.Equal(t, false, r.json(t)["ready"])
+}
+
+// TestForwardRelaysTheLeadersRefusal: a leader configured with another
+// token refuses what the standby accepted; its 401 and challenge reach the
+// caller as they are.
+func TestForwardRelaysTheLeadersRefusal(t *testing.T) {
+	p := newPairWith(t, Config{Token: "leader-token"}, Config{Token: "standby-token"})
+	r := send(t, p.standbyTS, http.MethodPost, "/roster_admin/refresh", `["john"]`, "Authorization", "Bearer standby-token")
+	requireError(t, r, http.StatusUnauthorized, "bearer token")
+	require.Equal(t, []string{"Bearer"}, r.header.Values("WWW-Authenticate"))
+	require.Equal(t, []string{"/roster_admin/refresh Unauthorized"}, p.obs.get())
 }
 
 func TestForwardKeepsTheSignatureValid(t *testing.T) {
