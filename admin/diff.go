@@ -109,7 +109,7 @@ func (s *Server) handleDiff(c echo.Context) error {
 	if len(users) == 0 {
 		return c.JSON(http.StatusOK, DiffResponse{Status: statusOK, Message: messageDiffComplete, Results: []UserDiff{}})
 	}
-	if err := s.syncer.Ready(); err != nil {
+	if err := s.ready(c); err != nil {
 		s.log.Warn("admin: diff refused, not ready", "users", len(users), "reason", err)
 		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Status: statusError, Message: err.Error()})
 	}

@@ -18,8 +18,16 @@ type ReadyResponse struct {
 	// Message says why the server is not ready; omitted when it is.
 	Message string `json:"message,omitempty"`
 	// Domains lists every user domain served, the default first, and
-	// whether its rosters can be synced now.
+	// whether its rosters can be synced now; none on a standby.
 	Domains []DomainStatus `json:"domains,omitempty"`
+	// Role is RoleLeader or RoleStandby under leader election; omitted
+	// without it.
+	Role string `json:"role,omitempty"`
+	// Leader is the identity of the lease holder, and LeaderURL the admin
+	// URL it advertises, as this instance last saw them; omitted when not
+	// known or without leader election.
+	Leader    string `json:"leader,omitempty"`
+	LeaderURL string `json:"leader_url,omitempty"`
 }
 
 // DomainStatus is the readiness of one user domain.

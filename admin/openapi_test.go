@@ -200,6 +200,8 @@ type probe struct {
 	link         bool // the server reports probeLink (SetStatus)
 	// domains, when set, makes the Syncer a DomainReporter.
 	domains []rostersync.DomainReady
+	// role, when set, puts the server under leader election (SetLeader).
+	role *Role
 }
 
 // mountMetrics mounts /metrics as `roster-sidecar serve` does (there with
@@ -291,6 +293,17 @@ func openAPIProbes() []probe {
 	add(probe{method: "GET", path: "/readyz", code: 503, target: "/readyz", syncer: notReady(), domains: noneReady, cfg: Config{UserDomains: []string{"other.test"}}})
 	add(probe{method: "GET", path: "/readyz", code: 500, target: "/readyz", syncer: panicking()})
 	add(probe{method: "GET", path: "/readyz", code: 503, target: "/readyz", syncer: notReady()})
+	// Leader election: a standby that knows the leader's URL is ready, one
+	// that does not is not; a request forwarded to a standby is refused.
+	standby := func() *fakeSyncer {
+		return &fakeSyncer{readyErr: errors.New("standby: waiting for the lease chat/roster-sidecar")}
+	}
+	add(probe{method: "GET", path: "/readyz", code: 200, target: "/readyz", syncer: standby(),
+		role: &Role{Leader: "pod-a", LeaderURL: "http://10.1.2.3:5380"}})
+	add(probe{method: "GET", path: "/readyz", code: 503, target: "/readyz", syncer: standby(), role: &Role{}})
+	add(probe{method: "GET", path: "/readyz", code: 200, target: "/readyz", role: &Role{Leading: true, Leader: "pod-a", LeaderURL: "http://10.1.2.3:5380"}})
+	add(probe{method: "POST", path: bulk, code: 503, target: bulk, body: `["john"]`, header: []string{HeaderForwarded, "1"},
+		syncer: standby(), role: &Role{Leader: "pod-c", LeaderURL: "http://10.1.2.4:5380"}})
 	add(probe{method: "GET", path: "/metrics", code: 200, target: "/metrics", cfg: Config{Token: token}})
 	add(probe{method: "GET", path: "/openapi.yaml", code: 200, target: "/openapi.yaml", cfg: Config{Token: token}})
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/openapi.yaml"} {
@@ -352,6 +365,10 @@ func TestOpenAPIResponses(t *testing.T) {
 			mountMetrics(srv)
 			if p.link {
 				srv.SetStatus("v0.0.0 (probe)", probeLink)
+			}
+			if p.role != nil {
+				role := *p.role
+				srv.SetLeader(func() Role { return role }, nil)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()

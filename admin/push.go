@@ -53,7 +53,7 @@ func (s *Server) handlePush(c echo.Context) error {
 		s.logRefresh(kindPush, start, nil)
 		return c.JSON(http.StatusOK, RefreshResponse{Status: statusOK, Message: messageComplete, Results: []UserResult{}})
 	}
-	if err := s.syncer.Ready(); err != nil {
+	if err := s.ready(c); err != nil {
 		s.log.Warn("admin: push refused, not ready", "users", len(users), "reason", err)
 		return c.JSON(http.StatusServiceUnavailable, RefreshResponse{
 			Status: statusError, Message: err.Error(), Errors: len(users),

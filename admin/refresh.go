@@ -117,7 +117,7 @@ func (s *Server) handleRefresh(c echo.Context) error {
 		s.logRefresh(kindRefresh, start, nil)
 		return c.JSON(http.StatusOK, RefreshResponse{Status: statusOK, Message: messageComplete, Results: []UserResult{}})
 	}
-	if err := s.syncer.Ready(); err != nil {
+	if err := s.ready(c); err != nil {
 		s.log.Warn("admin: refresh refused, not ready", "users", len(users), "reason", err)
 		return c.JSON(http.StatusServiceUnavailable, RefreshResponse{
 			Status: statusError, Message: err.Error(), Errors: len(users),
@@ -164,7 +164,7 @@ func (s *Server) handleRefreshUser(c echo.Context) error {
 	if err != nil {
 		return s.reject(badRequest(err))
 	}
-	if err := s.syncer.Ready(); err != nil {
+	if err := s.ready(c); err != nil {
 		s.log.Warn("admin: refresh refused, not ready", "users", 1, "reason", err)
 		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Status: statusError, Message: err.Error()})
 	}

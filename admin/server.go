@@ -10,11 +10,15 @@
 //	GET      /roster_admin/status         readiness, link, privileges and limits
 //	GET      /healthz                     200 while the process runs
 //	GET      /readyz                      200 when Syncer.Ready() == nil, else 503; lists the domains
+//	                                      (a standby: 200 while it knows a leader to forward to)
 //	GET      /openapi.yaml                the OpenAPI 3 description of the API
 //
 // Usernames are localparts of the default domain (Config.UserDomain) or
 // bare JIDs on any domain served (Config.UserDomains); results name the
 // default domain's users by localpart and the others by bare JID.
+//
+// With leader election ([Server.SetLeader]), a standby forwards refresh,
+// push and diff to the leader and relays its answers (forward.go).
 //
 // More routes (such as /metrics) can be added with [Server.Mount]. Every
 // answer but the OpenAPI document is JSON; every error, including unknown
@@ -236,6 +240,9 @@ type Server struct {
 	// status is what GET /roster_admin/status reports besides readiness
 	// (SetStatus).
 	status statusSource
+	// leader says where this instance stands in leader election
+	// (SetLeader); its role is nil without leader election.
+	leader leaderSource
 }
 
 // New validates cfg, fills in defaults and builds the server. It refuses a
@@ -412,11 +419,14 @@ func (s *Server) newEcho() *echo.Echo {
 	e.Use(s.refuseCrossOrigin)
 	e.Use(s.authenticate)
 
-	e.POST(adminPrefix+"/refresh", s.handleRefresh)
-	e.GET(adminPrefix+"/refresh/:user", s.handleRefreshUser)
-	e.POST(adminPrefix+"/refresh/:user", s.handleRefreshUser)
-	e.POST(adminPrefix+"/push", s.handlePush)
-	e.POST(adminPrefix+"/diff", s.handleDiff)
+	// The calls that need the XMPP link go to the leader from a standby
+	// (forward.go).
+	fwd := s.forwardToLeader
+	e.POST(adminPrefix+"/refresh", s.handleRefresh, fwd)
+	e.GET(adminPrefix+"/refresh/:user", s.handleRefreshUser, fwd)
+	e.POST(adminPrefix+"/refresh/:user", s.handleRefreshUser, fwd)
+	e.POST(adminPrefix+"/push", s.handlePush, fwd)
+	e.POST(adminPrefix+"/diff", s.handleDiff, fwd)
 	e.GET(adminPrefix+"/status", s.handleStatus)
 	e.GET("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)
@@ -470,6 +480,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 func (s *Server) stop() error {
 	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
+	if s.leader.transport != nil {
+		defer s.leader.transport.CloseIdleConnections()
+	}
 	err := s.echo.Server.Shutdown(grace)
 	if err == nil {
 		return nil
@@ -661,9 +674,27 @@ func (s *Server) handleHealthz(c echo.Context) error {
 
 // handleReadyz answers 200 when the Syncer is ready (its default domain),
 // else 503 with the reason; with a DomainReporter, both list every domain
-// served and whether it is ready.
+// served and whether it is ready. Under leader election they name the role
+// and the leader, and a standby answers 200 while it knows a leader to
+// forward to, else 503 with the reason.
 func (s *Server) handleReadyz(c echo.Context) error {
 	resp := ReadyResponse{Status: statusOK}
+	if s.leader.role != nil {
+		role := s.leader.role()
+		resp.Role, resp.Leader, resp.LeaderURL = RoleLeader, role.Leader, role.LeaderURL
+		if !role.Leading {
+			resp.Role = RoleStandby
+			if role.LeaderURL != "" {
+				return c.JSON(http.StatusOK, resp)
+			}
+			err := s.syncer.Ready()
+			if err == nil { // it became the leader just now
+				err = errors.New("standby: no leader known to forward to")
+			}
+			resp.Status, resp.Message = statusError, err.Error()
+			return c.JSON(http.StatusServiceUnavailable, resp)
+		}
+	}
 	if dr, ok := s.syncer.(DomainReporter); ok {
 		for _, d := range dr.ReadyDomains() {
 			ds := DomainStatus{Domain: d.Domain, Default: d.Default, Ready: d.Err == nil}

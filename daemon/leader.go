@@ -18,14 +18,16 @@ import (
 // elected runs serve's parts under leader election (Config.Leader): only
 // the holder of the Kubernetes Lease runs them, that is connects to the XMPP
 // server and syncs, with fresh parts for each term it wins. It stands in
-// for the parts' Syncer in the admin API: on standby, /readyz and the
-// refresh calls answer 503 with the reason (admin answers 503 whenever
-// Ready fails).
+// for the parts' Syncer in the admin API, and tells it where the leader is
+// (Role): a standby forwards the refresh calls to the leader's advertised
+// admin URL, and answers 503 with the reason (Ready) when it knows none.
 type elected struct {
 	cfg     Config
 	log     *slog.Logger
 	m       *metrics.Metrics
 	elector *leader.Elector
+	// lm are the leader metrics; nil without metrics.
+	lm *metrics.Leader
 
 	mu sync.Mutex
 	// next are parts built and not run yet: Serve's, for the first term.
@@ -44,14 +46,41 @@ func newElected(cfg Config, log *slog.Logger, m *metrics.Metrics, first *Parts) 
 	// client-go's own log lines (contextual ones get the elector's logger).
 	klog.SetSlogLogger(log.With("source", "client-go"))
 	var obs leader.Observer
+	var lm *metrics.Leader
 	if m != nil {
-		obs = m.Leader()
+		lm = m.Leader()
+		obs = lm
 	}
 	el, err := leader.New(cfg.Leader, log, obs)
 	if err != nil {
 		return nil, &ConfigError{Key: "leader", Err: err}
 	}
-	return &elected{cfg: cfg, log: log, m: m, elector: el, next: first}, nil
+	return &elected{cfg: cfg, log: log, m: m, elector: el, lm: lm, next: first}, nil
+}
+
+// Role tells the admin API where this instance stands (admin.SetLeader):
+// leading, or on standby with the holder's identity and the admin URL it
+// advertises. The holder seen is this instance itself only for an instant
+// after it lost the lease: it has no URL to forward to then.
+func (e *elected) Role() admin.Role {
+	own := e.elector.Config()
+	if e.elector.Leading() {
+		return admin.Role{Leading: true, Leader: own.Identity, LeaderURL: own.AdvertiseURL}
+	}
+	id, adminURL := e.elector.Leader()
+	if id == own.Identity {
+		adminURL = ""
+	}
+	return admin.Role{Leader: id, LeaderURL: adminURL}
+}
+
+// forwardObserver counts the forwarded calls in the leader metrics; nil
+// without metrics.
+func (e *elected) forwardObserver() admin.ForwardObserver {
+	if e.lm == nil {
+		return nil
+	}
+	return e.lm
 }
 
 // Run campaigns for the lease and runs the parts while holding it, until
@@ -151,7 +180,8 @@ func (e *elected) LinkStatus() admin.LinkStatus {
 		st = idle.LinkStatus()
 	}
 	st.Connected = false
-	st.Problem = &admin.Problem{What: err.Error(), Fix: "this instance is a standby: run the command against the lease holder, or wait for it to take over"}
+	st.Problem = &admin.Problem{What: err.Error(), Fix: "this instance is a standby: it forwards refresh, push and diff to the lease holder " +
+		"when the holder advertises its admin URL (leader.advertise_url); check the holder's link against the holder itself"}
 	return st
 }
 

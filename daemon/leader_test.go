@@ -26,8 +26,15 @@ type electedDaemon struct {
 }
 
 // startElected runs Serve as instance id with short lease timings; it does
-// not wait for readiness (a standby never is ready).
+// not wait for readiness (a standby that advertises no URL never is ready).
 func startElected(t *testing.T, xmpp *componenttest.Server, backend *httptest.Server, api *leadertest.API, id string) *electedDaemon {
+	t.Helper()
+	return startElectedWith(t, xmpp, backend, api, id, false)
+}
+
+// startElectedWith is startElected; with advertise, the instance
+// advertises its admin URL (leader.advertise_url) in the Lease.
+func startElectedWith(t *testing.T, xmpp *componenttest.Server, backend *httptest.Server, api *leadertest.API, id string, advertise bool) *electedDaemon {
 	t.Helper()
 	d := &electedDaemon{
 		testDaemon: &testDaemon{xmpp: xmpp, backend: backend, admin: componenttest.FreeAddr(t), done: make(chan error, 1)},
@@ -45,6 +52,9 @@ func startElected(t *testing.T, xmpp *componenttest.Server, backend *httptest.Se
 			LeaseName: "roster-sidecar", Namespace: "chat", Identity: id, Client: d.client,
 			LeaseDuration: 4 * time.Second, RenewDeadline: time.Second, RetryPeriod: 100 * time.Millisecond,
 		},
+	}
+	if advertise {
+		cfg.Leader.AdvertiseURL = "http://" + d.admin
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -185,6 +195,53 @@ func TestServeWithLeaderElection(t *testing.T) {
 	waitUntil(t, "pod-b ready again", 10*time.Second, func() bool { return b.ready(t) })
 	if code, r, err := b.refresh(http.DefaultClient, "carol"); err != nil || code != 200 || r.Updated != 1 {
 		t.Fatalf("pod-b refresh after re-election = %d %+v %v", code, r, err)
+	}
+}
+
+// TestStandbyForwardsToTheLeader: instances that advertise their admin
+// URLs are all ready; the standby forwards refreshes to the leader and
+// relays its answers, and follows a hand-over.
+func TestStandbyForwardsToTheLeader(t *testing.T) {
+	xmpp := componenttest.NewServer(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(contactsRoster(2))
+	}))
+	t.Cleanup(backend.Close)
+	defer http.DefaultClient.CloseIdleConnections()
+	api := leadertest.New()
+
+	a := startElectedWith(t, xmpp, backend, api, "pod-a", true)
+	waitUntil(t, "pod-a ready", 5*time.Second, func() bool { return a.ready(t) })
+	b := startElectedWith(t, xmpp, backend, api, "pod-b", true)
+	waitUntil(t, "pod-b ready as a standby", 5*time.Second, func() bool { return b.ready(t) })
+	if got, want := api.Holder("chat", "roster-sidecar"), "pod-a "+a.url(""); got != want {
+		t.Errorf("holderIdentity %q, want %q", got, want)
+	}
+	code, body := b.get(t, "/readyz")
+	if code != http.StatusOK || body["role"] != "standby" || body["leader"] != "pod-a" || body["leader_url"] != a.url("") {
+		t.Errorf("pod-b /readyz = %d %v, want 200 naming the standby role and pod-a", code, body)
+	}
+	if code, body = a.get(t, "/readyz"); code != http.StatusOK || body["role"] != "leader" || body["leader"] != "pod-a" {
+		t.Errorf("pod-a /readyz = %d %v, want 200 naming the leader role", code, body)
+	}
+
+	// A refresh sent to the standby is done by the leader.
+	if code, r, err := b.refresh(http.DefaultClient, "alice"); err != nil || code != 200 || r.Updated != 1 {
+		t.Fatalf("refresh through pod-b = %d %+v %v", code, r, err)
+	}
+	if n := xmpp.Counts().Accepted; n != 1 {
+		t.Errorf("the XMPP server accepted %d connections, want pod-a's only", n)
+	}
+	if m := scrape(t, b.testDaemon); m[`roster_sidecar_forwarded_requests_total{code="200",route="/roster_admin/refresh"}`] != 1 {
+		t.Errorf("pod-b counted no forwarded refresh: %v", m)
+	}
+
+	// After a hand-over the roles swap, and so does the forwarding.
+	a.shutdown(t)
+	waitUntil(t, "pod-b leads", 5*time.Second, func() bool { _, body := b.get(t, "/readyz"); return body["role"] == "leader" })
+	waitUntil(t, "pod-b ready", 5*time.Second, func() bool { return b.ready(t) })
+	if code, r, err := b.refresh(http.DefaultClient, "bob"); err != nil || code != 200 || r.Updated != 1 {
+		t.Fatalf("pod-b refresh after the hand-over = %d %+v %v", code, r, err)
 	}
 }
 

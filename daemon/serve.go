@@ -24,10 +24,11 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 	}
 	var syncer admin.Syncer = p.Syncer
 	run, status := p.Run, p.LinkStatus
-	// Leader election (leader.go): only the lease holder runs the parts.
+	// Leader election (leader.go): only the lease holder runs the parts,
+	// and the standbys forward the refresh calls to it.
+	var el *elected
 	if cfg.Leader.Enabled() {
-		el, err := newElected(cfg, log, m, p)
-		if err != nil {
+		if el, err = newElected(cfg, log, m, p); err != nil {
 			return err
 		}
 		syncer, run, status = el, el.Run, el.LinkStatus
@@ -38,6 +39,9 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, version string) er
 	}
 	api.Mount("/metrics", m.Handler())
 	api.SetStatus(version, status)
+	if el != nil {
+		api.SetLeader(el.Role, el.forwardObserver())
+	}
 	ln, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		return &ConfigError{Key: "admin.listen", Err: err}

@@ -40,6 +40,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,8 +71,16 @@ type Config struct {
 	// PodNamespace).
 	Namespace string
 	// Identity names this instance in the Lease's holderIdentity; empty:
-	// the host name (a pod's name).
+	// the host name (a pod's name). With AdvertiseURL it must not contain
+	// white space.
 	Identity string
+	// AdvertiseURL is the base URL of this instance's admin API, such as
+	// http://10.1.2.3:5380, written into the Lease's holderIdentity after
+	// the Identity (see HolderIdentity) so that the others can forward
+	// requests to the holder; empty: none advertised. It must be an http
+	// or https URL with a host and nothing after it (see
+	// CheckAdvertiseURL).
+	AdvertiseURL string
 	// LeaseDuration is how long the others wait after the last renewal
 	// before they take the lease over; whole seconds (the Lease stores
 	// seconds). Default DefaultLeaseDuration.
@@ -123,6 +132,10 @@ type Elector struct {
 	// it has not ended.
 	working atomic.Pointer[context.Context]
 
+	// holderID is this instance's holderIdentity in the Lease: the
+	// Identity and the AdvertiseURL (HolderIdentity).
+	holderID string
+
 	mu     sync.Mutex
 	holder string
 }
@@ -137,7 +150,8 @@ func New(cfg Config, log *slog.Logger, obs Observer) (*Elector, error) {
 		return nil, err
 	}
 	log = log.With("lease", cfg.Describe(), "identity", cfg.Identity)
-	return &Elector{cfg: cfg, log: log, logr: logr.FromSlogHandler(log.Handler()), obs: obs}, nil
+	return &Elector{cfg: cfg, log: log, logr: logr.FromSlogHandler(log.Handler()), obs: obs,
+		holderID: HolderIdentity(cfg.Identity, cfg.AdvertiseURL)}, nil
 }
 
 func (c *Config) setDefaults() error {
@@ -163,6 +177,14 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("leader: no identity given and no host name: %v", err)
 		}
 		c.Identity = h
+	}
+	if c.AdvertiseURL != "" {
+		if strings.ContainsFunc(c.Identity, unicode.IsSpace) {
+			return fmt.Errorf("leader: identity %q contains white space, which cannot be told from the advertised URL in the Lease", c.Identity)
+		}
+		if err := CheckAdvertiseURL(c.AdvertiseURL); err != nil {
+			return err
+		}
 	}
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = DefaultLeaseDuration
@@ -231,12 +253,20 @@ func (e *Elector) Leading() bool {
 	return c != nil && (*c).Err() == nil
 }
 
-// Holder returns the holder of the lease as last seen ("" when none was
-// seen, or the lease was released).
+// Holder returns the holderIdentity of the lease as last seen ("" when
+// none was seen, or the lease was released); ParseHolder splits it.
 func (e *Elector) Holder() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.holder
+}
+
+// Leader returns the identity of the lease holder as last seen and the
+// admin URL it advertises: both empty when no holder was seen, the URL
+// empty when it advertises none. While this instance holds the lease they
+// are its own.
+func (e *Elector) Leader() (identity, adminURL string) {
+	return ParseHolder(e.Holder())
 }
 
 // Standby returns nil while leading, else an error saying that this
@@ -245,8 +275,9 @@ func (e *Elector) Standby() error {
 	if e.Leading() {
 		return nil
 	}
-	if h := e.Holder(); h != "" && h != e.cfg.Identity {
-		return fmt.Errorf("standby: %s holds the lease %s; this instance takes over when it is released or expires", h, e.cfg.Describe())
+	if h := e.Holder(); h != "" && h != e.holderID {
+		id, _ := ParseHolder(h)
+		return fmt.Errorf("standby: %s holds the lease %s; this instance takes over when it is released or expires", id, e.cfg.Describe())
 	}
 	return fmt.Errorf("standby: waiting for the lease %s", e.cfg.Describe())
 }
@@ -275,7 +306,7 @@ func (e *Elector) term(ctx context.Context, work Work) error {
 		Lock: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Name: e.cfg.LeaseName, Namespace: e.cfg.Namespace},
 			Client:     e.cfg.Client,
-			LockConfig: resourcelock.ResourceLockConfig{Identity: e.cfg.Identity},
+			LockConfig: resourcelock.ResourceLockConfig{Identity: e.holderID},
 		},
 		LeaseDuration: e.cfg.LeaseDuration,
 		RenewDeadline: e.cfg.RenewDeadline,
@@ -372,7 +403,7 @@ func (e *Elector) watch(ctx context.Context, le *leaderelection.LeaderElector, s
 		case <-ctx.Done():
 			return false
 		case <-tick.C:
-			if h := le.GetLeader(); h != e.cfg.Identity {
+			if h := le.GetLeader(); h != e.holderID {
 				e.log.Warn("leader: the lease has another holder; stopped, back on standby", "holder", h)
 				stopWork()
 				return true
@@ -394,7 +425,7 @@ func (e *Elector) release() {
 		e.log.Warn("leader: releasing the lease: read failed; it expires on its own", "error", err)
 		return
 	}
-	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != e.cfg.Identity {
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != e.holderID {
 		return
 	}
 	none, one := "", int32(1)
@@ -416,8 +447,9 @@ func (e *Elector) observeHolder(identity string) {
 	if identity == "" {
 		return
 	}
-	if identity != e.cfg.Identity {
-		e.log.Info("leader: the lease is held by another instance; standby", "holder", identity)
+	if identity != e.holderID {
+		id, adminURL := ParseHolder(identity)
+		e.log.Info("leader: the lease is held by another instance; standby", "holder", id, "admin_url", adminURL)
 	}
 	if e.obs != nil {
 		e.obs.NewLeader(identity)

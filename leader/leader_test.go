@@ -426,6 +426,36 @@ func TestFailoverWithDefaults(t *testing.T) {
 	}
 }
 
+// TestAdvertisedURL: an instance that advertises its admin URL writes it
+// into the Lease after its identity, and the others read both back.
+func TestAdvertisedURL(t *testing.T) {
+	t.Parallel()
+	api := leadertest.New()
+	var running atomic.Int32
+	withURL := func(u string) leader.Config { c := fast; c.AdvertiseURL = u; return c }
+	a := start(t, api, &running, "pod-a", withURL("http://10.0.0.1:5380"))
+	b := start(t, api, &running, "pod-b", withURL("http://10.0.0.2:5380"))
+	lead, standby := leaderOf(t, a, b)
+	wantURL := map[string]string{"pod-a": "http://10.0.0.1:5380", "pod-b": "http://10.0.0.2:5380"}[lead.id]
+	if got, want := api.Holder(namespace, leaseName), lead.id+" "+wantURL; got != want {
+		t.Errorf("holderIdentity %q, want %q", got, want)
+	}
+	waitFor(t, "the standby sees the holder", 5*time.Second, func() bool { return standby.e.Holder() != "" })
+	for _, in := range []*instance{lead, standby} {
+		if id, u := in.e.Leader(); id != lead.id || u != wantURL {
+			t.Errorf("%s: Leader() = %q, %q, want %q, %q", in.id, id, u, lead.id, wantURL)
+		}
+	}
+	if err := standby.e.Standby(); err == nil || !strings.Contains(err.Error(), lead.id+" holds") {
+		t.Errorf("standby: Standby() = %v, want it to name %s alone", err, lead.id)
+	}
+	// A clean stop releases the lease written with the URL.
+	lead.stop()
+	lead.wait(t, 10*time.Second)
+	waitFor(t, "the standby takes over", 5*time.Second, standby.e.Leading)
+	waitFor(t, "Leader() names the new holder", 5*time.Second, func() bool { id, _ := standby.e.Leader(); return id == standby.id })
+}
+
 func TestConfig(t *testing.T) {
 	t.Parallel()
 	api := leadertest.New()
@@ -454,6 +484,10 @@ func TestConfig(t *testing.T) {
 		"no name":                 func(c *leader.Config) { c.LeaseName = "" },
 		"negative retry period":   func(c *leader.Config) { c.RetryPeriod = -time.Second },
 		"negative renew deadline": func(c *leader.Config) { c.RenewDeadline = -time.Second },
+		"bad advertise URL":       func(c *leader.Config) { c.AdvertiseURL = "10.1.2.3:5380" },
+		"advertise with a spaced identity": func(c *leader.Config) {
+			c.Identity, c.AdvertiseURL = "pod a", "http://10.1.2.3:5380"
+		},
 	} {
 		cfg := base
 		c(&cfg)

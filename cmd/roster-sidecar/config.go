@@ -91,9 +91,10 @@ var settings = []setting{
 	{"ejabberd_api.password", "", "password of ejabberd_api.user (or ejabberd_api.password_file)", true},
 	{"ejabberd_api.password_file", "", "file holding the password of ejabberd_api.user", false},
 	{"ejabberd_api.timeout", 15 * time.Second, "bound on one ejabberd API call", false},
-	{"leader.lease_name", "", "name of the Kubernetes Lease for leader election among several instances: only its holder connects and syncs, the others answer 503 (empty: no leader election)", false},
+	{"leader.lease_name", "", "name of the Kubernetes Lease for leader election among several instances: only its holder connects and syncs, the others forward the refresh calls to it (leader.advertise_url) or else answer 503 (empty: no leader election)", false},
 	{"leader.lease_namespace", "", "namespace of the Lease (empty: the pod's own, from its service account)", false},
 	{"leader.identity", "", "this instance's name in the Lease (empty: the host name, in Kubernetes the pod's name)", false},
+	{"leader.advertise_url", "", "this instance's admin API as the other instances reach it, e.g. http://10.1.2.3:5380 (in Kubernetes from the pod IP); written into the Lease, so that standbys forward refresh, push and diff to the leader and count as ready (empty: none; standbys then answer 503)", false},
 	{"leader.lease_duration", leader.DefaultLeaseDuration, "how long the others wait after the holder's last renewal before taking the lease over (whole seconds)", false},
 	{"leader.renew_deadline", leader.DefaultRenewDeadline, "how long the holder tries to renew before it stops and stands by (below leader.lease_duration)", false},
 	{"leader.retry_period", leader.DefaultRetryPeriod, "period of the holder's renewals and the others' polls (below leader.renew_deadline / 1.2)", false},
@@ -305,6 +306,7 @@ func leaderConfig(v *viper.Viper, errs []error) (leader.Config, []error) {
 		LeaseName:     strings.TrimSpace(v.GetString("leader.lease_name")),
 		Namespace:     strings.TrimSpace(v.GetString("leader.lease_namespace")),
 		Identity:      strings.TrimSpace(v.GetString("leader.identity")),
+		AdvertiseURL:  strings.TrimSpace(v.GetString("leader.advertise_url")),
 		LeaseDuration: v.GetDuration("leader.lease_duration"),
 		RenewDeadline: v.GetDuration("leader.renew_deadline"),
 		RetryPeriod:   v.GetDuration("leader.retry_period"),
@@ -316,6 +318,14 @@ func leaderConfig(v *viper.Viper, errs []error) (leader.Config, []error) {
 		errs = append(errs, fmt.Errorf("leader.renew_deadline must be a positive duration below leader.lease_duration (%s), got %q", c.LeaseDuration, v.GetString("leader.renew_deadline")))
 	case c.RetryPeriod <= 0 || float64(c.RenewDeadline) <= 1.2*float64(c.RetryPeriod):
 		errs = append(errs, fmt.Errorf("leader.retry_period must be a positive duration below leader.renew_deadline / 1.2 (%s), got %q", c.RenewDeadline, v.GetString("leader.retry_period")))
+	}
+	if c.AdvertiseURL != "" {
+		if err := leader.CheckAdvertiseURL(c.AdvertiseURL); err != nil {
+			errs = append(errs, fmt.Errorf("leader.advertise_url must be the http or https URL of this instance's admin API, such as http://10.1.2.3:5380: %w", err))
+		}
+		if strings.ContainsFunc(c.Identity, unicode.IsSpace) {
+			errs = append(errs, fmt.Errorf("leader.identity must not contain white space with leader.advertise_url, got %q", c.Identity))
+		}
 	}
 	return c, errs
 }

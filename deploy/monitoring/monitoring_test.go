@@ -40,6 +40,7 @@ func exposed(t *testing.T) (series map[string]bool, own []string) {
 	m.OnlineUsers(1)
 	l.Leading(true)
 	l.NewLeader("pod-a")
+	l.ForwardDone("/roster_admin/refresh", http.StatusOK)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))

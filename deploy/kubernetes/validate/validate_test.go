@@ -2,6 +2,7 @@ package validate
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -226,6 +227,7 @@ func TestDeployment(t *testing.T) {
 	}
 	checkProbe(t, "livenessProbe", c.LivenessProbe, "/healthz")
 	checkProbe(t, "readinessProbe", c.ReadinessProbe, "/readyz")
+	checkAdvertiseURL(t, c, admin.ContainerPort)
 
 	// Arguments: serve with the mounted config file.
 	cfgMount := mountFor(t, c, "config")
@@ -299,6 +301,7 @@ func TestDeployment(t *testing.T) {
 	for name, field := range map[string]string{
 		"ROSTER_SIDECAR_LEADER_LEASE_NAMESPACE": "metadata.namespace",
 		"ROSTER_SIDECAR_LEADER_IDENTITY":        "metadata.name",
+		"POD_IP":                                "status.podIP",
 	} {
 		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
 		if i < 0 {
@@ -311,8 +314,29 @@ func TestDeployment(t *testing.T) {
 	}
 }
 
-// checkStrategy checks that a rolling update can progress although only
-// the leader is ever ready: it must be allowed to stop every old pod
+// checkAdvertiseURL checks that the pod advertises its admin API at its
+// own IP (leader.advertise_url), so that the standby forwards to the
+// leader and is ready: POD_IP is defined before the variable that expands
+// it, and the port is the admin port.
+func checkAdvertiseURL(t *testing.T, c corev1.Container, port int32) {
+	t.Helper()
+	ip := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "POD_IP" })
+	adv := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "ROSTER_SIDECAR_LEADER_ADVERTISE_URL" })
+	want := fmt.Sprintf("http://$(POD_IP):%d", port)
+	switch {
+	case adv < 0:
+		t.Errorf("env ROSTER_SIDECAR_LEADER_ADVERTISE_URL missing: without it the standby cannot forward and is never ready")
+	case c.Env[adv].Value != want:
+		t.Errorf("ROSTER_SIDECAR_LEADER_ADVERTISE_URL=%q, want %q (with admin.tls_cert_file: https)", c.Env[adv].Value, want)
+	case ip < 0 || ip > adv:
+		t.Errorf("POD_IP must be defined before ROSTER_SIDECAR_LEADER_ADVERTISE_URL, which expands it")
+	}
+}
+
+// checkStrategy checks that a rolling update can progress when the new
+// pods cannot be ready beside the old leader: an old leader that
+// advertises no admin URL (a version without forwarding) leaves the new
+// standbys unready. So it must be allowed to stop every old pod
 // (maxUnavailable at least the replicas), and it starts a new pod first
 // (maxSurge at least 1), which takes the lease over once the old leader
 // released it.
@@ -327,7 +351,7 @@ func checkStrategy(t *testing.T, d *appsv1.Deployment) {
 	replicas := int(*d.Spec.Replicas)
 	unavailable, err := intstr.GetScaledValueFromIntOrPercent(s.RollingUpdate.MaxUnavailable, replicas, false)
 	if err != nil || unavailable < replicas {
-		t.Errorf("maxUnavailable %s (%d of %d replicas, %v): a new pod, on standby, is never ready while the old leader runs, so the rollout must be allowed to stop every old pod",
+		t.Errorf("maxUnavailable %s (%d of %d replicas, %v): a new pod, on standby, is not ready while an old leader that advertises no admin URL runs, so the rollout must be allowed to stop every old pod",
 			s.RollingUpdate.MaxUnavailable.String(), unavailable, replicas, err)
 	}
 	surge, err := intstr.GetScaledValueFromIntOrPercent(s.RollingUpdate.MaxSurge, replicas, true)
@@ -437,7 +461,7 @@ func TestService(t *testing.T) {
 		t.Errorf("service has no selector")
 	}
 	if s.Spec.PublishNotReadyAddresses {
-		t.Errorf("publishNotReadyAddresses must be false: the standby is not ready and answers refreshes with 503")
+		t.Errorf("publishNotReadyAddresses must be false: a pod that is not ready (no leader known, or a leader without the XMPP link) answers refreshes with 503")
 	}
 	if len(s.Spec.Ports) != 1 {
 		t.Fatalf("want one port, got %+v", s.Spec.Ports)
