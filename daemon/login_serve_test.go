@@ -92,10 +92,18 @@ func TestServeEjabberdAPIMode(t *testing.T) {
 	mu.Lock()
 	got := slices.Clone(calls)
 	mu.Unlock()
+	last := got[len(got)-1]
 	slices.Sort(got)
-	// get, add c0, and the removal of old: clear its subscription, delete.
-	if want := []string{"add_rosteritem", "add_rosteritem", "delete_rosteritem", "get_roster"}; !slices.Equal(got, want) {
+	// get, add c0, the removal of old (clear its subscription, delete),
+	// and after the writes a presence probe of c0, whose item gained "to".
+	if want := []string{"add_rosteritem", "add_rosteritem", "delete_rosteritem", "get_roster", "send_stanza"}; !slices.Equal(got, want) {
 		t.Fatalf("API calls = %v, want %v", got, want)
+	}
+	if last != "send_stanza" {
+		t.Fatalf("the probe was not the last call: %v", calls)
+	}
+	if m := metricsText(t, d); !strings.Contains(m, `roster_sidecar_presence_probes_total{outcome="sent"} 1`) {
+		t.Fatalf("metrics lack the probe:\n%s", m)
 	}
 	if c := d.xmpp.Counts(); c.Sets != 0 || c.Gets != 0 {
 		t.Fatalf("roster IQs sent in API mode: %+v", c)

@@ -1,6 +1,7 @@
 // Package ejabberdapi reads and writes users' rosters through ejabberd's
 // HTTP API (mod_http_api with mod_admin_extra's get_roster, add_rosteritem
-// and delete_rosteritem) instead of XEP-0356 privileged roster IQs. A
+// and delete_rosteritem, and send_stanza for presence probes) instead of
+// XEP-0356 privileged roster IQs. A
 // *Client is a rostersync.Store: the sync engine is the same in both modes.
 //
 // It exists because ejabberd ignores the subscription of a privileged
@@ -23,6 +24,18 @@
 // changes exactly one user's roster, syncs of different users commute, and
 // after refreshing both users of a pair both rosters equal the backend's,
 // whatever the order or overlap of the two syncs.
+//
+// ejabberd sends presence on a gained "from" only: when bob's item for
+// alice gains "to", bob's clients are sent nothing of alice. If alice's
+// item for bob gained "from" earlier, alice's presence went to bob while
+// bob's roster did not list her yet, and clients such as Converse.js drop
+// presence from a JID not in their roster: bob would see alice offline
+// until she changed status. So after a sync's writes the Syncer calls
+// ProbePresence (rostersync.PresenceProber) for the contacts whose item
+// gained "to": send_stanza routes a presence probe from bob's bare JID to
+// alice's, each of alice's online sessions answers it with her current
+// presence when her roster has "from" or "both" for bob, and bob's clients
+// receive it after the roster push that added her.
 package ejabberdapi
 
 import (
@@ -55,7 +68,7 @@ type Config struct {
 	URL string
 	// User and Password authenticate every call with HTTP Basic: the JID
 	// and password of the account an api_permissions rule allows the
-	// three commands (see deploy/ejabberd/ejabberd.yml). An empty User
+	// four commands (see deploy/ejabberd/ejabberd.yml). An empty User
 	// sends no credentials (for a rule that trusts an IP address).
 	User, Password string
 	// Timeout bounds each call; DefaultTimeout when zero.
@@ -194,6 +207,52 @@ func (c *Client) Remove(ctx context.Context, owner, contact string) error {
 	del := map[string]any{"localuser": args["localuser"], "localhost": args["localhost"], "user": args["user"], "host": args["host"]}
 	if err := c.rescode(ctx, "delete_rosteritem", del); err != nil {
 		return fmt.Errorf("remove %s from roster of %s: %w", contact, owner, err)
+	}
+	return nil
+}
+
+// ProbePresence sends, with send_stanza, a presence probe from owner's bare
+// JID to each contact's bare JID, one call per contact in order: ejabberd
+// then sends owner's online clients the current presence of each of the
+// contact's available sessions, if the contact's roster lets owner see it
+// ("from" or "both"); else nothing. It is meant for the contacts whose item
+// in owner's roster has just gained a subscription "to" (see the package
+// documentation). It tries every contact, and returns how many probes were
+// sent and, when some were not, an error that wraps the first failure (an
+// *Error when ejabberd refused one). It implements
+// rostersync.PresenceProber.
+func (c *Client) ProbePresence(ctx context.Context, owner string, contacts []string) (sent int, err error) {
+	if _, _, err := split(owner); err != nil {
+		return 0, fmt.Errorf("probe presence for %s: %w", owner, err)
+	}
+	var first error
+	for _, contact := range contacts {
+		if err := c.probe(ctx, owner, contact); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		sent++
+	}
+	if first != nil {
+		return sent, fmt.Errorf("%d of %d presence probes for %s failed, first: %w", len(contacts)-sent, len(contacts), owner, first)
+	}
+	return sent, nil
+}
+
+// probeStanza is the stanza of a probe: send_stanza sets its from and to.
+const probeStanza = `<presence type='probe'/>`
+
+// probe sends one presence probe from owner to contact.
+func (c *Client) probe(ctx context.Context, owner, contact string) error {
+	cj, err := jid.Parse(contact)
+	if err != nil || cj.Resourcepart() != "" {
+		return fmt.Errorf("probe %q for %s: not a bare JID", contact, owner)
+	}
+	args := map[string]string{"from": owner, "to": cj.String(), "stanza": probeStanza}
+	if err := c.rescode(ctx, "send_stanza", args); err != nil {
+		return fmt.Errorf("probe %s for %s: %w", contact, owner, err)
 	}
 	return nil
 }

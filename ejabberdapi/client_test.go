@@ -44,6 +44,8 @@ type fakeEjabberd struct {
 	mu      sync.Mutex
 	rosters map[string]map[string]fakeItem // user JID -> contact JID -> item
 	calls   []string
+	// probes records each send_stanza's arguments.
+	probes []map[string]any
 	// naiveDelete, when set on the client under test, is not used; the
 	// fake always behaves like ejabberd.
 	failNext map[string]int // command -> HTTP status to answer once
@@ -122,6 +124,9 @@ func (f *fakeEjabberd) serve(w http.ResponseWriter, r *http.Request) {
 				f.inbound(contact, owner, "unsubscribed")
 			}
 		}
+		_, _ = io.WriteString(w, "0")
+	case "send_stanza":
+		f.probes = append(f.probes, args)
 		_, _ = io.WriteString(w, "0")
 	default:
 		http.Error(w, "unknown command", http.StatusNotFound)
@@ -402,3 +407,80 @@ func (alwaysReady) Ready(string) error       { return nil }
 func (alwaysReady) Changed() <-chan struct{} { return nil }
 
 var _ rostersync.Store = (*Client)(nil)
+
+// ProbePresence sends one send_stanza per contact: a probe from the owner's
+// bare JID to the contact's, with exactly the three arguments of the
+// command. A refused call is reported with the count of those sent, and the
+// others are still tried.
+func TestProbePresence(t *testing.T) {
+	f := newFake(t)
+	c := f.client(t)
+	ctx := context.Background()
+	sent, err := c.ProbePresence(ctx, "alice@example.test", []string{"bob@example.test", "carol@example.net"})
+	if err != nil || sent != 2 {
+		t.Fatalf("ProbePresence = %d, %v", sent, err)
+	}
+	want := []map[string]any{
+		{"from": "alice@example.test", "to": "bob@example.test", "stanza": "<presence type='probe'/>"},
+		{"from": "alice@example.test", "to": "carol@example.net", "stanza": "<presence type='probe'/>"},
+	}
+	f.mu.Lock()
+	got := f.probes
+	f.probes = nil
+	f.mu.Unlock()
+	if len(got) != len(want) {
+		t.Fatalf("send_stanza calls %v, want %v", got, want)
+	}
+	for i := range want {
+		if len(got[i]) != 3 || got[i]["from"] != want[i]["from"] || got[i]["to"] != want[i]["to"] || got[i]["stanza"] != want[i]["stanza"] {
+			t.Errorf("send_stanza %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+
+	// Refused (e.g. send_stanza missing from the API permissions): the
+	// error says so, the next contact is still probed.
+	f.mu.Lock()
+	f.failNext["send_stanza"] = http.StatusForbidden
+	f.mu.Unlock()
+	sent, err = c.ProbePresence(ctx, "alice@example.test", []string{"bob@example.test", "dave@example.test", "carol@example.test/phone"})
+	var apiErr *Error
+	if sent != 1 || !errors.As(err, &apiErr) || apiErr.Command != "send_stanza" || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("ProbePresence = %d, %v", sent, err)
+	}
+	if !strings.HasPrefix(err.Error(), "2 of 3 presence probes for alice@example.test failed, first: probe bob@example.test for alice@example.test: ejabberd API send_stanza: HTTP 403") {
+		t.Errorf("error %q", err)
+	}
+	if _, err := c.ProbePresence(ctx, "alice@example.test/phone", []string{"bob@example.test"}); err == nil {
+		t.Error("a full owner JID was accepted")
+	}
+}
+
+// A sync through the API probes, after its writes, the contacts whose item
+// gained "to", and no one else.
+func TestSyncProbesThroughTheAPI(t *testing.T) {
+	f := newFake(t)
+	f.set("alice@example.test", "bob@example.test", "from")
+	f.set("alice@example.test", "carol@example.test", "both")
+	c := f.client(t)
+	s := rostersync.NewSyncer(rostersync.SyncerConfig{UserDomain: "example.test", Window: 1, SyncTimeout: 5 * time.Second, CompareSubscription: rostersync.CompareAlways},
+		alwaysReady{}, c, mapFetcher{"alice": {both("bob@example.test"), {JID: "carol@example.test", Name: "C", Subscription: "both"},
+			{JID: "dave@example.test", Subscription: "from"}, {JID: "erin@example.test", Subscription: "to"}}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if res := s.Sync(context.Background(), "alice"); res.Err != nil || res.Added != 2 || res.Updated != 2 || res.Probed != 2 {
+		t.Fatalf("sync = %+v", res)
+	}
+	calls := f.takeCalls()
+	if want := []string{"get_roster", "add_rosteritem", "add_rosteritem", "add_rosteritem", "add_rosteritem", "send_stanza", "send_stanza"}; !slices.Equal(calls, want) {
+		t.Fatalf("calls = %v, want %v", calls, want)
+	}
+	var to []string
+	f.mu.Lock()
+	for _, p := range f.probes {
+		to = append(to, p["to"].(string))
+	}
+	f.mu.Unlock()
+	slices.Sort(to)
+	if !slices.Equal(to, []string{"bob@example.test", "erin@example.test"}) {
+		t.Fatalf("probed %v", to)
+	}
+}

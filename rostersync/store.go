@@ -60,6 +60,10 @@ type Result struct {
 	// Added, Updated and Removed count the roster items changed on the
 	// server.
 	Added, Updated, Removed int
+	// Probed and ProbesFailed count the presence probes sent, and not
+	// sent, for contacts whose item gained a subscription "to" (only on a
+	// PresenceProber store).
+	Probed, ProbesFailed int
 	// Skipped lists backend contacts that were not applied (invalid JIDs);
 	// empty when the backend answered 304 (NotModified).
 	Skipped []rosterhttp.Skipped
