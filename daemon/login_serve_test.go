@@ -77,6 +77,10 @@ func TestServeEjabberdAPIMode(t *testing.T) {
 			_, _ = io.WriteString(w, `[{"jid":"old@example.test","nick":"","subscription":"both","pending":"none","groups":[]}]`)
 			return
 		}
+		if strings.HasSuffix(r.URL.Path, "/user_resources") {
+			_, _ = io.WriteString(w, `["phone"]`)
+			return
+		}
 		_, _ = io.WriteString(w, "0")
 	}))
 	defer api.Close()
@@ -95,8 +99,9 @@ func TestServeEjabberdAPIMode(t *testing.T) {
 	last := got[len(got)-1]
 	slices.Sort(got)
 	// get, add c0, the removal of old (clear its subscription, delete),
-	// and after the writes a presence probe of c0, whose item gained "to".
-	if want := []string{"add_rosteritem", "add_rosteritem", "delete_rosteritem", "get_roster", "send_stanza"}; !slices.Equal(got, want) {
+	// and after the writes, alice being online, a presence probe of c0,
+	// whose item gained "to".
+	if want := []string{"add_rosteritem", "add_rosteritem", "delete_rosteritem", "get_roster", "send_stanza", "user_resources"}; !slices.Equal(got, want) {
 		t.Fatalf("API calls = %v, want %v", got, want)
 	}
 	if last != "send_stanza" {

@@ -19,7 +19,8 @@ type PresenceProber interface {
 	// ProbePresence asks the server to send owner's online clients the
 	// current presence of each of contacts (as the writes spelt them),
 	// where the contact's roster allows it. It returns how many probes were
-	// sent, and an error when some were not.
+	// sent (fewer, with no error, when there is no one to answer: owner
+	// has no session online), and an error when some could not be sent.
 	ProbePresence(ctx context.Context, owner string, contacts []string) (sent int, err error)
 }
 
@@ -65,10 +66,10 @@ func (s *Syncer) probePresence(ctx context.Context, owner string, current, writt
 	}
 	sent, err := pp.ProbePresence(ctx, owner, contacts)
 	res.Probed += sent
-	res.ProbesFailed += len(contacts) - sent
 	if err == nil {
 		return
 	}
+	res.ProbesFailed += len(contacts) - sent
 	// Warned once per process (e.g. send_stanza missing from the API
 	// permissions would fail every sync), then logged at debug level.
 	level := slog.LevelDebug

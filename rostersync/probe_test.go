@@ -20,6 +20,7 @@ type probeStore struct {
 	items    map[string]roster.Item
 	fail     map[string]error
 	probeErr error
+	offline  bool     // ProbePresence sends nothing, without an error
 	log      []string // "put JID", "remove JID", "probe JID,JID..."
 	probes   [][]string
 }
@@ -62,6 +63,9 @@ func (p *probeStore) ProbePresence(_ context.Context, owner string, contacts []s
 	sorted := slices.Sorted(slices.Values(contacts))
 	p.log = append(p.log, "probe")
 	p.probes = append(p.probes, sorted)
+	if p.offline {
+		return 0, nil
+	}
 	if p.probeErr != nil {
 		return len(contacts) - 1, p.probeErr
 	}
@@ -189,5 +193,21 @@ func TestBatchProbesAppliedItemsOnly(t *testing.T) {
 	}
 	if want := [][]string{{"add1@example.test", "add3@example.test"}}; !slices.EqualFunc(store.probes, want, slices.Equal) {
 		t.Fatalf("probes %v, want %v", store.probes, want)
+	}
+}
+
+// Probes the store did not send for want of an online user are not
+// failures.
+func TestSyncProbeOfOfflineUserIsNoFailure(t *testing.T) {
+	store := &probeStore{items: map[string]roster.Item{}, offline: true}
+	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}}
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 4, SyncTimeout: 5 * time.Second, CompareSubscription: CompareAlways}, fakeLink{}, store, f, discard)
+	run(t, s.Run)
+	f.set("john", sub("a@example.test", "both"))
+	if res := s.Sync(context.Background(), "john"); res.Err != nil || res.Added != 1 || res.Probed != 0 || res.ProbesFailed != 0 {
+		t.Fatalf("sync = %+v", res)
+	}
+	if _, probes := store.take(); len(probes) != 1 {
+		t.Fatalf("probes %v", probes)
 	}
 }

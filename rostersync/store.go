@@ -61,8 +61,9 @@ type Result struct {
 	// server.
 	Added, Updated, Removed int
 	// Probed and ProbesFailed count the presence probes sent, and not
-	// sent, for contacts whose item gained a subscription "to" (only on a
-	// PresenceProber store).
+	// sent for a failure, for contacts whose item gained a subscription
+	// "to" (only on a PresenceProber store, and only while the user is
+	// online).
 	Probed, ProbesFailed int
 	// Skipped lists backend contacts that were not applied (invalid JIDs);
 	// empty when the backend answered 304 (NotModified).
