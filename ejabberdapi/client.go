@@ -1,9 +1,8 @@
 // Package ejabberdapi reads and writes users' rosters through ejabberd's
 // HTTP API (mod_http_api with mod_admin_extra's get_roster, add_rosteritem
 // and delete_rosteritem, and user_resources and send_stanza for presence
-// probes) instead of
-// XEP-0356 privileged roster IQs. A
-// *Client is a rostersync.Store: the sync engine is the same in both modes.
+// probes) instead of XEP-0356 privileged roster IQs. A *Client is a
+// rostersync.Store: the sync engine is the same in both modes.
 //
 // It exists because ejabberd ignores the subscription of a privileged
 // roster SET and stores every item with subscription "none", so contacts
@@ -229,10 +228,10 @@ func (c *Client) Remove(ctx context.Context, owner, contact string) error {
 // comes online later probes the contacts itself with its initial presence.
 // (One call instead of a probe per contact for the users, often most, who
 // are offline when their roster is written: a probe costs about what a
-// roster write does.) It tries every contact, and returns how many probes were sent
-// and, when some were not sent for a failure, an error that wraps the first
-// one (an *Error when ejabberd refused a call). It implements
-// rostersync.PresenceProber.
+// roster write does.) It tries every contact, and returns how many probes
+// were sent and, when some were not sent for a failure, an error that
+// wraps the first one (an *Error when ejabberd refused a call). It
+// implements rostersync.PresenceProber.
 func (c *Client) ProbePresence(ctx context.Context, owner string, contacts []string) (sent int, err error) {
 	local, host, err := split(owner)
 	if err != nil {

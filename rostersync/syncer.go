@@ -572,8 +572,8 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, probe rost
 func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result) (written []roster.Item, err error) {
 	// One request for the whole plan where the store can (batch.go).
 	if bs, ok := s.store.(BatchStore); ok && plan.Len() > 0 && bs.CanBatch(ctx, owner) {
-		if handled, written, err := s.applyBatch(ctx, bs, owner, plan, res); handled {
-			return written, err
+		if handled, w, err := s.applyBatch(ctx, bs, owner, plan, res); handled {
+			return w, err
 		}
 	}
 	var added, updated, removed, failed atomic.Int64
