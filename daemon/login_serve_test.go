@@ -77,6 +77,10 @@ func TestServeEjabberdAPIMode(t *testing.T) {
 			_, _ = io.WriteString(w, `[{"jid":"old@example.test","nick":"","subscription":"both","pending":"none","groups":[]}]`)
 			return
 		}
+		if strings.HasSuffix(r.URL.Path, "/user_resources") {
+			_, _ = io.WriteString(w, `["phone"]`)
+			return
+		}
 		_, _ = io.WriteString(w, "0")
 	}))
 	defer api.Close()
@@ -92,10 +96,19 @@ func TestServeEjabberdAPIMode(t *testing.T) {
 	mu.Lock()
 	got := slices.Clone(calls)
 	mu.Unlock()
+	last := got[len(got)-1]
 	slices.Sort(got)
-	// get, add c0, and the removal of old: clear its subscription, delete.
-	if want := []string{"add_rosteritem", "add_rosteritem", "delete_rosteritem", "get_roster"}; !slices.Equal(got, want) {
+	// get, add c0, the removal of old (clear its subscription, delete),
+	// and after the writes, alice being online, a presence probe of c0,
+	// whose item gained "to".
+	if want := []string{"add_rosteritem", "add_rosteritem", "delete_rosteritem", "get_roster", "send_stanza", "user_resources"}; !slices.Equal(got, want) {
 		t.Fatalf("API calls = %v, want %v", got, want)
+	}
+	if last != "send_stanza" {
+		t.Fatalf("the probe was not the last call: %v", calls)
+	}
+	if m := metricsText(t, d); !strings.Contains(m, `roster_sidecar_presence_probes_total{outcome="sent"} 1`) {
+		t.Fatalf("metrics lack the probe:\n%s", m)
 	}
 	if c := d.xmpp.Counts(); c.Sets != 0 || c.Gets != 0 {
 		t.Fatalf("roster IQs sent in API mode: %+v", c)

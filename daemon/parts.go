@@ -131,6 +131,10 @@ func Build(cfg Config, log *slog.Logger, m *metrics.Metrics, withLogin bool) (*P
 // server helper answers (component.NSHelper).
 var _ rostersync.BatchStore = (*component.Conn)(nil)
 
+// In API mode, the contacts whose item gained "to" are probed after the
+// writes (ejabberdapi.Client.ProbePresence).
+var _ rostersync.PresenceProber = (*ejabberdapi.Client)(nil)
+
 // connectedLink is the readiness of API mode: the component link only
 // carries the login presence, and no roster privilege is needed.
 type connectedLink struct{ conn *component.Conn }

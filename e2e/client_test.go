@@ -42,6 +42,7 @@ type Client struct {
 	mu        sync.Mutex
 	view      map[string]roster.Item // by normalised bare JID
 	pushes    []roster.Item
+	pushAt    []time.Time // when each push arrived
 	presences []PresenceEvent
 	// iqReplies counts the IQ results and errors that answered no
 	// SendIQ (see Send), by sender and type.
@@ -168,6 +169,7 @@ func (c *Client) push(_ string, item roster.Item) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pushes = append(c.pushes, item)
+	c.pushAt = append(c.pushAt, time.Now())
 	key := item.JID.Bare().String()
 	if item.Subscription == "remove" {
 		delete(c.view, key)
@@ -428,6 +430,20 @@ func (c *Client) PushesSince(n int) []roster.Item {
 		return nil
 	}
 	return slices.Clone(c.pushes[n:])
+}
+
+// PushedAt returns when the first roster push after the first n that adds
+// or changes the item of contact (a removal does not count) arrived, and
+// false when none did.
+func (c *Client) PushedAt(n int, contact jid.JID) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := n; i < len(c.pushes); i++ {
+		if it := c.pushes[i]; it.Subscription != "remove" && it.JID.Bare().Equal(contact.Bare()) {
+			return c.pushAt[i], true
+		}
+	}
+	return time.Time{}, false
 }
 
 // WaitForRoster waits until the client's view (fetched roster plus applied

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
 	"roster-sidecar/e2e/harness"
@@ -48,6 +49,8 @@ func testAPIMode(t *testing.T, e *Env) {
 	e.StartSidecar(t, loginOptions(apiEnv...))
 	e.run(t, []Scenario{
 		{"friends_see_each_other_then_unfriend", testAPIFriendsPresence},
+		{"friend_online_after_push_in_every_order", testAPIFriendOnlineEveryOrder},
+		{"one_way_from_sees_no_presence", testAPIOneWayFrom},
 		{"pair_converges_in_any_order", testAPIPairConverges},
 		{"client_unsubscribed_reverted", testAPIClientUnsubscribedReverted},
 		{"login_refresh", testChangedWhileOffline},
@@ -63,6 +66,18 @@ func onlinePair(t *testing.T, e *Env, a, b string) (*Client, *Client) {
 	e.Backend.SetRoster(a)
 	e.Backend.SetRoster(b)
 	return Login(t, e.Server, a), Login(t, e.Server, b)
+}
+
+// quietPair is onlinePair for tests that choose the order of the syncs:
+// it refreshes both users once more, so that the refreshes their logins
+// asked for have run (a refresh waits for a sync running before it) or are
+// skipped (synced less than loginMinInterval ago) before the test changes
+// the backend.
+func quietPair(t *testing.T, e *Env, a, b string) (*Client, *Client) {
+	t.Helper()
+	ca, cb := onlinePair(t, e, a, b)
+	e.Admin.RefreshOK(t, a, b)
+	return ca, cb
 }
 
 // befriend makes a and b contacts with subscription both through the
@@ -149,4 +164,98 @@ func testAPIClientUnsubscribedReverted(t *testing.T, e *Env) {
 	expectCounts(t, r, a, 0, 1, 0)
 	ca.WaitForRoster(t, []harness.Contact{{JID: cb.JID.String(), Name: "Friend " + b}}, pushWait)
 	cb.WaitForRoster(t, []harness.Contact{{JID: ca.JID.String(), Name: "Friend " + a}}, pushWait)
+}
+
+// testAPIFriendOnlineEveryOrder: two online users become friends through
+// the backend, refreshed in one request, the friend first, or the user
+// first (fresh users each time). Each client must receive an available
+// presence of the other AFTER the roster push that added the other: a
+// client such as Converse.js drops presence from a JID not in its roster.
+// ejabberd sends presence on a gained "from" only, so in the order where a
+// user's item gains "to" last, that presence comes from the sidecar's probe
+// (ejabberdapi.Client.ProbePresence).
+func testAPIFriendOnlineEveryOrder(t *testing.T, e *Env) {
+	for _, order := range []struct {
+		name    string
+		refresh func(u, f string)
+	}{
+		{"one-request", func(u, f string) { e.Admin.RefreshOK(t, u, f) }},
+		{"friend-first", func(u, f string) { e.Admin.RefreshOK(t, f); e.Admin.RefreshOK(t, u) }},
+		{"user-first", func(u, f string) { e.Admin.RefreshOK(t, u); e.Admin.RefreshOK(t, f) }},
+	} {
+		t.Run(order.name, func(t *testing.T) {
+			u, f := "ord_u_"+order.name[:3], "ord_f_"+order.name[:3]
+			cu, cf := quietPair(t, e, u, f)
+			uWants := []harness.Contact{{JID: cf.JID.String(), Name: "Friend " + f}}
+			fWants := []harness.Contact{{JID: cu.JID.String(), Name: "Friend " + u}}
+			nu, nf, pu, pf := cu.Pushes(), cf.Pushes(), cu.PresenceCount(), cf.PresenceCount()
+			e.Backend.SetRoster(u, uWants...)
+			e.Backend.SetRoster(f, fWants...)
+			start := time.Now()
+			order.refresh(u, f)
+			cu.WaitForRoster(t, uWants, pushWait)
+			cf.WaitForRoster(t, fWants, pushWait)
+			pushU, presU := presenceAfterPush(t, cu, nu, pu, cf.JID)
+			pushF, presF := presenceAfterPush(t, cf, nf, pf, cu.JID)
+			t.Logf("%s: %s got the push at %v and %s's presence at %v; %s got the push at %v and %s's presence at %v (after the refresh started)",
+				order.name, u, pushU.Sub(start).Round(time.Millisecond), f, presU.At.Sub(start).Round(time.Millisecond),
+				f, pushF.Sub(start).Round(time.Millisecond), u, presF.At.Sub(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// presenceAfterPush waits until c has received, after its first nPres
+// presences, an available presence from from that arrived no earlier than
+// the first roster push (after the first nPush) adding from. It returns
+// when that push and that presence arrived.
+func presenceAfterPush(t *testing.T, c *Client, nPush, nPres int, from jid.JID) (time.Time, PresenceEvent) {
+	t.Helper()
+	pushAt, ok := c.PushedAt(nPush, from)
+	if !ok {
+		t.Fatalf("%s: no roster push of %s", c.JID, from)
+	}
+	deadline := time.Now().Add(pushWait)
+	for {
+		for _, p := range c.PresencesFrom(nPres, from, "") {
+			if !p.At.Before(pushAt) {
+				return pushAt, p
+			}
+		}
+		if time.Now().After(deadline) {
+			var at []string
+			for _, p := range c.Presences(nPres) {
+				at = append(at, p.String()+" at "+p.At.Sub(pushAt).String()+" from the push")
+			}
+			t.Fatalf("%s: no available presence from %s after the roster push that added it, within %v; presences: %v",
+				c.JID, from, pushWait, at)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// testAPIOneWayFrom: amy's item for ben has "from" (ben sees amy), ben's
+// item for amy has "to". Amy's roster first, then ben's: ben's item gains
+// "to", so the sidecar probes amy for ben and ben receives amy's presence
+// after his push; amy, who is not subscribed to ben, receives no presence
+// of ben, neither from the writes nor from any probe.
+func testAPIOneWayFrom(t *testing.T, e *Env) {
+	const a, b = "oneway_amy", "oneway_ben"
+	ca, cb := quietPair(t, e, a, b)
+	aWants := []harness.Contact{{JID: cb.JID.String(), Name: "Ben", Subscription: "from"}}
+	bWants := []harness.Contact{{JID: ca.JID.String(), Name: "Amy", Subscription: "to"}}
+	pa, nb, pb := ca.PresenceCount(), cb.Pushes(), cb.PresenceCount()
+	e.Backend.SetRoster(a, aWants...)
+	e.Backend.SetRoster(b, bWants...)
+	e.Admin.RefreshOK(t, a)
+	ca.WaitForRoster(t, aWants, pushWait)
+	e.Admin.RefreshOK(t, b)
+	cb.WaitForRoster(t, bWants, pushWait)
+	presenceAfterPush(t, cb, nb, pb, ca.JID)
+	// A refresh of both again writes nothing; then a while for stray
+	// presence.
+	e.Admin.RefreshOK(t, a, b)
+	time.Sleep(2 * quiet)
+	if got := ca.PresencesFrom(pa, cb.JID, ""); len(got) > 0 {
+		t.Fatalf("%s received %s's presence with only a \"from\" item: %v", a, b, got)
+	}
 }

@@ -1,7 +1,8 @@
 // Package ejabberdapi reads and writes users' rosters through ejabberd's
 // HTTP API (mod_http_api with mod_admin_extra's get_roster, add_rosteritem
-// and delete_rosteritem) instead of XEP-0356 privileged roster IQs. A
-// *Client is a rostersync.Store: the sync engine is the same in both modes.
+// and delete_rosteritem, and user_resources and send_stanza for presence
+// probes) instead of XEP-0356 privileged roster IQs. A *Client is a
+// rostersync.Store: the sync engine is the same in both modes.
 //
 // It exists because ejabberd ignores the subscription of a privileged
 // roster SET and stores every item with subscription "none", so contacts
@@ -23,6 +24,19 @@
 // changes exactly one user's roster, syncs of different users commute, and
 // after refreshing both users of a pair both rosters equal the backend's,
 // whatever the order or overlap of the two syncs.
+//
+// ejabberd sends presence on a gained "from" only: when bob's item for
+// alice gains "to", bob's clients are sent nothing of alice. If alice's
+// item for bob gained "from" earlier, alice's presence went to bob while
+// bob's roster did not list her yet, and clients such as Converse.js drop
+// presence from a JID not in their roster: bob would see alice offline
+// until she changed status. So after a sync's writes the Syncer calls
+// ProbePresence (rostersync.PresenceProber) for the contacts whose item
+// gained "to": if bob has a session online, send_stanza routes a presence
+// probe from bob's bare JID to alice's, each of alice's online sessions
+// answers it with her current presence when her roster has "from" or
+// "both" for bob, and bob's clients receive it after the roster push that
+// added her.
 package ejabberdapi
 
 import (
@@ -35,8 +49,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"mellium.im/xmpp/jid"
 
 	"roster-sidecar/roster"
@@ -55,7 +72,7 @@ type Config struct {
 	URL string
 	// User and Password authenticate every call with HTTP Basic: the JID
 	// and password of the account an api_permissions rule allows the
-	// three commands (see deploy/ejabberd/ejabberd.yml). An empty User
+	// five commands (see deploy/ejabberd/ejabberd.yml). An empty User
 	// sends no credentials (for a rule that trusts an IP address).
 	User, Password string
 	// Timeout bounds each call; DefaultTimeout when zero.
@@ -194,6 +211,77 @@ func (c *Client) Remove(ctx context.Context, owner, contact string) error {
 	del := map[string]any{"localuser": args["localuser"], "localhost": args["localhost"], "user": args["user"], "host": args["host"]}
 	if err := c.rescode(ctx, "delete_rosteritem", del); err != nil {
 		return fmt.Errorf("remove %s from roster of %s: %w", contact, owner, err)
+	}
+	return nil
+}
+
+// ProbePresence sends, with send_stanza, a presence probe from owner's bare
+// JID to each contact's bare JID, one call per contact, probeConcurrency in
+// flight: ejabberd then sends owner's available sessions the current
+// presence of each of the contact's available sessions, if the contact's
+// roster lets owner see it ("from" or "both"); else nothing. It is meant
+// for the contacts whose item in owner's roster has just gained a
+// subscription "to" (see the package documentation).
+//
+// It first lists owner's sessions with user_resources, and sends nothing
+// when there is none: the answers would reach no one, and a session that
+// comes online later probes the contacts itself with its initial presence.
+// (One call instead of a probe per contact for the users, often most, who
+// are offline when their roster is written: a probe costs about what a
+// roster write does.) It tries every contact, and returns how many probes
+// were sent and, when some were not sent for a failure, an error that
+// wraps the first one (an *Error when ejabberd refused a call). It
+// implements rostersync.PresenceProber.
+func (c *Client) ProbePresence(ctx context.Context, owner string, contacts []string) (sent int, err error) {
+	local, host, err := split(owner)
+	if err != nil {
+		return 0, fmt.Errorf("probe presence for %s: %w", owner, err)
+	}
+	var resources []string
+	if err := c.call(ctx, "user_resources", map[string]string{"user": local, "host": host}, &resources); err != nil {
+		return 0, fmt.Errorf("probe presence for %s: listing the user's sessions: %w", owner, err)
+	}
+	if len(resources) == 0 {
+		return 0, nil
+	}
+	var n atomic.Int64
+	var first error
+	var once sync.Once
+	var g errgroup.Group
+	g.SetLimit(probeConcurrency)
+	for _, contact := range contacts {
+		g.Go(func() error {
+			if err := c.probe(ctx, owner, contact); err != nil {
+				once.Do(func() { first = err })
+				return nil
+			}
+			n.Add(1)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	sent = int(n.Load())
+	if first != nil {
+		return sent, fmt.Errorf("%d of %d presence probes for %s failed, first: %w", len(contacts)-sent, len(contacts), owner, first)
+	}
+	return sent, nil
+}
+
+// probeConcurrency bounds the probes of one ProbePresence in flight.
+const probeConcurrency = 8
+
+// probeStanza is the stanza of a probe: send_stanza sets its from and to.
+const probeStanza = `<presence type='probe'/>`
+
+// probe sends one presence probe from owner to contact.
+func (c *Client) probe(ctx context.Context, owner, contact string) error {
+	cj, err := jid.Parse(contact)
+	if err != nil || cj.Resourcepart() != "" {
+		return fmt.Errorf("probe %q for %s: not a bare JID", contact, owner)
+	}
+	args := map[string]string{"from": owner, "to": cj.String(), "stanza": probeStanza}
+	if err := c.rescode(ctx, "send_stanza", args); err != nil {
+		return fmt.Errorf("probe %s for %s: %w", contact, owner, err)
 	}
 	return nil
 }

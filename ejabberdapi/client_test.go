@@ -44,13 +44,17 @@ type fakeEjabberd struct {
 	mu      sync.Mutex
 	rosters map[string]map[string]fakeItem // user JID -> contact JID -> item
 	calls   []string
+	// probes records each send_stanza's arguments.
+	probes []map[string]any
+	// online lists the users user_resources finds a session of.
+	online map[string]bool
 	// naiveDelete, when set on the client under test, is not used; the
 	// fake always behaves like ejabberd.
 	failNext map[string]int // command -> HTTP status to answer once
 }
 
 func newFake(t *testing.T) *fakeEjabberd {
-	f := &fakeEjabberd{rosters: map[string]map[string]fakeItem{}, failNext: map[string]int{}}
+	f := &fakeEjabberd{rosters: map[string]map[string]fakeItem{}, failNext: map[string]int{}, online: map[string]bool{}}
 	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.Close)
 	return f
@@ -122,6 +126,15 @@ func (f *fakeEjabberd) serve(w http.ResponseWriter, r *http.Request) {
 				f.inbound(contact, owner, "unsubscribed")
 			}
 		}
+		_, _ = io.WriteString(w, "0")
+	case "user_resources":
+		out := []string{}
+		if f.online[bare(str("user"), str("host"))] {
+			out = append(out, "phone")
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	case "send_stanza":
+		f.probes = append(f.probes, args)
 		_, _ = io.WriteString(w, "0")
 	default:
 		http.Error(w, "unknown command", http.StatusNotFound)
@@ -402,3 +415,103 @@ func (alwaysReady) Ready(string) error       { return nil }
 func (alwaysReady) Changed() <-chan struct{} { return nil }
 
 var _ rostersync.Store = (*Client)(nil)
+
+// ProbePresence sends one send_stanza per contact: a probe from the owner's
+// bare JID to the contact's, with exactly the three arguments of the
+// command. A refused call is reported with the count of those sent, and the
+// others are still tried.
+func TestProbePresence(t *testing.T) {
+	f := newFake(t)
+	c := f.client(t)
+	ctx := context.Background()
+	// alice is offline: only her sessions are asked for.
+	sent, err := c.ProbePresence(ctx, "alice@example.test", []string{"bob@example.test"})
+	if calls := f.takeCalls(); err != nil || sent != 0 || !slices.Equal(calls, []string{"user_resources"}) {
+		t.Fatalf("offline: ProbePresence = %d, %v with calls %v", sent, err, calls)
+	}
+	f.mu.Lock()
+	f.online["alice@example.test"] = true
+	f.mu.Unlock()
+	sent, err = c.ProbePresence(ctx, "alice@example.test", []string{"bob@example.test", "carol@example.net"})
+	if err != nil || sent != 2 {
+		t.Fatalf("ProbePresence = %d, %v", sent, err)
+	}
+	want := []map[string]any{
+		{"from": "alice@example.test", "to": "bob@example.test", "stanza": "<presence type='probe'/>"},
+		{"from": "alice@example.test", "to": "carol@example.net", "stanza": "<presence type='probe'/>"},
+	}
+	f.mu.Lock()
+	got := f.probes
+	f.probes = nil
+	f.mu.Unlock()
+	// Sent concurrently: in any order.
+	slices.SortFunc(got, func(a, b map[string]any) int { return strings.Compare(a["to"].(string), b["to"].(string)) })
+	if len(got) != len(want) {
+		t.Fatalf("send_stanza calls %v, want %v", got, want)
+	}
+	for i := range want {
+		if len(got[i]) != 3 || got[i]["from"] != want[i]["from"] || got[i]["to"] != want[i]["to"] || got[i]["stanza"] != want[i]["stanza"] {
+			t.Errorf("send_stanza %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+
+	// Refused (e.g. send_stanza missing from the API permissions): the
+	// error says so, the next contact is still probed.
+	f.mu.Lock()
+	f.failNext["send_stanza"] = http.StatusForbidden
+	f.mu.Unlock()
+	sent, err = c.ProbePresence(ctx, "alice@example.test", []string{"bob@example.test", "dave@example.test"})
+	var apiErr *Error
+	if sent != 1 || !errors.As(err, &apiErr) || apiErr.Command != "send_stanza" || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("ProbePresence = %d, %v", sent, err)
+	}
+	if !strings.HasPrefix(err.Error(), "1 of 2 presence probes for alice@example.test failed, first: probe ") ||
+		!strings.Contains(err.Error(), " for alice@example.test: ejabberd API send_stanza: HTTP 403") {
+		t.Errorf("error %q", err)
+	}
+	sent, err = c.ProbePresence(ctx, "alice@example.test", []string{"carol@example.test/phone"})
+	if sent != 0 || err == nil || err.Error() != `1 of 1 presence probes for alice@example.test failed, first: probe "carol@example.test/phone" for alice@example.test: not a bare JID` {
+		t.Errorf("a full contact JID: %d, %v", sent, err)
+	}
+	if _, err := c.ProbePresence(ctx, "alice@example.test/phone", []string{"bob@example.test"}); err == nil {
+		t.Error("a full owner JID was accepted")
+	}
+	// user_resources refused: nothing sent, the error says why.
+	f.mu.Lock()
+	f.failNext["user_resources"] = http.StatusForbidden
+	f.mu.Unlock()
+	if sent, err := c.ProbePresence(ctx, "alice@example.test", []string{"bob@example.test"}); sent != 0 || !errors.As(err, &apiErr) || apiErr.Command != "user_resources" {
+		t.Errorf("user_resources refused: %d, %v", sent, err)
+	}
+}
+
+// A sync through the API probes, after its writes, the contacts whose item
+// gained "to", and no one else.
+func TestSyncProbesThroughTheAPI(t *testing.T) {
+	f := newFake(t)
+	f.set("alice@example.test", "bob@example.test", "from")
+	f.set("alice@example.test", "carol@example.test", "both")
+	f.online["alice@example.test"] = true
+	c := f.client(t)
+	s := rostersync.NewSyncer(rostersync.SyncerConfig{UserDomain: "example.test", Window: 1, SyncTimeout: 5 * time.Second, CompareSubscription: rostersync.CompareAlways},
+		alwaysReady{}, c, mapFetcher{"alice": {both("bob@example.test"), {JID: "carol@example.test", Name: "C", Subscription: "both"},
+			{JID: "dave@example.test", Subscription: "from"}, {JID: "erin@example.test", Subscription: "to"}}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if res := s.Sync(context.Background(), "alice"); res.Err != nil || res.Added != 2 || res.Updated != 2 || res.Probed != 2 {
+		t.Fatalf("sync = %+v", res)
+	}
+	calls := f.takeCalls()
+	if want := []string{"get_roster", "add_rosteritem", "add_rosteritem", "add_rosteritem", "add_rosteritem", "user_resources", "send_stanza", "send_stanza"}; !slices.Equal(calls, want) {
+		t.Fatalf("calls = %v, want %v", calls, want)
+	}
+	var to []string
+	f.mu.Lock()
+	for _, p := range f.probes {
+		to = append(to, p["to"].(string))
+	}
+	f.mu.Unlock()
+	slices.Sort(to)
+	if !slices.Equal(to, []string{"bob@example.test", "erin@example.test"}) {
+		t.Fatalf("probed %v", to)
+	}
+}

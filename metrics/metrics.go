@@ -41,6 +41,7 @@ type Metrics struct {
 	syncDuration    prometheus.Histogram
 	itemsChanged    *prometheus.CounterVec
 	skipped         prometheus.Counter
+	probes          *prometheus.CounterVec
 	iqDuration      *prometheus.HistogramVec
 	backendDuration *prometheus.HistogramVec
 	conditional     *prometheus.CounterVec
@@ -82,6 +83,9 @@ func New() *Metrics {
 			"Roster items written on the XMPP server, by operation (added, updated, removed)."), []string{"op"}),
 		skipped: prometheus.NewCounter(counter("skipped_contacts_total",
 			"Backend contacts not applied because they were invalid (bad JID, the user itself, duplicates).")),
+		probes: prometheus.NewCounterVec(counter("presence_probes_total",
+			"Presence probes sent (ejabberd API mode) for contacts whose roster item gained a subscription \"to\", by outcome (sent, failed)."),
+			[]string{"outcome"}),
 		iqDuration: prometheus.NewHistogramVec(histogram("iq_duration_seconds",
 			"IQ round trips to the XMPP server, by type (get, set, ping, disco, batch) and outcome (result, error, timeout, disconnected, cancelled).", iqBuckets),
 			[]string{"type", "outcome"}),
@@ -111,7 +115,7 @@ func New() *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.refreshRequests, m.refreshDuration, m.userSyncs, m.syncDuration, m.itemsChanged, m.skipped,
+		m.refreshRequests, m.refreshDuration, m.userSyncs, m.syncDuration, m.itemsChanged, m.skipped, m.probes,
 		m.iqDuration, m.backendDuration, m.conditional, m.serverReads, m.connected, m.privilege, m.syncsInFlight, m.reconnects, m.logins, m.onlineUsers,
 	)
 	for _, o := range rostersync.LoginOutcomes {
@@ -121,6 +125,9 @@ func New() *Metrics {
 	// (those of each domain: ServeDomains).
 	for _, op := range []string{"added", "updated", "removed"} {
 		m.itemsChanged.WithLabelValues(op)
+	}
+	for _, o := range []string{"sent", "failed"} {
+		m.probes.WithLabelValues(o)
 	}
 	for _, o := range []string{rosterhttp.ConditionalNotModified, rosterhttp.ConditionalModified, rosterhttp.ConditionalError} {
 		m.conditional.WithLabelValues(o)
@@ -191,6 +198,8 @@ func (m *Metrics) SyncEnded(res rostersync.Result, d time.Duration) {
 	m.itemsChanged.WithLabelValues("updated").Add(float64(res.Updated))
 	m.itemsChanged.WithLabelValues("removed").Add(float64(res.Removed))
 	m.skipped.Add(float64(len(res.Skipped)))
+	m.probes.WithLabelValues("sent").Add(float64(res.Probed))
+	m.probes.WithLabelValues("failed").Add(float64(res.ProbesFailed))
 	if res.Read != "" {
 		m.serverReads.WithLabelValues(res.Read).Inc()
 	}

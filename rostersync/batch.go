@@ -26,10 +26,11 @@ type BatchStore interface {
 	ApplyBatch(ctx context.Context, owner string, remove []string, set []roster.Item) (removeErrs, setErrs []error, err error)
 }
 
-// applyBatch applies plan through bs and counts what succeeded, as apply
-// does. handled is false when bs refused the whole plan and no longer
-// batches: the caller then writes it item by item.
-func (s *Syncer) applyBatch(ctx context.Context, bs BatchStore, owner string, plan Plan, res *Result) (handled bool, err error) {
+// applyBatch applies plan through bs, counts what succeeded and returns
+// the additions and updates written, as apply does. handled is false when
+// bs refused the whole plan and no longer batches: the caller then writes
+// it item by item.
+func (s *Syncer) applyBatch(ctx context.Context, bs BatchStore, owner string, plan Plan, res *Result) (handled bool, written []roster.Item, err error) {
 	remove := make([]string, len(plan.Remove))
 	for i, it := range plan.Remove {
 		remove[i] = it.JID
@@ -39,9 +40,9 @@ func (s *Syncer) applyBatch(ctx context.Context, bs BatchStore, owner string, pl
 	removeErrs, setErrs, err := bs.ApplyBatch(ctx, owner, remove, set)
 	if err != nil {
 		if !bs.CanBatch(ctx, owner) && ctx.Err() == nil {
-			return false, nil
+			return false, nil, nil
 		}
-		return true, fmt.Errorf("%d of %d roster changes failed, first: %w", plan.Len(), plan.Len(), err)
+		return true, nil, fmt.Errorf("%d of %d roster changes failed, first: %w", plan.Len(), plan.Len(), err)
 	}
 	var failed int
 	var firstErr error
@@ -61,8 +62,13 @@ func (s *Syncer) applyBatch(ctx context.Context, bs BatchStore, owner string, pl
 	res.Removed = count(removeErrs, 0, len(remove))
 	res.Updated = count(setErrs, 0, len(plan.Update))
 	res.Added = count(setErrs, len(plan.Update), len(set))
-	if failed > 0 {
-		return true, fmt.Errorf("%d of %d roster changes failed, first: %w", failed, plan.Len(), firstErr)
+	for i, it := range set {
+		if i >= len(setErrs) || setErrs[i] == nil {
+			written = append(written, it)
+		}
 	}
-	return true, nil
+	if failed > 0 {
+		return true, written, fmt.Errorf("%d of %d roster changes failed, first: %w", failed, plan.Len(), firstErr)
+	}
+	return true, written, nil
 }

@@ -60,6 +60,11 @@ type Result struct {
 	// Added, Updated and Removed count the roster items changed on the
 	// server.
 	Added, Updated, Removed int
+	// Probed and ProbesFailed count the presence probes sent, and not
+	// sent for a failure, for contacts whose item gained a subscription
+	// "to" (only on a PresenceProber store, and only while the user is
+	// online).
+	Probed, ProbesFailed int
 	// Skipped lists backend contacts that were not applied (invalid JIDs);
 	// empty when the backend answered 304 (NotModified).
 	Skipped []rosterhttp.Skipped

@@ -151,6 +151,10 @@ type Syncer struct {
 	// RememberUsers is zero); epoch counts forgetAll calls.
 	states *lru.Cache[stateKey, syncState]
 	epoch  atomic.Uint64
+
+	// probeWarned is set once a failed presence probe was logged as a
+	// warning (probePresence).
+	probeWarned atomic.Bool
 }
 
 // userQueue is the sync running for one user and the one queued after it.
@@ -384,13 +388,15 @@ func (s *Syncer) sync(ctx context.Context, u user, res *Result) (err error) {
 	if !known {
 		plan, subOnly = splitSubscriptionOnly(plan, in.current)
 	}
-	if err := s.apply(ctx, owner, plan, res); err != nil {
-		return err
+	written, err := s.apply(ctx, owner, plan, res)
+	if err == nil && !known {
+		var more []roster.Item
+		more, err = s.settleSubscription(ctx, owner, plan, subOnly, res)
+		written = append(written, more...)
 	}
-	if !known {
-		return s.settleSubscription(ctx, owner, plan, subOnly, res)
-	}
-	return nil
+	// Only the items written successfully, once every write is done.
+	s.probePresence(ctx, owner, in.current, written, res)
+	return err
 }
 
 // read fetches the user's desired roster from the backend and the current
@@ -461,8 +467,9 @@ func splitSubscriptionOnly(plan Plan, current []roster.Item) (Plan, []roster.Ite
 // learn from it). Then it writes the rest of subOnly if the server keeps
 // subscriptions (Prosody: they are applied in this sync) and drops them if
 // it does not (ejabberd: at most that one write per process). It fails
-// when subOnly cannot be settled (the read-back failed).
-func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan, subOnly []roster.Item, res *Result) error {
+// when subOnly cannot be settled (the read-back failed). It returns the
+// items it wrote successfully.
+func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan, subOnly []roster.Item, res *Result) ([]roster.Item, error) {
 	for _, it := range append(plan.Add, plan.Update...) {
 		if it.Subscription != roster.SubscriptionNone {
 			s.learnSubscription(ctx, owner, it)
@@ -470,47 +477,50 @@ func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan
 		}
 	}
 	if len(subOnly) == 0 {
-		return nil
+		return nil, nil
 	}
+	var written []roster.Item
 	kept, known := s.subscriptionKnown()
 	if !known {
 		select {
 		case s.learning <- struct{}{}:
 		case <-ctx.Done():
-			return fmt.Errorf("waiting to learn how the server stores subscriptions: %w", ctx.Err())
+			return nil, fmt.Errorf("waiting to learn how the server stores subscriptions: %w", ctx.Err())
 		}
 		if kept, known = s.subscriptionKnown(); !known {
 			probe := subOnly[0]
 			subOnly = subOnly[1:]
-			err := s.applyMore(ctx, owner, Plan{Update: []roster.Item{probe}}, res)
+			w, err := s.applyMore(ctx, owner, Plan{Update: []roster.Item{probe}}, res)
+			written = w
 			if err == nil {
 				kept, known = s.learnSubscription(ctx, owner, probe)
 			}
 			<-s.learning
 			if err != nil {
-				return err
+				return written, err
 			}
 			if !known {
-				return fmt.Errorf("cannot tell whether the server keeps roster subscriptions: reading back %s failed", probe.JID)
+				return written, fmt.Errorf("cannot tell whether the server keeps roster subscriptions: reading back %s failed", probe.JID)
 			}
 		} else {
 			<-s.learning
 		}
 	}
 	if !kept || len(subOnly) == 0 {
-		return nil
+		return written, nil
 	}
-	return s.applyMore(ctx, owner, Plan{Update: subOnly}, res)
+	w, err := s.applyMore(ctx, owner, Plan{Update: subOnly}, res)
+	return append(written, w...), err
 }
 
 // applyMore applies plan like apply, adding its counts to res.
-func (s *Syncer) applyMore(ctx context.Context, owner string, plan Plan, res *Result) error {
+func (s *Syncer) applyMore(ctx context.Context, owner string, plan Plan, res *Result) ([]roster.Item, error) {
 	more := Result{User: res.User}
-	err := s.apply(ctx, owner, plan, &more)
+	written, err := s.apply(ctx, owner, plan, &more)
 	res.Added += more.Added
 	res.Updated += more.Updated
 	res.Removed += more.Removed
-	return err
+	return written, err
 }
 
 // subscriptionKnown returns whether the server keeps subscriptions, if
@@ -557,17 +567,19 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, probe rost
 // apply makes the plan's writes, at most Window in flight (or in one
 // request through a BatchStore), and counts what succeeded. Every change is
 // tried even when some fail: the next sync converges from whatever state
-// this one leaves.
-func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result) error {
+// this one leaves. It returns the additions and updates written
+// successfully.
+func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result) (written []roster.Item, err error) {
 	// One request for the whole plan where the store can (batch.go).
 	if bs, ok := s.store.(BatchStore); ok && plan.Len() > 0 && bs.CanBatch(ctx, owner) {
-		if handled, err := s.applyBatch(ctx, bs, owner, plan, res); handled {
-			return err
+		if handled, w, err := s.applyBatch(ctx, bs, owner, plan, res); handled {
+			return w, err
 		}
 	}
 	var added, updated, removed, failed atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
+	var mu sync.Mutex
 	note := func(err error, ok *atomic.Int64) {
 		if err != nil {
 			failed.Add(1)
@@ -575,6 +587,15 @@ func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result
 			return
 		}
 		ok.Add(1)
+	}
+	put := func(it roster.Item, ok *atomic.Int64) {
+		err := s.store.Put(ctx, owner, it)
+		note(err, ok)
+		if err == nil {
+			mu.Lock()
+			written = append(written, it)
+			mu.Unlock()
+		}
 	}
 	// Removals first, then updates, then additions; Window writes in
 	// flight, the next one starting as soon as one is answered.
@@ -584,15 +605,15 @@ func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result
 		g.Go(func() error { note(s.store.Remove(ctx, owner, it.JID), &removed); return nil })
 	}
 	for _, it := range plan.Update {
-		g.Go(func() error { note(s.store.Put(ctx, owner, it), &updated); return nil })
+		g.Go(func() error { put(it, &updated); return nil })
 	}
 	for _, it := range plan.Add {
-		g.Go(func() error { note(s.store.Put(ctx, owner, it), &added); return nil })
+		g.Go(func() error { put(it, &added); return nil })
 	}
 	_ = g.Wait()
 	res.Added, res.Updated, res.Removed = int(added.Load()), int(updated.Load()), int(removed.Load())
 	if n := failed.Load(); n > 0 {
-		return fmt.Errorf("%d of %d roster changes failed, first: %w", n, plan.Len(), firstErr)
+		return written, fmt.Errorf("%d of %d roster changes failed, first: %w", n, plan.Len(), firstErr)
 	}
-	return nil
+	return written, nil
 }
