@@ -41,6 +41,9 @@ func (s *Syncer) applyBatch(ctx context.Context, bs BatchStore, owner string, pl
 		if !bs.CanBatch(ctx, owner) && ctx.Err() == nil {
 			return false, nil
 		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
 		return true, fmt.Errorf("%d of %d roster changes failed, first: %w", plan.Len(), plan.Len(), err)
 	}
 	var failed int
