@@ -35,15 +35,15 @@ func TestSyncLongerThanTimeoutWhileWritesProgress(t *testing.T) {
 	c := startConn(t, testConfig(srv.Addr()))
 	waitReady(t, c)
 	f := &fakeFetcher{rosters: map[string]rosterhttp.Roster{}}
-	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 1, SyncTimeout: 200 * time.Millisecond}, c, c, f, discard)
+	s := NewSyncer(SyncerConfig{UserDomain: "example.test", Window: 1, SyncTimeout: 300 * time.Millisecond}, c, c, f, discard)
 	run(t, s.Run)
-	f.set("john", contacts(30)...)
+	f.set("john", contacts(40)...)
 	start := time.Now()
 	res := s.Sync(context.Background(), "john")
-	if res.Err != nil || res.Added != 30 {
+	if res.Err != nil || res.Added != 40 {
 		t.Fatalf("sync = %+v", res)
 	}
-	if d := time.Since(start); d < 3*200*time.Millisecond {
+	if d := time.Since(start); d < 3*300*time.Millisecond {
 		t.Fatalf("the sync took %v: too short to show anything", d)
 	}
 }
