@@ -348,8 +348,7 @@ func (s *Syncer) syncOnce(u user, pushed *rosterhttp.Roster) Result {
 		res.Err = fmt.Errorf("sync of %s: %w", res.User, ErrStopped)
 		return res
 	}
-	ctx, cancel := context.WithCancel(withPushed(s.ctx, pushed))
-	defer cancel()
+	ctx := withPushed(s.ctx, pushed)
 	start := time.Now()
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.SyncStarted()
