@@ -315,8 +315,12 @@ func (c *Conn) session() *session {
 // roundTrip registers a waiter for a new IQ id, has send write the IQ to
 // the JID to with that id (from the component JID) on sess, and waits for
 // the reply: its raw bytes, nil for a result without payload. kind names
-// the IQ for the observer ("get", "set", "ping").
+// the IQ for the observer ("get", "set", "ping"). Nothing is sent once
+// ctx has ended: nobody waits for the answer.
 func (c *Conn) roundTrip(ctx context.Context, sess *session, kind, to string, send func(id string) error) (reply []byte, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if obs := c.cfg.Observer; obs != nil {
 		start := time.Now()
 		defer func() { obs.IQDone(kind, iqOutcome(err), time.Since(start)) }()

@@ -275,3 +275,33 @@ func pendingIQs(c *Conn) int {
 	defer c.iqs.mu.Unlock()
 	return len(c.iqs.waiters)
 }
+
+// A request whose context has ended is not sent: nobody would wait for
+// its answer, and the server would work through it for nothing.
+func TestNothingSentAfterContextEnds(t *testing.T) {
+	srv := componenttest.NewServer(t)
+	c, _ := startConn(t, testConfig(srv.Addr()))
+	waitReady(t, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	owner := "john@example.test"
+	if err := c.Put(ctx, owner, roster.Item{JID: "a@example.test"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Put = %v, want context.Canceled", err)
+	}
+	if err := c.Remove(ctx, owner, "a@example.test"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Remove = %v, want context.Canceled", err)
+	}
+	if _, err := c.Roster(ctx, owner); !errors.Is(err, context.Canceled) {
+		t.Errorf("Roster = %v, want context.Canceled", err)
+	}
+	if _, setErrs, err := c.ApplyBatch(ctx, owner, nil, []roster.Item{{JID: "a@example.test"}}); err != nil || len(setErrs) != 1 || !errors.Is(setErrs[0], context.Canceled) {
+		t.Errorf("ApplyBatch = %v, %v; want the item failed with context.Canceled", setErrs, err)
+	}
+	// One more request, sent, so that the ones before would have arrived.
+	if _, err := c.Roster(context.Background(), owner); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Counts(); n.Sets != 0 || n.Gets != 1 {
+		t.Errorf("server saw %d SETs and %d GETs, want 0 and 1", n.Sets, n.Gets)
+	}
+}

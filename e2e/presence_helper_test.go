@@ -329,7 +329,8 @@ const largeRoster = 2000
 // contacts in one refresh, and logs how long it took: with the helper one
 // request (one roster load and save), without it one XEP-0356 write per
 // item, each of which makes Prosody's mod_privilege load and save the whole
-// roster. The only bound is the sync timeout. It also logs when the client
+// roster. The only bound is sync.timeout on a stall of the writes (and the
+// admin client's timeout on the refresh). It also logs when the client
 // had every push and how long its roster fetch then took: after a batch the
 // fetch waits behind the client's answers to the pushes, which Prosody's
 // mod_limits reads at its c2s default of 10 KiB/s (the e2e overlay's

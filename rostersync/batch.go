@@ -11,7 +11,9 @@ import (
 // request, where the server supports it (the component's Prosody helper,
 // which also sends the presence the subscriptions written allow). The
 // Syncer uses it, when CanBatch says so, instead of one Put or Remove per
-// item; results are counted the same way.
+// item; results are counted the same way. For the sync's progress bound
+// (SyncerConfig.SyncTimeout) the whole ApplyBatch call is one write: it
+// must end within SyncTimeout.
 type BatchStore interface {
 	Store
 	// CanBatch reports whether ApplyBatch may be used for owner's roster
@@ -41,6 +43,9 @@ func (s *Syncer) applyBatch(ctx context.Context, bs BatchStore, owner string, pl
 	if err != nil {
 		if !bs.CanBatch(ctx, owner) && ctx.Err() == nil {
 			return false, nil, nil
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
 		return true, nil, fmt.Errorf("%d of %d roster changes failed, first: %w", plan.Len(), plan.Len(), err)
 	}

@@ -62,7 +62,10 @@ type SyncerConfig struct {
 	UserDomains []string
 	// Window is the number of roster writes in flight per user.
 	Window int
-	// SyncTimeout bounds one user's whole sync (fetch, read, writes).
+	// SyncTimeout bounds the phases of one user's sync by progress: the
+	// backend fetch and the server read together must end within it, and
+	// the writes fail only when none has succeeded for SyncTimeout (a
+	// stall, ErrWritesStalled), however long they take while they go on.
 	SyncTimeout time.Duration
 	// CompareSubscription is CompareAuto (the default when empty),
 	// CompareAlways or CompareNever.
@@ -349,8 +352,7 @@ func (s *Syncer) syncOnce(u user, pushed *rosterhttp.Roster) Result {
 		res.Err = fmt.Errorf("sync of %s: %w", res.User, ErrStopped)
 		return res
 	}
-	ctx, cancel := context.WithTimeout(withPushed(s.ctx, pushed), s.cfg.SyncTimeout)
-	defer cancel()
+	ctx := withPushed(s.ctx, pushed)
 	start := time.Now()
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.SyncStarted()
@@ -370,9 +372,13 @@ func (s *Syncer) syncOnce(u user, pushed *rosterhttp.Roster) Result {
 }
 
 // sync brings the user's roster in line (see readSync for what a 304 of
-// the backend saves).
+// the backend saves). The fetch and the read must end within SyncTimeout;
+// the writes go on while they make progress (watchdog): a large roster
+// takes as long as the server needs, a stalled server fails the sync.
 func (s *Syncer) sync(ctx context.Context, u user, res *Result) (err error) {
-	in, err := s.readSync(ctx, u, res)
+	readCtx, cancelRead := context.WithTimeout(ctx, s.cfg.SyncTimeout)
+	in, err := s.readSync(readCtx, u, res)
+	cancelRead()
 	defer func() {
 		res.Err = err
 		s.settle(in, res)
@@ -388,14 +394,18 @@ func (s *Syncer) sync(ctx context.Context, u user, res *Result) (err error) {
 	if !known {
 		plan, subOnly = splitSubscriptionOnly(plan, in.current)
 	}
-	written, err := s.apply(ctx, owner, plan, res)
+	wctx, wd := startWatchdog(ctx, s.cfg.SyncTimeout)
+	written, err := s.apply(wctx, wd, owner, plan, res)
 	if err == nil && !known {
 		var more []roster.Item
-		more, err = s.settleSubscription(ctx, owner, plan, subOnly, res)
+		more, err = s.settleSubscription(wctx, wd, owner, plan, subOnly, res)
 		written = append(written, more...)
 	}
+	wd.stop()
 	// Only the items written successfully, once every write is done.
-	s.probePresence(ctx, owner, in.current, written, res)
+	probeCtx, cancelProbe := context.WithTimeout(ctx, s.cfg.SyncTimeout)
+	defer cancelProbe()
+	s.probePresence(probeCtx, owner, in.current, written, res)
 	return err
 }
 
@@ -469,7 +479,7 @@ func splitSubscriptionOnly(plan Plan, current []roster.Item) (Plan, []roster.Ite
 // it does not (ejabberd: at most that one write per process). It fails
 // when subOnly cannot be settled (the read-back failed). It returns the
 // items it wrote successfully.
-func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan, subOnly []roster.Item, res *Result) ([]roster.Item, error) {
+func (s *Syncer) settleSubscription(ctx context.Context, wd *watchdog, owner string, plan Plan, subOnly []roster.Item, res *Result) ([]roster.Item, error) {
 	for _, it := range append(plan.Add, plan.Update...) {
 		if it.Subscription != roster.SubscriptionNone {
 			s.learnSubscription(ctx, owner, it)
@@ -490,7 +500,7 @@ func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan
 		if kept, known = s.subscriptionKnown(); !known {
 			probe := subOnly[0]
 			subOnly = subOnly[1:]
-			w, err := s.applyMore(ctx, owner, Plan{Update: []roster.Item{probe}}, res)
+			w, err := s.applyMore(ctx, wd, owner, Plan{Update: []roster.Item{probe}}, res)
 			written = w
 			if err == nil {
 				kept, known = s.learnSubscription(ctx, owner, probe)
@@ -509,14 +519,14 @@ func (s *Syncer) settleSubscription(ctx context.Context, owner string, plan Plan
 	if !kept || len(subOnly) == 0 {
 		return written, nil
 	}
-	w, err := s.applyMore(ctx, owner, Plan{Update: subOnly}, res)
+	w, err := s.applyMore(ctx, wd, owner, Plan{Update: subOnly}, res)
 	return append(written, w...), err
 }
 
 // applyMore applies plan like apply, adding its counts to res.
-func (s *Syncer) applyMore(ctx context.Context, owner string, plan Plan, res *Result) ([]roster.Item, error) {
+func (s *Syncer) applyMore(ctx context.Context, wd *watchdog, owner string, plan Plan, res *Result) ([]roster.Item, error) {
 	more := Result{User: res.User}
-	written, err := s.apply(ctx, owner, plan, &more)
+	written, err := s.apply(ctx, wd, owner, plan, &more)
 	res.Added += more.Added
 	res.Updated += more.Updated
 	res.Removed += more.Removed
@@ -565,54 +575,81 @@ func (s *Syncer) learnSubscription(ctx context.Context, owner string, probe rost
 }
 
 // apply makes the plan's writes, at most Window in flight (or in one
-// request through a BatchStore), and counts what succeeded. Every change is
-// tried even when some fail: the next sync converges from whatever state
-// this one leaves. It returns the additions and updates written
-// successfully.
-func (s *Syncer) apply(ctx context.Context, owner string, plan Plan, res *Result) (written []roster.Item, err error) {
+// request through a BatchStore), counts what succeeded and tells wd of
+// each success. Every change is tried even when some fail, so that the
+// next sync converges from whatever state this one leaves, until ctx ends:
+// then no further write is started. It returns the additions and updates
+// written successfully.
+func (s *Syncer) apply(ctx context.Context, wd *watchdog, owner string, plan Plan, res *Result) (written []roster.Item, err error) {
 	// One request for the whole plan where the store can (batch.go).
 	if bs, ok := s.store.(BatchStore); ok && plan.Len() > 0 && bs.CanBatch(ctx, owner) {
 		if handled, w, err := s.applyBatch(ctx, bs, owner, plan, res); handled {
+			if res.Added+res.Updated+res.Removed > 0 {
+				wd.progress()
+			}
 			return w, err
 		}
 	}
-	var added, updated, removed, failed atomic.Int64
+	var added, updated, removed, failed, started atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
 	var mu sync.Mutex
-	note := func(err error, ok *atomic.Int64) {
-		if err != nil {
-			failed.Add(1)
-			errOnce.Do(func() { firstErr = err })
-			return
-		}
-		ok.Add(1)
-	}
-	put := func(it roster.Item, ok *atomic.Int64) {
-		err := s.store.Put(ctx, owner, it)
-		note(err, ok)
-		if err == nil {
-			mu.Lock()
-			written = append(written, it)
-			mu.Unlock()
-		}
-	}
 	// Removals first, then updates, then additions; Window writes in
-	// flight, the next one starting as soon as one is answered.
+	// flight, the next one starting as soon as one is answered, none once
+	// ctx has ended.
 	var g errgroup.Group
 	g.SetLimit(max(1, s.cfg.Window))
+	// written collects it (when not nil) once its write succeeded.
+	write := func(w func() error, ok *atomic.Int64, it *roster.Item) {
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return nil
+			}
+			started.Add(1)
+			if err := w(); err != nil {
+				failed.Add(1)
+				errOnce.Do(func() { firstErr = err })
+				return nil
+			}
+			ok.Add(1)
+			wd.progress()
+			if it != nil {
+				mu.Lock()
+				written = append(written, *it)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
 	for _, it := range plan.Remove {
-		g.Go(func() error { note(s.store.Remove(ctx, owner, it.JID), &removed); return nil })
+		if ctx.Err() != nil {
+			break
+		}
+		write(func() error { return s.store.Remove(ctx, owner, it.JID) }, &removed, nil)
 	}
 	for _, it := range plan.Update {
-		g.Go(func() error { put(it, &updated); return nil })
+		if ctx.Err() != nil {
+			break
+		}
+		write(func() error { return s.store.Put(ctx, owner, it) }, &updated, &it)
 	}
 	for _, it := range plan.Add {
-		g.Go(func() error { put(it, &added); return nil })
+		if ctx.Err() != nil {
+			break
+		}
+		write(func() error { return s.store.Put(ctx, owner, it) }, &added, &it)
 	}
 	_ = g.Wait()
 	res.Added, res.Updated, res.Removed = int(added.Load()), int(updated.Load()), int(removed.Load())
+	notSent := plan.Len() - int(started.Load())
+	if notSent > 0 {
+		return written, fmt.Errorf("%d of %d roster changes not made (%d not sent): %w",
+			notSent+int(failed.Load()), plan.Len(), notSent, context.Cause(ctx))
+	}
 	if n := failed.Load(); n > 0 {
+		if ctx.Err() != nil {
+			firstErr = fmt.Errorf("%w (%w)", context.Cause(ctx), firstErr)
+		}
 		return written, fmt.Errorf("%d of %d roster changes failed, first: %w", n, plan.Len(), firstErr)
 	}
 	return written, nil

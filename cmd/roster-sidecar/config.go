@@ -79,7 +79,7 @@ var settings = []setting{
 	{"admin.request_timeout", 5 * time.Minute, "bound on one refresh request", false},
 	{"admin.tls_cert_file", "", "PEM certificate for HTTPS on the admin listener", false},
 	{"admin.tls_key_file", "", "PEM key for HTTPS on the admin listener", false},
-	{"sync.timeout", 2 * time.Minute, "bound on one user's sync (fetch, read, writes)", false},
+	{"sync.timeout", 2 * time.Minute, "bound on one user's sync: the backend fetch and the server read must end within it; the writes go on while they progress, and fail the sync when none has succeeded for this long", false},
 	{"sync.reconcile_interval", time.Hour, "after a backend 304 Not Modified, how long after the user's roster was last read in full the server read may be skipped where the server cannot say it is unchanged (Prosody; ejabberd after a sync that wrote); a roster changed behind the sidecar's back is reverted by the first refresh after this (0: always read)", false},
 	{"sync.max_pending", 1024, "users being synced or waiting for a sync at most, all requests together (syncs go on when a caller stops waiting); beyond, a refresh of another user fails for that user", false},
 	{"sync.on_login", true, "refresh a user's roster when a new session of the user comes online (needs the presence privilege)", false},

@@ -17,8 +17,9 @@ func syncCmd() *cobra.Command {
 		Use:   "sync [USER...] [--from-file FILE]",
 		Short: "Sync users' rosters once, through a running serve or on its own",
 		Long: `Syncs every user named (as arguments and/or one per line in --from-file) with
-the same Syncer as serve (admin.concurrency users at once, sync.timeout each),
-and exits. Use it for the first population of a whole user base.
+the same Syncer as serve (admin.concurrency users at once; sync.timeout bounds
+each user's fetch and read, and each stall of its writes), and exits. Use it
+for the first population of a whole user base.
 
 When serve runs (its admin API answers at admin.listen of the same config,
 with admin.token or admin.hmac_secret), the users are refreshed through it,
