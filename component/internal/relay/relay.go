@@ -73,16 +73,10 @@ type Relay struct {
 
 	wg sync.WaitGroup // the relay's goroutines
 
-	// wmu guards the writes to the server (Send): each write is whole
-	// stanzas, from Send or from the library (which writes each stanza
-	// with one write, and after the handshake only the stream's end).
-	// pending holds what was sent while a write was under way (writing),
-	// to go out in the next write; next is the batch it belongs to.
-	wmu     sync.Mutex
-	writing bool
-	pending []byte
-	spare   []byte
-	next    *sendBatch
+	// wmu serialises writes to the server: each write is whole stanzas,
+	// from send or from the library (which writes each stanza with one
+	// write, and after the handshake only the stream's end).
+	wmu sync.Mutex
 
 	mu        sync.Mutex
 	client    net.Conn
@@ -176,53 +170,13 @@ func (r *Relay) acceptOwn() (net.Conn, error) {
 	}
 }
 
-// sendBatch is stanzas written to the server with one write.
-type sendBatch struct {
-	done chan struct{} // closed when written
-	err  error         // the write's error, set before done is closed
-}
-
-// Send writes whole stanzas to the server and returns when they are
-// written. Stanzas that other goroutines send while a write is under way
-// are gathered and go out together in the next write, by the goroutine
-// that wrote before them: many IQs per system call, which the server then
-// reads and parses in one go, instead of one write per IQ.
+// Send writes whole stanzas to the server.
 func (r *Relay) Send(b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
 	r.wmu.Lock()
-	if r.next == nil {
-		r.next = &sendBatch{done: make(chan struct{})}
-	}
-	mine := r.next
-	r.pending = append(r.pending, b...)
-	if r.writing {
-		r.wmu.Unlock()
-		<-mine.done
-		return mine.err
-	}
-	r.writing = true
-	for len(r.pending) > 0 {
-		buf, batch := r.pending, r.next
-		r.pending, r.next = r.spare[:0], nil
-		r.wmu.Unlock()
-		_, batch.err = r.server.Write(buf)
-		close(batch.done)
-		r.wmu.Lock()
-		if cap(buf) <= maxSpare {
-			r.spare = buf
-		} else {
-			r.spare = nil
-		}
-	}
-	r.writing = false
-	r.wmu.Unlock()
-	return mine.err
+	defer r.wmu.Unlock()
+	_, err := r.server.Write(b)
+	return err
 }
-
-// maxSpare is the largest write buffer Send keeps for the next batches.
-const maxSpare = 256 << 10
 
 // forward passes what the library writes on to the server.
 func (r *Relay) forward(client net.Conn) error {
