@@ -578,21 +578,13 @@ func medianBy[T any](xs []T, f func(T) float64) T {
 	return s[(len(s)-1)/2]
 }
 
-// freshServer starts a server of kind r and creates the users of sets.
+// freshServer starts a server of kind r and creates the users of sets. The
+// benchmark measures the XEP-0356 path item by item, against the
+// blaster's: without Prosody's helper, whose batch requests would bypass
+// both (the scaling curve measures the helper on its own, startServer).
 func freshServer(t *T, r harness.Runner, sets ...*benchSet) *harness.Server {
 	t.Helper()
-	r.Options.CPUs = serverCPUs
-	// The benchmark measures the XEP-0356 path item by item, against the
-	// blaster's: without Prosody's helper, whose batch requests would
-	// bypass both (issue 14 adds the helper's own figures).
-	r.Options.ProsodyNoHelper = true
-	srv := r.Start(t)
-	var users []string
-	for _, s := range sets {
-		users = append(users, s.users...)
-	}
-	srv.CreateUsers(t, users...)
-	return srv
+	return startServer(t, r, false, sets...)
 }
 
 // dialBlaster connects the blaster to srv's component port, and checks
