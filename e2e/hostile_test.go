@@ -169,6 +169,9 @@ func (h *hostile) settle(m *Client) {
 			return
 		}
 		timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
+		if tries <= 3 { // the first failures say why the last one happened
+			h.t.Logf("%s: ping %d of the component unanswered: %v", m.JID, tries, err)
+		}
 		if !timedOut || time.Now().After(deadline) {
 			h.t.Fatalf("%s on %s: no answer to a ping of the component (for %v): %v", m.JID, h.e.Server.Name, settleWait, err)
 		}
