@@ -215,6 +215,25 @@ func (c *Client) Remove(ctx context.Context, owner, contact string) error {
 	return nil
 }
 
+// Sessions returns the resources of owner's sessions online, with
+// user_resources (the command presence probes need, so that an API account
+// may be checked for it without sending anything).
+func (c *Client) Sessions(ctx context.Context, owner string) ([]string, error) {
+	local, host, err := split(owner)
+	if err != nil {
+		return nil, err
+	}
+	return c.sessions(ctx, local, host)
+}
+
+func (c *Client) sessions(ctx context.Context, local, host string) ([]string, error) {
+	var resources []string
+	if err := c.call(ctx, "user_resources", map[string]string{"user": local, "host": host}, &resources); err != nil {
+		return nil, err
+	}
+	return resources, nil
+}
+
 // ProbePresence sends, with send_stanza, a presence probe from owner's bare
 // JID to each contact's bare JID, one call per contact, probeConcurrency in
 // flight: ejabberd then sends owner's available sessions the current
@@ -237,8 +256,8 @@ func (c *Client) ProbePresence(ctx context.Context, owner string, contacts []str
 	if err != nil {
 		return 0, fmt.Errorf("probe presence for %s: %w", owner, err)
 	}
-	var resources []string
-	if err := c.call(ctx, "user_resources", map[string]string{"user": local, "host": host}, &resources); err != nil {
+	resources, err := c.sessions(ctx, local, host)
+	if err != nil {
 		return 0, fmt.Errorf("probe presence for %s: listing the user's sessions: %w", owner, err)
 	}
 	if len(resources) == 0 {

@@ -515,3 +515,29 @@ func TestSyncProbesThroughTheAPI(t *testing.T) {
 		t.Fatalf("probed %v", to)
 	}
 }
+
+// Sessions lists the resources of a user's sessions with user_resources,
+// and reports a refused call (check uses it to see whether the account may
+// list sessions, which presence probes need).
+func TestSessions(t *testing.T) {
+	f := newFake(t)
+	c := f.client(t)
+	ctx := context.Background()
+	if got, err := c.Sessions(ctx, "alice@example.test"); err != nil || len(got) != 0 {
+		t.Fatalf("offline: Sessions = %q, %v", got, err)
+	}
+	f.mu.Lock()
+	f.online["alice@example.test"] = true
+	f.failNext["user_resources"] = http.StatusForbidden
+	f.mu.Unlock()
+	var apiErr *Error
+	if _, err := c.Sessions(ctx, "alice@example.test"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("refused: Sessions error %v, want an *Error with status 403", err)
+	}
+	if got, err := c.Sessions(ctx, "alice@example.test"); err != nil || !slices.Equal(got, []string{"phone"}) {
+		t.Fatalf("online: Sessions = %q, %v", got, err)
+	}
+	if _, err := c.Sessions(ctx, "not a jid"); err == nil {
+		t.Fatal("Sessions of a malformed JID succeeded")
+	}
+}

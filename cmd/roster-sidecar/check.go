@@ -267,6 +267,16 @@ func checkAPI(ctx context.Context, r *checkReport, p *daemon.Parts, user string)
 		return
 	}
 	r.line("api", "ok: get_roster of %s answered through %s (%d items)", owner, p.Config.EjabberdAPIURL, len(items))
+	// Presence probes (new friends online at once) need user_resources
+	// and send_stanza; only the first can be tried without sending
+	// anything. Rosters sync without them: no failure.
+	if _, err := p.API.Sessions(ctx, owner.String()); err != nil {
+		r.line("presence", "no probes: %v", err)
+		r.line("", "fix: allow user_resources and send_stanza for the API account (the roster-sidecar rule of deploy/ejabberd/ejabberd.yml): "+
+			"without them rosters still sync, but a new friend is shown online only after a status change or a new login")
+		return
+	}
+	r.line("presence", "ok: user_resources allowed; new friends are probed for presence (send_stanza must be allowed too)")
 }
 
 // checkBackend fetches the roster of user and reports the outcome: on the

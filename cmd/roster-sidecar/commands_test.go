@@ -378,14 +378,25 @@ func TestCheck(t *testing.T) {
 		c := newCLI(t)
 		var mu sync.Mutex
 		var calls []string
+		sessionsAllowed := true
 		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, _ := io.ReadAll(r.Body)
 			mu.Lock()
 			calls = append(calls, r.URL.Path+" "+string(body))
+			allowed := sessionsAllowed
 			mu.Unlock()
 			if u, p, _ := r.BasicAuth(); u != "admin@example.test" || p != "right" {
 				w.WriteHeader(http.StatusUnauthorized)
 				_, _ = io.WriteString(w, `{"status":"error","code":31,"message":"Authentication failed"}`)
+				return
+			}
+			if strings.HasSuffix(r.URL.Path, "/user_resources") {
+				if !allowed {
+					w.WriteHeader(http.StatusForbidden)
+					_, _ = io.WriteString(w, `{"status":"error","code":32,"message":"AccessRules: Account does not have the right to perform the operation."}`)
+					return
+				}
+				_, _ = io.WriteString(w, `["phone"]`)
 				return
 			}
 			_, _ = io.WriteString(w, `[{"jid":"c1@example.test","nick":"One","subscription":"both","pending":"none","groups":["G"]}]`)
@@ -401,15 +412,23 @@ func TestCheck(t *testing.T) {
 		)
 		t.Setenv("ROSTER_SIDECAR_EJABBERD_API_PASSWORD", "right")
 		code, out, _ = c.run(t, "check", "--user", "john")
-		expect(t, code, 0, out, "api:        ok: get_roster of john@example.test answered through "+api.URL+"/api (1 items)\n")
+		expect(t, code, 0, out, "api:        ok: get_roster of john@example.test answered through "+api.URL+"/api (1 items)\n",
+			"presence:   ok: user_resources allowed")
 		if strings.Contains(out, "helper:") {
 			t.Error("helper reported in API mode, where rosters are not written over XEP-0356")
 		}
 		mu.Lock()
-		if want := `/api/get_roster {"host":"example.test","user":"john"}`; len(calls) != 2 || calls[1] != want {
-			t.Errorf("API calls %q, want two of %s", calls, want)
+		want := []string{`/api/get_roster {"host":"example.test","user":"john"}`, `/api/user_resources {"host":"example.test","user":"john"}`}
+		if len(calls) != 3 || calls[1] != want[0] || calls[2] != want[1] {
+			t.Errorf("API calls %q, want get_roster once refused, then %q", calls, want)
 		}
+		sessionsAllowed = false
 		mu.Unlock()
+		// Without the permission presence probes need, rosters still sync:
+		// check says so and passes.
+		code, out, _ = c.run(t, "check", "--user", "john")
+		expect(t, code, 0, out, "presence:   no probes: ejabberd API user_resources: HTTP 403: ",
+			"            fix: allow user_resources and send_stanza for the API account")
 		api.Close()
 		code, out, _ = c.run(t, "check", "--user", "john")
 		expect(t, code, 1, out, "api:        FAIL: read roster of john@example.test: ejabberd API get_roster: ", "            fix: check ejabberd_api.url and that ejabberd's mod_http_api listens there\n")
