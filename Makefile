@@ -45,7 +45,7 @@ fuzz:
 e2e:
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)'; \
 	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then \
-	  echo "== why (from e2e.out, the full log):"; awk -f e2e/failures.awk e2e.out | tail -n 300; fi; exit $$rc
+	  echo "== why (from e2e.out, the full log):"; awk -f e2e/failures.awk e2e.out e2e.out | tail -n 400; fi; exit $$rc
 
 ## check-deploy: validate deploy/: the container build (static binary), the systemd unit
 ## (systemd-analyze verify + security), the Kubernetes manifests (k8s.io/api types).
