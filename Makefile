@@ -59,9 +59,10 @@ browser-test:
 	bash e2e/browser/install.sh
 	$(GO) test -tags 'e2e browser' -count=1 -timeout 10m -v -run '^TestBrowser' ./e2e/
 
-## bench: the sidecar against each server's own limit on real Prosody and ejabberd (about 7 minutes
-## on 2 cores; the program in bench/): prints the tables, the full log goes to bench.out, and the
-## report to docs/BENCHMARKS.md (text outside its generated markers is kept). Other sizes and
+## bench: the sidecar against each server's own limit on real Prosody and ejabberd (about 50 minutes
+## on 2 cores, most of it the scaling curve's 5,000-contact points; -scale= skips them; the program
+## in bench/): prints the tables, the full log goes to bench.out, the report to docs/BENCHMARKS.md
+## (text outside its generated markers is kept) and the chart to docs/bench-scaling.svg. Other sizes and
 ## settings: BENCH_ARGS, the flags of `go run ./bench -help` (those of the former e2e TestBench
 ## without their "bench." prefix), e.g. make bench BENCH_ARGS='-users=5000 -contacts=50 -rounds=5'.
 BENCH_ARGS ?= -users=1000 -contacts=20 -servers=prosody,ejabberd
